@@ -1,0 +1,30 @@
+// Command upsert-products creates and updates the Stripe catalog of this
+// deployment, idempotently, and records it in DynamoDB.
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/config"
+
+	"github.com/baseten/billing-functions/pkg/billing"
+)
+
+func main() {
+	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	cfg, err := billing.LoadConfig(os.Getenv)
+	if err != nil {
+		logger.Error("cold start failed", "error", err.Error())
+		os.Exit(1)
+	}
+	awsCfg, err := config.LoadDefaultConfig(context.Background())
+	if err != nil {
+		logger.Error("cold start failed: AWS config", "error", err.Error())
+		os.Exit(1)
+	}
+	svc := billing.NewServiceFromAWS(cfg, awsCfg, logger.With("function", "upsert-products"))
+	lambda.Start(svc.HandleUpsertProducts)
+}

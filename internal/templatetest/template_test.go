@@ -1,0 +1,307 @@
+// Package templatetest checks template.yaml: that it lints clean, that sam
+// builds three distinct functions from it, and that it promises what the
+// issues ask (schema, encryption, least privilege, outputs).
+package templatetest
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/baseten/billing-functions/internal/testenv"
+	"github.com/baseten/billing-functions/pkg/table"
+)
+
+var functions = map[string]string{
+	"WebhookFunction":        "functions/webhook",
+	"SubscribeFunction":      "functions/subscribe",
+	"UpsertProductsFunction": "functions/upsert-products",
+}
+
+func venvTool(t *testing.T, name string) string {
+	t.Helper()
+	p := filepath.Join(testenv.RepoRoot(), ".venv", "bin", name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is not installed in .venv: run `make test`, which installs it", name)
+	}
+	return p
+}
+
+// tmpl is template.yaml as JSON, decoded by cfn-lint so that the short
+// intrinsic forms (!Ref, !Sub, …) become their long forms.
+type tmpl struct {
+	Parameters map[string]map[string]any
+	Conditions map[string]any
+	Globals    map[string]map[string]any
+	Resources  map[string]struct {
+		Type       string
+		Metadata   map[string]any
+		Properties map[string]any
+	}
+	Outputs map[string]map[string]any
+}
+
+func load(t *testing.T) tmpl {
+	t.Helper()
+	cmd := exec.Command(venvTool(t, "python"), "-c",
+		"import json,sys\nfrom cfnlint.decode import decode\nt,m=decode(sys.argv[1])\nassert not m, m\nprint(json.dumps(t))",
+		filepath.Join(testenv.RepoRoot(), "template.yaml"))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("decode template: %v", err)
+	}
+	var tp tmpl
+	if err := json.Unmarshal(out, &tp); err != nil {
+		t.Fatal(err)
+	}
+	return tp
+}
+
+func TestTemplate_CfnLintReportsNoErrors(t *testing.T) {
+	cmd := exec.Command(venvTool(t, "cfn-lint"), "template.yaml")
+	cmd.Dir = testenv.RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cfn-lint: %v\n%s", err, out)
+	}
+}
+
+func TestTemplate_SamValidateLintPasses(t *testing.T) {
+	cmd := exec.Command(venvTool(t, "sam"), "validate", "--lint", "--template", "template.yaml", "--region", "us-east-1")
+	cmd.Dir = testenv.RepoRoot()
+	cmd.Env = append(os.Environ(), "SAM_CLI_TELEMETRY=0")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "is a valid SAM Template") {
+		t.Fatalf("sam validate --lint: %v\n%s", err, out)
+	}
+}
+
+func TestTemplate_SamBuildMakesThreeDistinctArm64Bootstraps(t *testing.T) {
+	buildDir := t.TempDir()
+	cmd := exec.Command(venvTool(t, "sam"), "build", "--build-in-source", "--build-dir", buildDir, "--template", "template.yaml")
+	cmd.Dir = testenv.RepoRoot()
+	cmd.Env = append(os.Environ(), "SAM_CLI_TELEMETRY=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sam build: %v\n%s", err, out)
+	}
+	sums := map[[32]byte]string{}
+	for logicalID, pkg := range functions {
+		bin := filepath.Join(buildDir, logicalID, "bootstrap")
+		data, err := os.ReadFile(bin)
+		if err != nil {
+			t.Fatalf("%s: %v", logicalID, err)
+		}
+		// ELF, 64-bit, little endian, machine EM_AARCH64 (183).
+		if !bytes.HasPrefix(data, []byte("\x7fELF\x02\x01")) || data[18] != 183 {
+			t.Errorf("%s/bootstrap is not a linux/arm64 ELF binary", logicalID)
+		}
+		if f, err := elf.NewFile(bytes.NewReader(data)); err != nil || f.Section(".symtab") != nil {
+			t.Errorf("%s/bootstrap is not stripped (-ldflags=-s): symtab present or unreadable (%v)", logicalID, err)
+		}
+		sum := sha256.Sum256(data)
+		if other, dup := sums[sum]; dup {
+			t.Errorf("%s and %s have the same bootstrap: sam merged the functions", logicalID, other)
+		}
+		sums[sum] = logicalID
+
+		info, err := exec.Command(runtime.GOROOT()+"/bin/go", "version", "-m", bin).Output()
+		if err != nil {
+			t.Fatalf("go version -m %s: %v", bin, err)
+		}
+		for _, want := range []string{"\tpath\tgithub.com/baseten/billing-functions/" + pkg + "\n", "-tags=lambda.norpc", "-trimpath=true", "CGO_ENABLED=0", "GOARCH=arm64"} {
+			if !strings.Contains(string(info), want) {
+				t.Errorf("%s/bootstrap: build info lacks %q", logicalID, strings.TrimSpace(want))
+			}
+		}
+	}
+}
+
+func TestTemplate_ParametersAndGlobals(t *testing.T) {
+	tp := load(t)
+	stage := tp.Parameters["Stage"]
+	if got := stage["AllowedValues"]; !equalJSON(got, []string{"dev", "staging", "prod"}) {
+		t.Errorf("Stage AllowedValues = %v", got)
+	}
+	for _, p := range []string{"Namespace", "StripeSecretArn"} {
+		if _, ok := tp.Parameters[p]; !ok {
+			t.Errorf("parameter %s missing", p)
+		}
+	}
+	fn := tp.Globals["Function"]
+	checks := map[string]any{"Runtime": "provided.al2023", "Architectures": []string{"arm64"}, "Handler": "bootstrap"}
+	for k, want := range checks {
+		if !equalJSON(fn[k], want) {
+			t.Errorf("Globals.Function.%s = %v, want %v", k, fn[k], want)
+		}
+	}
+	if fn["Timeout"] == nil || fn["MemorySize"] == nil {
+		t.Error("Globals.Function needs an explicit Timeout and MemorySize")
+	}
+	if !equalJSON(fn["LoggingConfig"].(map[string]any)["LogFormat"], "JSON") {
+		t.Error("logs must be JSON")
+	}
+}
+
+func TestTemplate_FunctionsUseMakefileBuilds(t *testing.T) {
+	tp := load(t)
+	makefile, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for logicalID := range functions {
+		r := tp.Resources[logicalID]
+		if r.Type != "AWS::Serverless::Function" || r.Metadata["BuildMethod"] != "makefile" || r.Properties["CodeUri"] != "." {
+			t.Errorf("%s: want a makefile-built function with CodeUri '.', got %s %v %v", logicalID, r.Type, r.Metadata, r.Properties["CodeUri"])
+		}
+		target := regexp.MustCompile(`(?m)^build-` + logicalID + `:\n\t.*CGO_ENABLED=0.*\$\(ARTIFACTS_DIR\)/bootstrap`)
+		if !target.Match(bytes.ReplaceAll(makefile, []byte("$(LAMBDA_ENV)"), []byte("CGO_ENABLED=0"))) {
+			t.Errorf("Makefile has no build-%s target writing $(ARTIFACTS_DIR)/bootstrap", logicalID)
+		}
+	}
+}
+
+func TestTemplate_OnlyTheWebhookHasAPublicRoute(t *testing.T) {
+	tp := load(t)
+	for logicalID := range functions {
+		events, _ := tp.Resources[logicalID].Properties["Events"].(map[string]any)
+		if logicalID != "WebhookFunction" {
+			if len(events) != 0 {
+				t.Errorf("%s has event sources %v; it must have no public trigger", logicalID, events)
+			}
+			continue
+		}
+		if len(events) != 1 {
+			t.Fatalf("WebhookFunction events = %v, want the one HTTP API route", events)
+		}
+		for _, e := range events {
+			ev := e.(map[string]any)
+			p := ev["Properties"].(map[string]any)
+			if ev["Type"] != "HttpApi" || p["Method"] != "POST" || p["Path"] != "/integrations/stripe/webhooks" || p["PayloadFormatVersion"] != "2.0" {
+				t.Errorf("webhook route = %v", ev)
+			}
+		}
+	}
+}
+
+func TestTemplate_PoliciesAreLeastPrivilege(t *testing.T) {
+	tp := load(t)
+	for logicalID := range functions {
+		policies, _ := tp.Resources[logicalID].Properties["Policies"].([]any)
+		if len(policies) == 0 {
+			t.Fatalf("%s has no policy", logicalID)
+		}
+		var secretResources []any
+		for _, p := range policies {
+			stmts, ok := p.(map[string]any)["Statement"].([]any)
+			if !ok {
+				t.Fatalf("%s: policy %v is not an inline statement list (a SAM policy template can hide a wildcard)", logicalID, p)
+			}
+			for _, s := range stmts {
+				st := s.(map[string]any)
+				for _, a := range asList(st["Action"]) {
+					if strings.Contains(a.(string), "*") {
+						t.Errorf("%s: wildcard action %v", logicalID, a)
+					}
+					if strings.HasPrefix(a.(string), "secretsmanager:") {
+						if a != "secretsmanager:GetSecretValue" {
+							t.Errorf("%s: secrets action %v; only GetSecretValue is needed", logicalID, a)
+						}
+						secretResources = append(secretResources, asList(st["Resource"])...)
+					}
+				}
+				for _, r := range asList(st["Resource"]) {
+					if s, ok := r.(string); ok && strings.Contains(s, "*") {
+						t.Errorf("%s: wildcard resource %v", logicalID, r)
+					}
+				}
+			}
+		}
+		if !equalJSON(secretResources, []any{map[string]any{"Ref": "StripeSecretArn"}}) {
+			t.Errorf("%s may read secrets %v; want only StripeSecretArn", logicalID, secretResources)
+		}
+	}
+}
+
+func TestTemplate_TableMatchesSchemaAndIsProtected(t *testing.T) {
+	tp := load(t)
+	tbl := tp.Resources["BillingTable"]
+	p := tbl.Properties
+	if p["BillingMode"] != "PAY_PER_REQUEST" {
+		t.Errorf("BillingMode = %v", p["BillingMode"])
+	}
+	wantKeys := []map[string]string{{"AttributeName": table.AttrPK, "KeyType": "HASH"}, {"AttributeName": table.AttrSK, "KeyType": "RANGE"}}
+	if !equalJSON(p["KeySchema"], wantKeys) {
+		t.Errorf("KeySchema = %v, want %v (pkg/table's names)", p["KeySchema"], wantKeys)
+	}
+	gsis := p["GlobalSecondaryIndexes"].([]any)
+	if len(gsis) != 1 || gsis[0].(map[string]any)["IndexName"] != table.IndexStripeID ||
+		!equalJSON(gsis[0].(map[string]any)["KeySchema"], []map[string]string{{"AttributeName": table.AttrStripeID, "KeyType": "HASH"}}) {
+		t.Errorf("GlobalSecondaryIndexes = %v, want %s on %s", gsis, table.IndexStripeID, table.AttrStripeID)
+	}
+	if !equalJSON(p["TimeToLiveSpecification"], map[string]any{"AttributeName": table.AttrExpiresAt, "Enabled": true}) {
+		t.Errorf("TTL = %v", p["TimeToLiveSpecification"])
+	}
+	if !equalJSON(p["PointInTimeRecoverySpecification"], map[string]any{"PointInTimeRecoveryEnabled": true}) {
+		t.Errorf("point-in-time recovery = %v", p["PointInTimeRecoverySpecification"])
+	}
+	if !equalJSON(p["SSESpecification"], map[string]any{"SSEEnabled": true}) {
+		t.Errorf("encryption = %v", p["SSESpecification"])
+	}
+	if !equalJSON(p["DeletionProtectionEnabled"], map[string]any{"Fn::If": []any{"IsProd", true, false}}) ||
+		!equalJSON(tp.Conditions["IsProd"], map[string]any{"Fn::Equals": []any{map[string]any{"Ref": "Stage"}, "prod"}}) {
+		t.Errorf("deletion protection = %v, want on exactly for prod", p["DeletionProtectionEnabled"])
+	}
+}
+
+func TestTemplate_Outputs(t *testing.T) {
+	tp := load(t)
+	var names []string
+	for name := range tp.Outputs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, want := range []string{"SubscribeFunctionArn", "TableName", "UpsertProductsFunctionArn", "WebhookUrl"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("output %s missing (have %v)", want, names)
+		}
+	}
+	if url := tp.Outputs["WebhookUrl"]["Value"]; !strings.Contains(toJSON(url), "/integrations/stripe/webhooks") {
+		t.Errorf("WebhookUrl = %v", url)
+	}
+}
+
+func TestSamconfig_HasEveryStageAndConfirmsProd(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "samconfig.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := string(data)
+	for _, env := range []string{"default", "dev", "staging", "prod"} {
+		if !strings.Contains(cfg, "["+env+".deploy.parameters]") || !strings.Contains(cfg, "["+env+".global.parameters]") {
+			t.Errorf("samconfig.toml has no %s environment", env)
+		}
+	}
+	prod := cfg[strings.Index(cfg, "[prod.deploy.parameters]"):]
+	if !strings.Contains(prod, "confirm_changeset = true") || !strings.Contains(prod, `Stage=\"prod\"`) {
+		t.Error("prod must confirm its change set and deploy Stage=prod")
+	}
+}
+
+func asList(v any) []any {
+	if l, ok := v.([]any); ok {
+		return l
+	}
+	return []any{v}
+}
+
+func toJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+func equalJSON(a, b any) bool { return toJSON(a) == toJSON(b) }

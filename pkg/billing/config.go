@@ -1,0 +1,121 @@
+package billing
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Stage is a deployment environment. Each stage has its own Stripe keys.
+type Stage string
+
+const (
+	StageDev     Stage = "dev"
+	StageStaging Stage = "staging"
+	StageProd    Stage = "prod"
+)
+
+// Live reports whether the stage must use Stripe live-mode keys.
+func (s Stage) Live() bool { return s == StageProd }
+
+// DefaultSecretTTL is how long fetched Stripe keys are trusted before the
+// secret is read again.
+const DefaultSecretTTL = 10 * time.Minute
+
+// Config is the typed configuration of every billing function, loaded once per
+// cold start from the environment.
+type Config struct {
+	Stage     Stage
+	Namespace string // names this deployment inside a shared Stripe account
+	TableName string
+
+	// StripeSecretID is the Secrets Manager secret's name or ARN. It may be
+	// empty on dev, where the keys can come from the overrides alone.
+	StripeSecretID string
+
+	// Overrides holds the STRIPE_* local-development variables. Each non-empty
+	// field takes precedence over the same field of the secret.
+	Overrides Keys
+
+	// StripeAPIBase points the Stripe client at a local server. Empty means
+	// Stripe itself.
+	StripeAPIBase string
+
+	SecretTTL time.Duration
+}
+
+var (
+	namespacePattern = regexp.MustCompile(`^[a-z0-9-]{3,40}$`)
+	tableNamePattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)
+)
+
+// LoadConfig reads the configuration through getenv (os.Getenv in Lambda).
+// When any value is missing or invalid it returns one error listing every
+// problem; the error never contains a key's value.
+func LoadConfig(getenv func(string) string) (Config, error) {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	c := Config{
+		Stage:          Stage(strings.TrimSpace(getenv("STAGE"))),
+		Namespace:      strings.TrimSpace(getenv("BILLING_NAMESPACE")),
+		TableName:      strings.TrimSpace(getenv("TABLE_NAME")),
+		StripeSecretID: strings.TrimSpace(getenv("STRIPE_SECRET_ID")),
+		StripeAPIBase:  strings.TrimSpace(getenv("STRIPE_API_BASE")),
+		Overrides: Keys{
+			APIKey:         strings.TrimSpace(getenv("STRIPE_API_KEY")),
+			PublishableKey: strings.TrimSpace(getenv("STRIPE_PUBLISHABLE_KEY")),
+			WebhookSecret:  strings.TrimSpace(getenv("STRIPE_ENDPOINT_SECRET")),
+		},
+		SecretTTL: DefaultSecretTTL,
+	}
+
+	switch c.Stage {
+	case StageDev, StageStaging, StageProd:
+	case "":
+		bad("STAGE is required (dev, staging or prod)")
+	default:
+		bad("STAGE %q is not one of dev, staging, prod", c.Stage)
+	}
+	if !namespacePattern.MatchString(c.Namespace) {
+		bad("BILLING_NAMESPACE must be 3-40 characters of [a-z0-9-], got %q", c.Namespace)
+	}
+	if !tableNamePattern.MatchString(c.TableName) {
+		bad("TABLE_NAME must be a DynamoDB table name (3-255 characters of [a-zA-Z0-9_.-]), got %q", c.TableName)
+	}
+	// Outside dev a missing secret would silently disable billing, so it is
+	// an error there rather than a mode.
+	if c.StripeSecretID == "" && c.Stage != StageDev && c.Stage != "" {
+		bad("STRIPE_SECRET_ID is required on %s", c.Stage)
+	}
+	if c.StripeAPIBase != "" {
+		u, err := url.Parse(c.StripeAPIBase)
+		switch {
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+			bad("STRIPE_API_BASE must be an http(s) URL, got %q", c.StripeAPIBase)
+		case c.Stage == StageProd:
+			bad("STRIPE_API_BASE must not be set on prod")
+		}
+	}
+	if v := strings.TrimSpace(getenv("SECRET_CACHE_TTL")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			bad("SECRET_CACHE_TTL must be a positive duration such as 10m, got %q", v)
+		} else {
+			c.SecretTTL = d
+		}
+	}
+	if c.Stage != "" {
+		if err := c.Overrides.checkMode(c.Stage, "STRIPE_API_KEY", "STRIPE_PUBLISHABLE_KEY"); err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+
+	if len(problems) > 0 {
+		return Config{}, errors.New("invalid configuration:\n  - " + strings.Join(problems, "\n  - "))
+	}
+	return c, nil
+}

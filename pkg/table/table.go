@@ -1,0 +1,102 @@
+// Package table stores the billing mappings in one DynamoDB table: which
+// Stripe customer, subscription, items and products belong to which
+// organization and catalog entry, and which webhook events were processed.
+//
+// It knows DynamoDB, not Stripe's SDK: records hold plain IDs and values.
+// Every conditional write reports a failed condition as ErrConditionFailed
+// (or ErrTransactionConflict), translated in one place, translate.
+package table
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Attribute names of the table's keys, index and TTL. template.yaml declares
+// the same names; TestTemplate_TableMatchesSchema keeps the two in step.
+const (
+	AttrPK        = "pk"
+	AttrSK        = "sk"
+	AttrStripeID  = "stripe_id"  // partition key of IndexStripeID
+	AttrExpiresAt = "expires_at" // TTL, epoch seconds
+	IndexStripeID = "by_stripe_id"
+)
+
+// DB is the part of the DynamoDB client the store uses.
+type DB interface {
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, opts ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error)
+}
+
+var _ DB = (*dynamodb.Client)(nil)
+
+// Store reads and writes the mappings of one table.
+type Store struct {
+	db   DB
+	name string
+}
+
+// New returns a Store over the named table. It makes no request.
+func New(db DB, tableName string) *Store {
+	return &Store{db: db, name: tableName}
+}
+
+// Name returns the table's name.
+func (s *Store) Name() string { return s.name }
+
+// CreateTable creates a table with the schema template.yaml deploys
+// (PAY_PER_REQUEST, the by_stripe_id index and TTL on expires_at) and waits
+// until it is active. Tests and `make dev` use it; deployments use the
+// template.
+func CreateTable(ctx context.Context, db *dynamodb.Client, name string) error {
+	str := types.ScalarAttributeTypeS
+	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
+		TableName:   &name,
+		BillingMode: types.BillingModePayPerRequest,
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String(AttrPK), AttributeType: str},
+			{AttributeName: aws.String(AttrSK), AttributeType: str},
+			{AttributeName: aws.String(AttrStripeID), AttributeType: str},
+		},
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String(AttrPK), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String(AttrSK), KeyType: types.KeyTypeRange},
+		},
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{
+			IndexName:  aws.String(IndexStripeID),
+			KeySchema:  []types.KeySchemaElement{{AttributeName: aws.String(AttrStripeID), KeyType: types.KeyTypeHash}},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("table.CreateTable %s: %w", name, translate(err))
+	}
+	waiter := dynamodb.NewTableExistsWaiter(db)
+	if err := waiter.Wait(ctx, &dynamodb.DescribeTableInput{TableName: &name}, time.Minute); err != nil {
+		return fmt.Errorf("table.CreateTable %s: wait: %w", name, err)
+	}
+	_, err = db.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{
+		TableName:               &name,
+		TimeToLiveSpecification: &types.TimeToLiveSpecification{AttributeName: aws.String(AttrExpiresAt), Enabled: aws.Bool(true)},
+	})
+	if err != nil {
+		return fmt.Errorf("table.CreateTable %s: ttl: %w", name, translate(err))
+	}
+	return nil
+}
+
+func key(pk, sk string) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{
+		AttrPK: &types.AttributeValueMemberS{Value: pk},
+		AttrSK: &types.AttributeValueMemberS{Value: sk},
+	}
+}
+
+func orgPK(orgID string) string { return "ORG#" + orgID }
