@@ -167,3 +167,45 @@ func Main(m *testing.M, setup func(motoURL string)) {
 	srv.Stop()
 	os.Exit(code)
 }
+
+// stripeMockPath finds stripe-mock: $STRIPE_MOCK, ./bin (where `make test`
+// installs it), then $PATH.
+func stripeMockPath() (string, error) {
+	if p := os.Getenv("STRIPE_MOCK"); p != "" {
+		return p, nil
+	}
+	if p := filepath.Join(RepoRoot(), "bin", "stripe-mock"); fileExists(p) {
+		return p, nil
+	}
+	if p, err := exec.LookPath("stripe-mock"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("stripe-mock not found: run `make test` (it installs it into ./bin) or set STRIPE_MOCK")
+}
+
+// StartStripeMock starts stripe-mock on a free 127.0.0.1 port. The caller
+// must Stop it.
+func StartStripeMock() (*Server, error) {
+	bin, err := stripeMockPath()
+	if err != nil {
+		return nil, err
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		cmd := exec.Command(bin, "-http-addr", fmt.Sprintf("127.0.0.1:%d", port))
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("start %s: %w", bin, err)
+		}
+		s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd}
+		if err := waitHTTP(s.URL+"/", 30*time.Second); err != nil {
+			s.Stop()
+			continue
+		}
+		return s, nil
+	}
+	return nil, errors.New("stripe-mock did not become ready")
+}

@@ -1,0 +1,227 @@
+package stripelocal
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// The test controls live under /_local/, apart from Stripe's paths. Each
+// has a Go method of the same meaning for in-process tests.
+
+// Reset forgets every object, event, endpoint, fault, count and idempotency
+// key, and sets the clock back.
+func (s *Server) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ep := range s.state.endpoints {
+		close(ep.done)
+	}
+	s.state = newState()
+	s.idem = map[string]idemEntry{}
+	s.faults, s.held, s.violations = nil, nil, nil
+	s.counts = map[string]int{}
+	s.clockOffset, s.autoPay, s.delivery = 0, true, deliveryMode{}
+}
+
+// InjectFault makes the next f.Count matching requests fail.
+func (s *Server) InjectFault(f Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.Count <= 0 {
+		f.Count = 1
+	}
+	s.faults = append(s.faults, &f)
+}
+
+// Fault is a request failure to inject; see InjectFault.
+type Fault = fault
+
+// DeliveryMode is how webhooks leave the server; see SetDelivery.
+type DeliveryMode = deliveryMode
+
+// SetDelivery changes how webhooks are delivered from now on.
+func (s *Server) SetDelivery(m DeliveryMode) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delivery = m
+}
+
+// Release sends the held deliveries ("in_order", "reverse" or "shuffled").
+func (s *Server) Release(order string) int { return s.release(order) }
+
+// AddWebhookEndpoint registers url with known signing secrets (the first
+// is current; more are signed with too, as during a rotation) and returns
+// its ID. events nil means every event.
+func (s *Server) AddWebhookEndpoint(url string, secrets []string, events []string, apiVersion string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(events) == 0 {
+		events = []string{"*"}
+	}
+	ep := s.addEndpoint(url, secrets[0], events, apiVersion)
+	ep.secrets = append([]string(nil), secrets...)
+	return ep.obj["id"].(string)
+}
+
+// Advance moves the clock forward and runs what falls due.
+func (s *Server) Advance(d time.Duration) {
+	s.mu.Lock()
+	s.advanceClock(d)
+	pending := s.takePendingDeliveries()
+	s.mu.Unlock()
+	s.dispatch(pending)
+}
+
+// Now returns the server's clock.
+func (s *Server) Now() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.now()
+}
+
+// Settle pays ("paid") or fails ("failed") a subscription's latest invoice.
+func (s *Server) Settle(subscriptionID, outcome string) error {
+	s.mu.Lock()
+	aerr := s.settle(subscriptionID, outcome)
+	pending := s.takePendingDeliveries()
+	s.mu.Unlock()
+	s.dispatch(pending)
+	if aerr != nil {
+		return aerr
+	}
+	return nil
+}
+
+// SetAutoPay says whether new invoices are paid at once (the default) or
+// stay open until settled.
+func (s *Server) SetAutoPay(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.autoPay = on
+}
+
+// ResetCounts zeroes the request counters.
+func (s *Server) ResetCounts() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.counts = map[string]int{}
+}
+
+func (s *Server) controlRoutes() {
+	ctl := func(pattern string, h func(r *http.Request) (any, error)) {
+		s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			out, err := h(r)
+			if err != nil {
+				writeJSON(w, 400, map[string]any{"error": err.Error()})
+				return
+			}
+			writeJSON(w, 200, out)
+		})
+	}
+	decode := func(r *http.Request, v any) error {
+		if r.ContentLength == 0 {
+			return nil
+		}
+		dec := json.NewDecoder(r.Body)
+		dec.DisallowUnknownFields()
+		return dec.Decode(v)
+	}
+	ok := map[string]bool{"ok": true}
+
+	ctl("POST /_local/reset", func(r *http.Request) (any, error) { s.Reset(); return ok, nil })
+	ctl("POST /_local/faults", func(r *http.Request) (any, error) {
+		var f Fault
+		if err := decode(r, &f); err != nil {
+			return nil, err
+		}
+		switch f.Kind {
+		case "429", "500", "delay", "drop":
+		default:
+			return nil, fmt.Errorf("kind must be 429, 500, delay or drop")
+		}
+		s.InjectFault(f)
+		return ok, nil
+	})
+	ctl("POST /_local/delivery", func(r *http.Request) (any, error) {
+		var m DeliveryMode
+		if err := decode(r, &m); err != nil {
+			return nil, err
+		}
+		switch m.Mode {
+		case "", "ordered", "concurrent", "shuffled", "hold":
+		default:
+			return nil, fmt.Errorf("mode must be ordered, concurrent, shuffled or hold")
+		}
+		s.SetDelivery(m)
+		return ok, nil
+	})
+	ctl("POST /_local/webhooks/release", func(r *http.Request) (any, error) {
+		var b struct {
+			Order string `json:"order"`
+		}
+		if err := decode(r, &b); err != nil {
+			return nil, err
+		}
+		return map[string]int{"released": s.Release(b.Order)}, nil
+	})
+	ctl("POST /_local/webhook_endpoints", func(r *http.Request) (any, error) {
+		var b struct {
+			URL        string   `json:"url"`
+			Secrets    []string `json:"secrets"`
+			Events     []string `json:"events"`
+			APIVersion string   `json:"api_version"`
+		}
+		if err := decode(r, &b); err != nil {
+			return nil, err
+		}
+		if b.URL == "" || len(b.Secrets) == 0 {
+			return nil, fmt.Errorf("url and secrets are required")
+		}
+		return map[string]string{"id": s.AddWebhookEndpoint(b.URL, b.Secrets, b.Events, b.APIVersion)}, nil
+	})
+	ctl("POST /_local/clock/advance", func(r *http.Request) (any, error) {
+		var b struct {
+			Seconds int64 `json:"seconds"`
+		}
+		if err := decode(r, &b); err != nil {
+			return nil, err
+		}
+		if b.Seconds <= 0 {
+			return nil, fmt.Errorf("seconds must be positive")
+		}
+		s.Advance(time.Duration(b.Seconds) * time.Second)
+		return map[string]int64{"now": s.Now().Unix()}, nil
+	})
+	ctl("GET /_local/clock", func(r *http.Request) (any, error) { return map[string]int64{"now": s.Now().Unix()}, nil })
+	ctl("POST /_local/subscriptions/{id}/settle", func(r *http.Request) (any, error) {
+		var b struct {
+			Outcome string `json:"outcome"`
+		}
+		if err := decode(r, &b); err != nil {
+			return nil, err
+		}
+		return ok, s.Settle(r.PathValue("id"), b.Outcome)
+	})
+	ctl("POST /_local/config", func(r *http.Request) (any, error) {
+		var b struct {
+			AutoPay *bool `json:"auto_pay"`
+		}
+		if err := decode(r, &b); err != nil {
+			return nil, err
+		}
+		if b.AutoPay != nil {
+			s.SetAutoPay(*b.AutoPay)
+		}
+		return ok, nil
+	})
+	ctl("GET /_local/counts", func(r *http.Request) (any, error) { return s.Counts(), nil })
+	ctl("POST /_local/counts/reset", func(r *http.Request) (any, error) { s.ResetCounts(); return ok, nil })
+	ctl("GET /_local/violations", func(r *http.Request) (any, error) { return s.Violations(), nil })
+	ctl("POST /_local/wait", func(r *http.Request) (any, error) { s.WaitDeliveries(); return ok, nil })
+	s.mux.HandleFunc("GET /_local/portal/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, "<!doctype html><title>Billing portal</title><h1>Local billing portal</h1><p>Session %s. This page stands in for Stripe's hosted portal.</p>", r.PathValue("id"))
+	})
+}

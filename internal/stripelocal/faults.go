@@ -1,0 +1,71 @@
+package stripelocal
+
+import (
+	"net/http"
+	"strings"
+	"time"
+)
+
+// fault makes matching requests fail. It is consumed Count times.
+type fault struct {
+	Count  int    `json:"count"`
+	Method string `json:"method,omitempty"` // empty matches any
+	// Path matches a request path prefix ("/v1/products") or a route
+	// pattern ("POST /v1/products/{id}"); empty matches any.
+	Path string `json:"path,omitempty"`
+	// Kind is "429", "500", "delay" or "drop" (close the connection with no
+	// answer).
+	Kind    string `json:"kind"`
+	DelayMS int    `json:"delay_ms,omitempty"`
+	// After applies the fault once the request was processed: the change
+	// is made but the caller never learns it, as when a response is lost.
+	After bool `json:"after,omitempty"`
+}
+
+func (f *fault) matches(method, path, pattern string) bool {
+	if f.Method != "" && !strings.EqualFold(f.Method, method) {
+		return false
+	}
+	return f.Path == "" || f.Path == pattern || strings.HasPrefix(path, f.Path)
+}
+
+// takeFault consumes one use of the first matching fault. Callers hold s.mu.
+func (s *Server) takeFault(method, path, pattern string) *fault {
+	for i, f := range s.faults {
+		if f.matches(method, path, pattern) {
+			f.Count--
+			if f.Count <= 0 {
+				s.faults = append(s.faults[:i], s.faults[i+1:]...)
+			}
+			return f
+		}
+	}
+	return nil
+}
+
+// apply acts out the fault and reports whether the request is finished.
+// A delay only slows the request down.
+func (f *fault) apply(w http.ResponseWriter) bool {
+	switch f.Kind {
+	case "429":
+		w.Header().Set("Stripe-Should-Retry", "false")
+		writeJSON(w, 429, map[string]any{"error": &apiError{Type: "invalid_request_error", Code: "rate_limit",
+			Message: "Too many requests hit the API too quickly (injected by the local Stripe)."}})
+		return true
+	case "500":
+		writeJSON(w, 500, map[string]any{"error": &apiError{Type: "api_error",
+			Message: "An unknown error occurred (injected by the local Stripe)."}})
+		return true
+	case "drop":
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return true
+			}
+		}
+		panic(http.ErrAbortHandler) // no hijacking: abort the response instead
+	case "delay":
+		time.Sleep(time.Duration(f.DelayMS) * time.Millisecond)
+	}
+	return false
+}

@@ -1,0 +1,253 @@
+package stripelocal
+
+import (
+	"math"
+	"strconv"
+	"time"
+)
+
+// newInvoice creates and finalizes an open invoice for sub and makes it the
+// subscription's latest. Callers hold s.mu.
+func (s *Server) newInvoice(sub obj, reason string, amount int64) obj {
+	now := s.now().Unix()
+	inv := obj{
+		"id": s.newID("in"), "object": "invoice", "customer": sub["customer"], "subscription": sub["id"],
+		"status": "open", "amount_due": amount, "amount_paid": 0, "amount_remaining": amount,
+		"attempt_count": 0, "attempted": false, "paid": false, "currency": sub["currency"],
+		"created": now, "period_start": sub["current_period_start"], "period_end": sub["current_period_end"],
+		"billing_reason": reason, "collection_method": "charge_automatically", "livemode": false,
+		"metadata": obj{}, "next_payment_attempt": nil, "hosted_invoice_url": nil,
+		"subscription_details": obj{"metadata": clone(sub["metadata"].(obj))},
+		"lines": obj{"object": "list", "data": []any{}, "has_more": false, "url": "/v1/invoices/lines"},
+	}
+	s.state.put("invoice", inv)
+	sub["latest_invoice"] = inv["id"]
+	s.emit("invoice.created", inv, nil)
+	s.emit("invoice.finalized", inv, nil)
+	return inv
+}
+
+// payInvoice marks inv paid and emits what Stripe emits. Unless quiet, the
+// subscription then leaves incomplete, past_due or unpaid for active.
+func (s *Server) payInvoice(inv obj, quiet bool) {
+	before := clone(inv)
+	inv["status"], inv["paid"], inv["attempted"] = "paid", true, true
+	inv["attempt_count"] = toInt(inv["attempt_count"]) + 1
+	inv["amount_paid"], inv["amount_remaining"] = inv["amount_due"], 0
+	s.emit("invoice.paid", inv, diff(before, inv))
+	s.emit("invoice.payment_succeeded", inv, diff(before, inv))
+	if quiet {
+		return
+	}
+	if sub, ok := s.state.get("subscription", inv["subscription"].(string)); ok {
+		switch sub["status"] {
+		case "incomplete", "past_due", "unpaid":
+			s.setStatus(sub, "active")
+		}
+	}
+}
+
+// failInvoice records a failed payment attempt. An active subscription
+// becomes past_due; after four failed attempts, unpaid (Stripe's default
+// retry schedule ends there).
+func (s *Server) failInvoice(inv obj) {
+	before := clone(inv)
+	inv["attempted"] = true
+	inv["attempt_count"] = toInt(inv["attempt_count"]) + 1
+	inv["next_payment_attempt"] = s.now().Add(72 * time.Hour).Unix()
+	s.emit("invoice.payment_failed", inv, diff(before, inv))
+	sub, ok := s.state.get("subscription", inv["subscription"].(string))
+	if !ok {
+		return
+	}
+	switch {
+	case toInt(inv["attempt_count"]) >= 4 && (sub["status"] == "past_due" || sub["status"] == "active"):
+		s.setStatus(sub, "unpaid")
+	case sub["status"] == "active" || sub["status"] == "trialing":
+		s.setStatus(sub, "past_due")
+	}
+}
+
+func (s *Server) setStatus(sub obj, status string) {
+	before := clone(sub)
+	sub["status"] = status
+	s.emit("customer.subscription.updated", sub, diff(before, sub))
+}
+
+// settle pays or fails the subscription's latest invoice, which must be
+// open. It is a test control, not a Stripe API.
+func (s *Server) settle(subID, outcome string) *apiError {
+	sub, aerr := s.liveSubscription(subID, "subscription")
+	if aerr != nil {
+		return aerr
+	}
+	invID, _ := sub["latest_invoice"].(string)
+	inv, ok := s.state.get("invoice", invID)
+	if !ok || inv["status"] != "open" {
+		return invalid("subscription", "the latest invoice of %s is not open (turn auto_pay off, then advance the clock to a renewal)", subID)
+	}
+	switch outcome {
+	case "paid":
+		s.payInvoice(inv, false)
+	case "failed":
+		s.failInvoice(inv)
+	default:
+		return invalid("outcome", "outcome must be paid or failed")
+	}
+	return nil
+}
+
+// advanceClock moves time forward and runs what falls due: trials end,
+// periods renew (with an invoice), and subscriptions set to cancel at the
+// period end are canceled.
+func (s *Server) advanceClock(d time.Duration) {
+	s.clockOffset += d
+	now := s.now()
+	for _, id := range s.state.order["subscription"] {
+		sub := s.state.objects["subscription"][id]
+		for {
+			status := sub["status"]
+			if status == "canceled" || status == "incomplete" || toInt(sub["current_period_end"]) > now.Unix() {
+				break
+			}
+			if sub["cancel_at_period_end"] == true {
+				s.cancelNow(sub)
+				break
+			}
+			s.renew(sub)
+		}
+	}
+}
+
+// renew starts the next period and invoices it, metered usage of the ended
+// period included.
+func (s *Server) renew(sub obj) {
+	before := clone(sub)
+	items := itemList(sub)
+	start := time.Unix(toInt(sub["current_period_end"]), 0)
+	usage := s.meteredTotal(sub, toInt(sub["current_period_start"]), start.Unix())
+	sub["current_period_start"], sub["current_period_end"] = start.Unix(), advance(start, interval(items)).Unix()
+	if sub["status"] == "trialing" {
+		sub["status"] = "active"
+	}
+	inv := s.newInvoice(sub, "subscription_cycle", licensedTotal(items)+usage)
+	s.emit("customer.subscription.updated", sub, diff(before, sub))
+	if s.autoPay {
+		s.payInvoice(inv, false)
+	}
+}
+
+// meteredTotal prices the usage of sub's metered items in [from, to).
+func (s *Server) meteredTotal(sub obj, from, to int64) int64 {
+	total := 0.0
+	for _, it := range itemList(sub) {
+		price := itemPrice(it.(obj))
+		meter, _ := price["recurring"].(obj)["meter"].(string)
+		if meter == "" {
+			continue
+		}
+		unit, _ := strconv.ParseFloat(price["unit_amount_decimal"].(string), 64)
+		for _, u := range s.state.usage {
+			if u.meterID == meter && u.customer == sub["customer"] && u.timestamp >= from && u.timestamp < to {
+				total += u.value * unit
+			}
+		}
+	}
+	return int64(math.Round(total))
+}
+
+func (s *Server) retrieveInvoice(r *request) (any, *apiError) {
+	inv, ok := s.state.get("invoice", r.PathValue("id"))
+	if !ok {
+		return nil, noSuch("invoice", r.PathValue("id"), "id")
+	}
+	return inv, nil
+}
+
+func (s *Server) listInvoices(r *request) (any, *apiError) {
+	customer, sub, status := r.p.str("customer"), r.p.str("subscription"), r.p.str("status")
+	return s.state.list("invoice", "/v1/invoices", r.p, func(inv obj) bool {
+		return (customer == "" || inv["customer"] == customer) && (sub == "" || inv["subscription"] == sub) &&
+			(status == "" || inv["status"] == status)
+	})
+}
+
+// helpers over subscription objects
+
+func asMap(v any) map[string]any {
+	m, _ := v.(map[string]any)
+	return m
+}
+
+// itemList returns a copy of the subscription's item list.
+func itemList(sub obj) []any {
+	items, _ := sub["items"].(obj)["data"].([]any)
+	return append([]any(nil), items...)
+}
+
+func setItems(sub obj, items []any) {
+	sub["items"] = obj{"object": "list", "data": items, "has_more": false, "total_count": len(items),
+		"url": "/v1/subscription_items?subscription=" + sub["id"].(string)}
+}
+
+func itemPrice(item obj) obj { return item["price"].(obj) }
+
+func licensedTotal(items []any) int64 {
+	total := 0.0
+	for _, it := range items {
+		price := itemPrice(it.(obj))
+		if price["recurring"].(obj)["usage_type"] != "licensed" {
+			continue
+		}
+		unit, _ := strconv.ParseFloat(price["unit_amount_decimal"].(string), 64)
+		total += unit * float64(toInt(it.(obj)["quantity"]))
+	}
+	return int64(math.Round(total))
+}
+
+type period struct {
+	unit  string
+	count int64
+}
+
+func interval(items []any) period {
+	rec := itemPrice(items[0].(obj))["recurring"].(obj)
+	return period{rec["interval"].(string), toInt(rec["interval_count"])}
+}
+
+func sameInterval(items []any) *apiError {
+	first := interval(items)
+	for _, it := range items[1:] {
+		if interval([]any{it}) != first {
+			return invalid("items", "All prices on a subscription must have the same `recurring.interval` and `recurring.interval_count`.")
+		}
+	}
+	return nil
+}
+
+func advance(t time.Time, p period) time.Time {
+	n := int(p.count)
+	switch p.unit {
+	case "day":
+		return t.AddDate(0, 0, n)
+	case "week":
+		return t.AddDate(0, 0, 7*n)
+	case "year":
+		return t.AddDate(n, 0, 0)
+	}
+	return t.AddDate(0, n, 0)
+}
+
+// toInt reads a number stored either by this server (int64) or by JSON
+// (float64).
+func toInt(v any) int64 {
+	switch n := v.(type) {
+	case int64:
+		return n
+	case int:
+		return int64(n)
+	case float64:
+		return int64(n)
+	}
+	return 0
+}

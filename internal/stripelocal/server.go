@@ -1,0 +1,330 @@
+// Package stripelocal is a stateful Stripe test server: the part of Stripe
+// this project uses (products, prices, billing meters, customers,
+// subscriptions, invoices, portal sessions, events and signed webhooks),
+// shaped like API version 2023-10-16. Tests and `make dev` run against it;
+// production code never imports it. MODEL.md lists what it models and where
+// its behaviour is a guess.
+//
+// When Options.Validator names a stripe-mock server, every /v1 request is
+// first sent there, and one that stripe-mock rejects as invalid is refused
+// and recorded as a violation: the requests stay true to Stripe's published
+// spec even where this server is more lenient.
+package stripelocal
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// APIVersion is the version this server's objects are shaped like, and the
+// api_version of its events unless an endpoint asks for another.
+const APIVersion = "2023-10-16"
+
+// Options configure a Server. The zero value is usable.
+type Options struct {
+	// Validator is a stripe-mock base URL (http://127.0.0.1:12111). Empty
+	// disables validation.
+	Validator string
+	// RetryBase is the first webhook retry delay; each retry doubles it.
+	// Default 1s.
+	RetryBase time.Duration
+	// MaxAttempts bounds the deliveries of one event to one endpoint.
+	// Default 5.
+	MaxAttempts int
+	// Logf receives one line per webhook delivery attempt; nil discards.
+	Logf func(format string, args ...any)
+}
+
+// Server is the local Stripe. It is an http.Handler; Close stops its
+// webhook deliveries.
+type Server struct {
+	opts   Options
+	mux    *http.ServeMux
+	client *http.Client
+
+	mu          sync.Mutex
+	state       *state
+	idem        map[string]idemEntry
+	faults      []*fault
+	counts      map[string]int
+	violations  []string
+	clockOffset time.Duration
+	autoPay     bool
+	delivery    deliveryMode
+	held        []*delivery
+	seq         int64
+	pendingOut  []*delivery
+
+	deliveries sync.WaitGroup
+	closed     chan struct{}
+	closeOnce  sync.Once
+}
+
+// New returns a Server with empty state.
+func New(opts Options) *Server {
+	if opts.RetryBase <= 0 {
+		opts.RetryBase = time.Second
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = 5
+	}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	s := &Server{
+		opts:    opts,
+		client:  &http.Client{Timeout: 30 * time.Second},
+		idem:    map[string]idemEntry{},
+		counts:  map[string]int{},
+		autoPay: true,
+		state:   newState(),
+		closed:  make(chan struct{}),
+	}
+	s.mux = http.NewServeMux()
+	s.routes()
+	return s
+}
+
+// Close stops retrying webhooks and waits for deliveries in flight.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() { close(s.closed) })
+	s.deliveries.Wait()
+}
+
+// now is the server's clock: real time plus whatever tests advanced it by.
+// Callers hold s.mu.
+func (s *Server) now() time.Time { return time.Now().Add(s.clockOffset) }
+
+// newID returns a Stripe-like ID with the given prefix. Callers hold s.mu.
+func (s *Server) newID(prefix string) string {
+	s.seq++
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s_%s%06d", prefix, strings.ToUpper(hex.EncodeToString(b[:])), s.seq)
+}
+
+// apiError is Stripe's error shape.
+type apiError struct {
+	Status  int    `json:"-"`
+	Type    string `json:"type"`
+	Code    string `json:"code,omitempty"`
+	Param   string `json:"param,omitempty"`
+	Message string `json:"message"`
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+func invalid(param, format string, args ...any) *apiError {
+	return &apiError{Status: 400, Type: "invalid_request_error", Code: "parameter_invalid", Param: param, Message: fmt.Sprintf(format, args...)}
+}
+
+func missingParam(param string) *apiError {
+	return &apiError{Status: 400, Type: "invalid_request_error", Code: "parameter_missing", Param: param, Message: "Missing required param: " + param + "."}
+}
+
+func noSuch(kind, id, param string) *apiError {
+	return &apiError{Status: 404, Type: "invalid_request_error", Code: "resource_missing", Param: param, Message: fmt.Sprintf("No such %s: '%s'", kind, id)}
+}
+
+// request is what a Stripe API handler sees.
+type request struct {
+	*http.Request
+	p params
+}
+
+type handlerFunc func(r *request) (any, *apiError)
+
+// api registers a Stripe API route. The handler runs under s.mu.
+func (s *Server) api(pattern string, h handlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { s.serveAPI(w, r, pattern, h) })
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Request-Id", "req_"+randomHex(7))
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string, h handlerFunc) {
+	if !authorized(r) {
+		writeJSON(w, 401, map[string]any{"error": &apiError{Type: "invalid_request_error",
+			Message: "Invalid API Key provided. This server accepts any secret test key (sk_test_…)."}})
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		writeJSON(w, 400, map[string]any{"error": invalid("", "unreadable body")})
+		return
+	}
+	s.mu.Lock()
+	s.counts[pattern]++
+	f := s.takeFault(r.Method, r.URL.Path, pattern)
+	s.mu.Unlock()
+
+	if f != nil && !f.After {
+		if f.apply(w) {
+			return
+		}
+	}
+	if s.opts.Validator != "" {
+		if verr := s.validate(r, body); verr != nil {
+			writeJSON(w, verr.Status, map[string]any{"error": verr})
+			return
+		}
+	}
+	values, _ := url.ParseQuery(string(body))
+	if r.Method == http.MethodGet || r.Method == http.MethodDelete {
+		values = r.URL.Query()
+	}
+	req := &request{Request: r, p: parseForm(values)}
+
+	idemKey := r.Header.Get("Idempotency-Key")
+	fingerprint := requestFingerprint(r.Method, r.URL.Path, values)
+	s.mu.Lock()
+	if r.Method == http.MethodPost && idemKey != "" {
+		if prev, ok := s.idem[idemKey]; ok {
+			s.mu.Unlock()
+			if prev.fingerprint != fingerprint {
+				writeJSON(w, 400, map[string]any{"error": &apiError{Type: "idempotency_error",
+					Message: fmt.Sprintf("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '%s' if you meant to execute a different request.", idemKey)}})
+				return
+			}
+			w.Header().Set("Idempotent-Replayed", "true")
+			writeRaw(w, prev.status, prev.body)
+			return
+		}
+	}
+	out, aerr := h(req)
+	status, payload := 200, any(out)
+	if aerr != nil {
+		status, payload = aerr.Status, map[string]any{"error": aerr}
+	}
+	raw, _ := json.Marshal(payload)
+	// Stripe saves the outcome of every request that began executing,
+	// errors included, and replays it for the same key.
+	if r.Method == http.MethodPost && idemKey != "" && status != 429 {
+		s.idem[idemKey] = idemEntry{fingerprint: fingerprint, status: status, body: raw}
+	}
+	pending := s.takePendingDeliveries()
+	s.mu.Unlock()
+	s.dispatch(pending)
+
+	if f != nil && f.After && f.apply(w) {
+		return
+	}
+	writeRaw(w, status, raw)
+}
+
+type idemEntry struct {
+	fingerprint string
+	status      int
+	body        []byte
+}
+
+func requestFingerprint(method, path string, v url.Values) string {
+	keys := make([]string, 0, len(v))
+	for k := range v {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	fmt.Fprintf(h, "%s %s\n", method, path)
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s=%q\n", k, v[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// authorized accepts any secret test key, as a bearer token or basic-auth
+// user, as Stripe does.
+func authorized(r *http.Request) bool {
+	key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if u, _, ok := r.BasicAuth(); ok {
+		key = u
+	}
+	return strings.HasPrefix(key, "sk_test_") || strings.HasPrefix(key, "rk_test_")
+}
+
+// validate sends the request to stripe-mock and returns an error when
+// stripe-mock finds it invalid. The violation is kept for Violations.
+func (s *Server) validate(r *http.Request, body []byte) *apiError {
+	u := strings.TrimRight(s.opts.Validator, "/") + r.URL.RequestURI()
+	vreq, err := http.NewRequest(r.Method, u, bytes.NewReader(body))
+	if err != nil {
+		return &apiError{Status: 500, Type: "api_error", Message: "validator: " + err.Error()}
+	}
+	for _, h := range []string{"Authorization", "Content-Type", "Stripe-Version", "Idempotency-Key"} {
+		if v := r.Header.Get(h); v != "" {
+			vreq.Header.Set(h, v)
+		}
+	}
+	resp, err := s.client.Do(vreq)
+	if err != nil {
+		return &apiError{Status: 500, Type: "api_error", Message: "stripe-mock unreachable: " + err.Error()}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 400 {
+		return nil
+	}
+	var e struct {
+		Error apiError `json:"error"`
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(raw, &e)
+	// stripe-mock answers 404 for unknown URLs and 400 for parameters the
+	// spec does not allow; it never knows whether an object exists.
+	if resp.StatusCode == 400 || (resp.StatusCode == 404 && strings.Contains(e.Error.Message, "Unrecognized request URL")) {
+		msg := fmt.Sprintf("%s %s: stripe-mock: %s", r.Method, r.URL.Path, e.Error.Message)
+		s.mu.Lock()
+		s.violations = append(s.violations, msg)
+		s.mu.Unlock()
+		return &apiError{Status: resp.StatusCode, Type: "invalid_request_error", Message: msg}
+	}
+	return nil
+}
+
+// Violations returns every request stripe-mock rejected so far.
+func (s *Server) Violations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.violations...)
+}
+
+// Counts returns the number of requests per route, such as
+// "POST /v1/products": 11.
+func (s *Server) Counts() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int, len(s.counts))
+	for k, v := range s.counts {
+		out[k] = v
+	}
+	return out
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	raw, _ := json.Marshal(v)
+	writeRaw(w, status, raw)
+}
+
+func writeRaw(w http.ResponseWriter, status int, raw []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(raw)
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

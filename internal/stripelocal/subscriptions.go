@@ -1,0 +1,374 @@
+package stripelocal
+
+import (
+	"slices"
+)
+
+// Subscription statuses follow Stripe's lifecycle: incomplete, trialing,
+// active, past_due, unpaid, canceled.
+
+func (s *Server) createSubscription(r *request) (any, *apiError) {
+	cid := r.p.str("customer")
+	if cid == "" {
+		return nil, missingParam("customer")
+	}
+	if _, aerr := s.liveCustomer(cid, "customer"); aerr != nil {
+		return nil, aerr
+	}
+	specs := r.p.list("items")
+	if len(specs) == 0 {
+		return nil, missingParam("items")
+	}
+	behavior := r.p.str("payment_behavior")
+	if behavior == "" {
+		behavior = "allow_incomplete"
+	}
+	if !slices.Contains([]string{"allow_incomplete", "default_incomplete", "error_if_incomplete", "pending_if_incomplete"}, behavior) {
+		return nil, invalid("payment_behavior", "Invalid payment_behavior: %s", behavior)
+	}
+	trialDays, _, ok := r.p.integer("trial_period_days")
+	if !ok || trialDays < 0 || trialDays > 730 {
+		return nil, invalid("trial_period_days", "trial_period_days must be an integer from 0 to 730")
+	}
+
+	now := s.now()
+	sub := obj{
+		"id": s.newID("sub"), "object": "subscription", "customer": cid, "created": now.Unix(),
+		"start_date": now.Unix(), "billing_cycle_anchor": now.Unix(), "livemode": false,
+		"cancel_at_period_end": false, "cancel_at": nil, "canceled_at": nil, "ended_at": nil,
+		"collection_method": "charge_automatically", "currency": nil, "metadata": obj{},
+		"trial_start": nil, "trial_end": nil, "latest_invoice": nil, "pending_update": nil,
+		"current_period_start": now.Unix(), "status": "incomplete",
+	}
+	var items []any
+	for i, spec := range specs {
+		item, aerr := s.newItem(sub, params(asMap(spec)), "items["+itoa(int64(i))+"]")
+		if aerr != nil {
+			return nil, aerr
+		}
+		items = append(items, item)
+	}
+	if aerr := sameInterval(items); aerr != nil {
+		return nil, aerr
+	}
+	setItems(sub, items)
+	sub["currency"] = itemPrice(items[0].(obj))["currency"]
+	if md, given := r.p.metadata(); given {
+		applyMetadata(sub, md)
+	}
+	if cape, given, ok := r.p.boolean("cancel_at_period_end"); !ok {
+		return nil, invalid("cancel_at_period_end", "cancel_at_period_end must be true or false")
+	} else if given {
+		sub["cancel_at_period_end"] = cape
+	}
+
+	if trialDays > 0 {
+		end := now.AddDate(0, 0, int(trialDays)).Unix()
+		sub["trial_start"], sub["trial_end"], sub["current_period_end"], sub["status"] = now.Unix(), end, end, "trialing"
+		s.state.put("subscription", sub)
+		inv := s.newInvoice(sub, "subscription_create", 0)
+		s.payInvoice(inv, true)
+	} else {
+		sub["current_period_end"] = advance(now, interval(items)).Unix()
+		s.state.put("subscription", sub)
+		inv := s.newInvoice(sub, "subscription_create", licensedTotal(items))
+		if s.autoPay && behavior != "default_incomplete" {
+			s.payInvoice(inv, true)
+			sub["status"] = "active"
+		}
+	}
+	s.emit("customer.subscription.created", sub, nil)
+	return sub, nil
+}
+
+// newItem builds a subscription item from {price, quantity, metadata}.
+func (s *Server) newItem(sub obj, spec params, param string) (obj, *apiError) {
+	priceID := spec.str("price")
+	if priceID == "" {
+		return nil, missingParam(param + "[price]")
+	}
+	price, ok := s.state.get("price", priceID)
+	if !ok {
+		return nil, noSuch("price", priceID, param+"[price]")
+	}
+	if price["active"] != true {
+		return nil, invalid(param+"[price]", "The price specified is inactive. This field only accepts active prices.")
+	}
+	if price["type"] != "recurring" {
+		return nil, invalid(param+"[price]", "The price specified is not recurring.")
+	}
+	item := obj{"id": s.newID("si"), "object": "subscription_item", "created": s.now().Unix(),
+		"subscription": sub["id"], "price": clone(price), "metadata": obj{}, "tax_rates": []any{}}
+	metered := price["recurring"].(obj)["usage_type"] == "metered"
+	q, given, ok := spec.integer("quantity")
+	switch {
+	case !ok || (given && q < 0):
+		return nil, invalid(param+"[quantity]", "quantity must be a non-negative integer")
+	case metered && given:
+		return nil, invalid(param+"[quantity]", "Quantity should not be specified where usage_type is `metered`. Remove quantity from `%s`.", priceID)
+	case !metered && !given:
+		q = 1
+	}
+	if !metered {
+		item["quantity"] = q
+	}
+	if md, given := spec.metadata(); given {
+		applyMetadata(item, md)
+	}
+	return item, nil
+}
+
+func (s *Server) liveSubscription(id, param string) (obj, *apiError) {
+	sub, ok := s.state.get("subscription", id)
+	if !ok {
+		return nil, noSuch("subscription", id, param)
+	}
+	return sub, nil
+}
+
+func (s *Server) retrieveSubscription(r *request) (any, *apiError) {
+	return s.liveSubscription(r.PathValue("id"), "id")
+}
+
+func (s *Server) listSubscriptions(r *request) (any, *apiError) {
+	customer, status := r.p.str("customer"), r.p.str("status")
+	return s.state.list("subscription", "/v1/subscriptions", r.p, func(sub obj) bool {
+		if customer != "" && sub["customer"] != customer {
+			return false
+		}
+		switch status {
+		case "", "active":
+			if status == "active" {
+				return sub["status"] == "active"
+			}
+			return sub["status"] != "canceled" && sub["status"] != "incomplete_expired"
+		case "all":
+			return true
+		}
+		return sub["status"] == status
+	})
+}
+
+func (s *Server) updateSubscription(r *request) (any, *apiError) {
+	sub, aerr := s.liveSubscription(r.PathValue("id"), "id")
+	if aerr != nil {
+		return nil, aerr
+	}
+	if sub["status"] == "canceled" {
+		return nil, invalid("", "A canceled subscription can only update its cancellation_details and metadata.")
+	}
+	proration, aerr := prorationBehavior(r.p)
+	if aerr != nil {
+		return nil, aerr
+	}
+	before := clone(sub)
+	items := itemList(sub)
+	for i, spec := range r.p.list("items") {
+		p := params(asMap(spec))
+		param := "items[" + itoa(int64(i)) + "]"
+		id := p.str("id")
+		if id == "" {
+			item, aerr := s.newItem(sub, p, param)
+			if aerr != nil {
+				return nil, aerr
+			}
+			items = append(items, item)
+			continue
+		}
+		idx := slices.IndexFunc(items, func(it any) bool { return it.(obj)["id"] == id })
+		if idx < 0 {
+			return nil, noSuch("subscription item", id, param+"[id]")
+		}
+		if del, _, _ := p.boolean("deleted"); del {
+			items = slices.Delete(items, idx, idx+1)
+			continue
+		}
+		if p.has("price") || p.has("quantity") || p.has("metadata") {
+			merged := params{"price": itemPrice(items[idx].(obj))["id"]}
+			if q, ok := items[idx].(obj)["quantity"]; ok && !p.has("price") {
+				merged["quantity"] = itoa(toInt(q))
+			}
+			for k, v := range p {
+				merged[k] = v
+			}
+			item, aerr := s.newItem(sub, merged, param)
+			if aerr != nil {
+				return nil, aerr
+			}
+			item["id"], item["created"] = id, items[idx].(obj)["created"]
+			items[idx] = item
+		}
+	}
+	if len(items) == 0 {
+		return nil, invalid("items", "A subscription must have at least one item.")
+	}
+	if aerr := sameInterval(items); aerr != nil {
+		return nil, aerr
+	}
+	if cape, given, ok := r.p.boolean("cancel_at_period_end"); !ok {
+		return nil, invalid("cancel_at_period_end", "cancel_at_period_end must be true or false")
+	} else if given {
+		sub["cancel_at_period_end"] = cape
+		sub["cancel_at"] = nil
+		if cape {
+			sub["cancel_at"] = sub["current_period_end"]
+		}
+	}
+	if md, given := r.p.metadata(); given {
+		applyMetadata(sub, md)
+	}
+	s.changeItems(sub, before, items, proration)
+	return sub, nil
+}
+
+// changeItems stores the new items, invoices a proration when asked, and
+// emits customer.subscription.updated if anything changed.
+func (s *Server) changeItems(sub, before obj, items []any, proration string) {
+	oldTotal := licensedTotal(itemList(before))
+	setItems(sub, items)
+	if proration == "always_invoice" {
+		if delta := licensedTotal(items) - oldTotal; delta > 0 {
+			inv := s.newInvoice(sub, "subscription_update", s.prorate(sub, delta))
+			if s.autoPay {
+				s.payInvoice(inv, false)
+			}
+		}
+	}
+	if prev := diff(before, sub); len(prev) > 0 {
+		s.emit("customer.subscription.updated", sub, prev)
+	}
+}
+
+// prorate scales amount by the share of the current period still ahead.
+func (s *Server) prorate(sub obj, amount int64) int64 {
+	start, end, now := toInt(sub["current_period_start"]), toInt(sub["current_period_end"]), s.now().Unix()
+	if end <= start || now >= end {
+		return 0
+	}
+	if now < start {
+		now = start
+	}
+	return amount * (end - now) / (end - start)
+}
+
+func prorationBehavior(p params) (string, *apiError) {
+	b := p.str("proration_behavior")
+	if b == "" {
+		return "create_prorations", nil
+	}
+	if !slices.Contains([]string{"create_prorations", "none", "always_invoice"}, b) {
+		return "", invalid("proration_behavior", "Invalid proration_behavior: %s", b)
+	}
+	return b, nil
+}
+
+func (s *Server) cancelSubscription(r *request) (any, *apiError) {
+	sub, aerr := s.liveSubscription(r.PathValue("id"), "id")
+	if aerr != nil {
+		return nil, aerr
+	}
+	if sub["status"] == "canceled" {
+		return nil, invalid("", "This subscription has already been canceled.")
+	}
+	s.cancelNow(sub)
+	return sub, nil
+}
+
+func (s *Server) cancelNow(sub obj) {
+	now := s.now().Unix()
+	sub["status"], sub["canceled_at"], sub["ended_at"] = "canceled", now, now
+	s.emit("customer.subscription.deleted", sub, nil)
+}
+
+// Subscription items, through their own endpoints.
+
+func (s *Server) createSubscriptionItem(r *request) (any, *apiError) {
+	sid := r.p.str("subscription")
+	if sid == "" {
+		return nil, missingParam("subscription")
+	}
+	sub, aerr := s.liveSubscription(sid, "subscription")
+	if aerr != nil {
+		return nil, aerr
+	}
+	proration, aerr := prorationBehavior(r.p)
+	if aerr != nil {
+		return nil, aerr
+	}
+	item, aerr := s.newItem(sub, r.p, "")
+	if aerr != nil {
+		return nil, aerr
+	}
+	items := append(itemList(sub), item)
+	if aerr := sameInterval(items); aerr != nil {
+		return nil, aerr
+	}
+	s.changeItems(sub, clone(sub), items, proration)
+	return item, nil
+}
+
+// findItem returns the subscription holding item id, and its index.
+func (s *Server) findItem(id string) (obj, int, *apiError) {
+	for _, sub := range s.state.objects["subscription"] {
+		for i, it := range itemList(sub) {
+			if it.(obj)["id"] == id {
+				return sub, i, nil
+			}
+		}
+	}
+	return nil, 0, noSuch("subscription item", id, "id")
+}
+
+func (s *Server) retrieveSubscriptionItem(r *request) (any, *apiError) {
+	sub, i, aerr := s.findItem(r.PathValue("id"))
+	if aerr != nil {
+		return nil, aerr
+	}
+	return itemList(sub)[i], nil
+}
+
+func (s *Server) updateSubscriptionItem(r *request) (any, *apiError) {
+	sub, i, aerr := s.findItem(r.PathValue("id"))
+	if aerr != nil {
+		return nil, aerr
+	}
+	proration, aerr := prorationBehavior(r.p)
+	if aerr != nil {
+		return nil, aerr
+	}
+	items := itemList(sub)
+	old := items[i].(obj)
+	spec := params{"price": itemPrice(old)["id"]}
+	if q, ok := old["quantity"]; ok && !r.p.has("price") {
+		spec["quantity"] = itoa(toInt(q))
+	}
+	for k, v := range r.p {
+		spec[k] = v
+	}
+	item, aerr := s.newItem(sub, spec, "")
+	if aerr != nil {
+		return nil, aerr
+	}
+	item["id"], item["created"] = old["id"], old["created"]
+	items[i] = item
+	if aerr := sameInterval(items); aerr != nil {
+		return nil, aerr
+	}
+	s.changeItems(sub, clone(sub), items, proration)
+	return item, nil
+}
+
+func (s *Server) deleteSubscriptionItem(r *request) (any, *apiError) {
+	sub, i, aerr := s.findItem(r.PathValue("id"))
+	if aerr != nil {
+		return nil, aerr
+	}
+	items := itemList(sub)
+	if len(items) == 1 {
+		return nil, invalid("", "A subscription must have at least one active plan. To cancel a subscription, please use the cancel API endpoint on /v1/subscriptions.")
+	}
+	before := clone(sub)
+	id := items[i].(obj)["id"]
+	s.changeItems(sub, before, slices.Delete(items, i, i+1), "create_prorations")
+	return obj{"id": id, "object": "subscription_item", "deleted": true}, nil
+}
