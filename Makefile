@@ -62,7 +62,7 @@ vet:
 	$(GO) vet ./...
 
 test: tools fmt vet
-	$(GO) test -count=1 -v ./... 2>&1 | scripts/test-summary
+	$(GO) test -race -count=1 -v ./... 2>&1 | scripts/test-summary
 
 clean:
 	rm -rf .aws-sam bin .venv bench/out

@@ -18,7 +18,7 @@ func (s *Server) newInvoice(sub obj, reason string, amount int64) obj {
 		"billing_reason": reason, "collection_method": "charge_automatically", "livemode": false,
 		"metadata": obj{}, "next_payment_attempt": nil, "hosted_invoice_url": nil,
 		"subscription_details": obj{"metadata": clone(sub["metadata"].(obj))},
-		"lines": obj{"object": "list", "data": []any{}, "has_more": false, "url": "/v1/invoices/lines"},
+		"lines":                obj{"object": "list", "data": []any{}, "has_more": false, "url": "/v1/invoices/lines"},
 	}
 	s.state.put("invoice", inv)
 	sub["latest_invoice"] = inv["id"]

@@ -190,14 +190,13 @@ func (s *Server) attempt(d *delivery, serial bool) {
 		defer d.endpoint.mu.Unlock()
 	}
 	d.attempt++
-	payload, header := s.sign(d)
+	payload, header, id, typ := s.sign(d)
 	status, err := s.post(d.endpoint.url, payload, header)
 	ok := err == nil && status >= 200 && status < 300
-	s.opts.Logf("webhook %s %s -> %s attempt %d: status %d err %v", d.event["id"], d.event["type"], d.endpoint.url, d.attempt, status, err)
+	s.opts.Logf("webhook %s %s -> %s attempt %d: status %d err %v", id, typ, d.endpoint.url, d.attempt, status, err)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	id := d.event["id"].(string)
 	if ok {
 		delete(s.state.failedEvent, id)
 		if n, _ := d.event["pending_webhooks"].(int); n > 0 {
@@ -224,13 +223,13 @@ func (s *Server) attempt(d *delivery, serial bool) {
 // sign renders the delivery's payload at the endpoint's API version and
 // signs it as Stripe does: t=<unix>,v1=HMAC-SHA256(secret, "t.payload"),
 // one v1 per secret.
-func (s *Server) sign(d *delivery) ([]byte, string) {
+func (s *Server) sign(d *delivery) (payload []byte, header, id, typ string) {
 	s.mu.Lock()
 	ev := clone(d.event)
 	secrets := append([]string(nil), d.endpoint.secrets...)
 	s.mu.Unlock()
 	ev["api_version"] = d.endpoint.apiVersion
-	payload, _ := json.MarshalIndent(ev, "", "  ")
+	payload, _ = json.MarshalIndent(ev, "", "  ")
 	t := time.Now().Unix() // the receiver checks this against its own clock
 	parts := []string{fmt.Sprintf("t=%d", t)}
 	for _, secret := range secrets {
@@ -239,7 +238,7 @@ func (s *Server) sign(d *delivery) ([]byte, string) {
 		mac.Write(payload)
 		parts = append(parts, "v1="+hex.EncodeToString(mac.Sum(nil)))
 	}
-	return payload, strings.Join(parts, ",")
+	return payload, strings.Join(parts, ","), ev["id"].(string), ev["type"].(string)
 }
 
 func (s *Server) post(url string, payload []byte, signature string) (int, error) {

@@ -1,0 +1,82 @@
+package stripelocal_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/baseten/billing-functions/internal/stripelocal"
+)
+
+func localOpts(validator string) stripelocal.Options {
+	return stripelocal.Options{Validator: validator, RetryBase: 20 * time.Millisecond, MaxAttempts: 4}
+}
+
+func mustMeter(t *testing.T, e *env, eventName string) *stripe.BillingMeter {
+	t.Helper()
+	m, err := e.sc.BillingMeters.New(&stripe.BillingMeterParams{
+		DisplayName: stripe.String(eventName), EventName: stripe.String(eventName),
+		DefaultAggregation: &stripe.BillingMeterDefaultAggregationParams{Formula: stripe.String("sum")},
+		CustomerMapping:    &stripe.BillingMeterCustomerMappingParams{EventPayloadKey: stripe.String("stripe_customer_id"), Type: stripe.String("by_id")},
+		ValueSettings:      &stripe.BillingMeterValueSettingsParams{EventPayloadKey: stripe.String("value")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestMeters_EventIdentifierCountsOnce(t *testing.T) {
+	e := newEnv(t)
+	m := mustMeter(t, e, "ns.gpu_minutes")
+	send := func(identifier, value string) {
+		t.Helper()
+		_, err := e.sc.BillingMeterEvents.New(&stripe.BillingMeterEventParams{
+			EventName: stripe.String("ns.gpu_minutes"), Identifier: stripe.String(identifier),
+			Payload: map[string]string{"stripe_customer_id": "cus_1", "value": value},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("req-1", "30")
+	send("req-1", "30") // a retry
+	send("req-1", "30")
+	send("req-2", "12")
+	now := e.srv.Now().Unix()
+	it := e.sc.BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{
+		ID: stripe.String(m.ID), Customer: stripe.String("cus_1"), StartTime: stripe.Int64(now - 3600), EndTime: stripe.Int64(now + 60),
+	})
+	if !it.Next() {
+		t.Fatalf("no summary: %v", it.Err())
+	}
+	if got := it.BillingMeterEventSummary().AggregatedValue; got != 42 {
+		t.Fatalf("aggregated usage = %v, want 42 (30 once + 12)", got)
+	}
+}
+
+func TestMeters_RetrieveListAndDeactivate(t *testing.T) {
+	e := newEnv(t)
+	m := mustMeter(t, e, "ns.cpu")
+	if _, err := e.sc.BillingMeters.New(&stripe.BillingMeterParams{DisplayName: stripe.String("dup"), EventName: stripe.String("ns.cpu"),
+		DefaultAggregation: &stripe.BillingMeterDefaultAggregationParams{Formula: stripe.String("sum")}}); err == nil {
+		t.Fatal("a second active meter with the same event_name was accepted")
+	}
+	got, err := e.sc.BillingMeters.Get(m.ID, nil)
+	if err != nil || got.EventName != "ns.cpu" || got.Status != "active" {
+		t.Fatalf("retrieve %+v %v", got, err)
+	}
+	off, err := e.sc.BillingMeters.Deactivate(m.ID, nil)
+	if err != nil || off.Status != "inactive" {
+		t.Fatalf("deactivate %+v %v", off, err)
+	}
+	it := e.sc.BillingMeters.List(&stripe.BillingMeterListParams{Status: stripe.String("inactive")})
+	n := 0
+	for it.Next() {
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("inactive meters = %d, want 1", n)
+	}
+}
