@@ -21,14 +21,16 @@ LAMBDA_ENV     := CGO_ENABLED=0 GOOS=linux GOARCH=arm64
 export SAM_CLI_TELEMETRY := 0
 export MOTO_SERVER       := $(VENV)/bin/moto_server
 export STRIPE_MOCK       := $(BIN)/stripe-mock
+export AWS_LAMBDA_RIE    := $(BIN)/aws-lambda-rie
 
-.PHONY: help test test-go test-template tools dev bench fmt vet clean \
+.PHONY: help test tools dev bench fmt vet clean upsert-products \
         build-WebhookFunction build-SubscribeFunction build-UpsertProductsFunction
 
 help:
 	@echo "make dev    run the whole system locally (no AWS, no Stripe account)"
 	@echo "make test   run every test (installs its own tools)"
 	@echo "make bench  benchmarks, written to bench/"
+	@echo "make upsert-products [STAGE=dev] [ARGS=--dry-run]  sync the Stripe catalog"
 
 # --- sam build (BuildMethod: makefile) -----------------------------------
 # sam build calls one target per function with ARTIFACTS_DIR set.
@@ -51,7 +53,7 @@ $(BIN)/stripe-mock:
 $(BIN)/aws-lambda-rie:
 	GOBIN=$(BIN) $(GO) install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$(RIE_VERSION)
 
-tools: $(VENV)/.installed $(BIN)/stripe-mock
+tools: $(VENV)/.installed $(BIN)/stripe-mock $(BIN)/aws-lambda-rie
 
 # --- checks --------------------------------------------------------------
 fmt:
@@ -66,6 +68,12 @@ test: tools fmt vet
 
 clean:
 	rm -rf .aws-sam bin .venv bench/out
+
+# The catalog, for people: `make upsert-products` calls the local setup's
+# function (make dev); STAGE=dev calls the deployed stage's; ARGS=--dry-run
+# only shows the plan.
+upsert-products:
+	$(GO) run ./cmd/billingctl $(if $(STAGE),--stage $(STAGE)) upsert-products $(ARGS)
 
 dev:
 	@echo "make dev is not built yet: issue 7 (the local stack) fills it in."

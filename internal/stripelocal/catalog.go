@@ -52,7 +52,7 @@ func (s *Server) retrieveProduct(r *request) (any, *apiError) {
 	if !ok {
 		return nil, noSuch("product", r.PathValue("id"), "id")
 	}
-	return p, nil
+	return s.expandProduct(p, r.p.strs("expand"), ""), nil
 }
 
 func (s *Server) updateProduct(r *request) (any, *apiError) {
@@ -78,11 +78,43 @@ func (s *Server) updateProduct(r *request) (any, *apiError) {
 	if md, given := r.p.metadata(); given {
 		applyMetadata(p, md)
 	}
+	if r.p.has("default_price") {
+		id := r.p.str("default_price")
+		price, ok := s.state.get("price", id)
+		switch {
+		case id == "":
+			p["default_price"] = nil
+		case !ok:
+			return nil, noSuch("price", id, "default_price")
+		case price["product"] != p["id"]:
+			return nil, invalid("default_price", "The price %s does not belong to product %s.", id, p["id"])
+		case price["active"] != true:
+			return nil, invalid("default_price", "The price %s is inactive.", id)
+		default:
+			p["default_price"] = id
+		}
+	}
 	if prev := diff(before, p); len(prev) > 0 {
 		p["updated"] = s.now().Unix()
 		s.emit("product.updated", p, prev)
 	}
-	return p, nil
+	return s.expandProduct(p, r.p.strs("expand"), ""), nil
+}
+
+// expandProduct returns p with default_price expanded to the price object
+// when expand names it (with prefix "data." inside a list).
+func (s *Server) expandProduct(p obj, expand []string, prefix string) obj {
+	if !slices.Contains(expand, prefix+"default_price") {
+		return p
+	}
+	id, _ := p["default_price"].(string)
+	price, ok := s.state.get("price", id)
+	if !ok {
+		return p
+	}
+	c := clone(p)
+	c["default_price"] = clone(price)
+	return c
 }
 
 func (s *Server) listProducts(r *request) (any, *apiError) {
@@ -91,9 +123,19 @@ func (s *Server) listProducts(r *request) (any, *apiError) {
 	if !ok {
 		return nil, invalid("active", "active must be true or false")
 	}
-	return s.state.list("product", "/v1/products", r.p, func(p obj) bool {
+	list, aerr := s.state.list("product", "/v1/products", r.p, func(p obj) bool {
 		return (len(ids) == 0 || slices.Contains(ids, p["id"].(string))) && (!activeGiven || p["active"] == active)
 	})
+	if aerr != nil {
+		return nil, aerr
+	}
+	data := list["data"].([]obj)
+	expanded := make([]obj, len(data))
+	for i, p := range data {
+		expanded[i] = s.expandProduct(p, r.p.strs("expand"), "data.")
+	}
+	list["data"] = expanded
+	return list, nil
 }
 
 var decimalPattern = regexp.MustCompile(`^\d+(\.\d{1,12})?$`)

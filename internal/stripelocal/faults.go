@@ -8,7 +8,9 @@ import (
 
 // fault makes matching requests fail. It is consumed Count times.
 type fault struct {
-	Count  int    `json:"count"`
+	Count int `json:"count"`
+	// Skip lets this many matching requests through before failing any.
+	Skip   int    `json:"skip,omitempty"`
 	Method string `json:"method,omitempty"` // empty matches any
 	// Path matches a request path prefix ("/v1/products") or a route
 	// pattern ("POST /v1/products/{id}"); empty matches any.
@@ -33,6 +35,10 @@ func (f *fault) matches(method, path, pattern string) bool {
 func (s *Server) takeFault(method, path, pattern string) *fault {
 	for i, f := range s.faults {
 		if f.matches(method, path, pattern) {
+			if f.Skip > 0 {
+				f.Skip--
+				return nil
+			}
 			f.Count--
 			if f.Count <= 0 {
 				s.faults = append(s.faults[:i], s.faults[i+1:]...)

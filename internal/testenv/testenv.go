@@ -120,14 +120,27 @@ func waitHTTP(url string, timeout time.Duration) error {
 	return fmt.Errorf("%s did not answer within %s", url, timeout)
 }
 
+func waitTCP(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("nothing listens on %s after %s", addr, timeout)
+}
+
 // AWSConfig returns an SDK config that sends every service to endpoint with
-// static test credentials, as AWS_ENDPOINT_URL does for the functions.
+// static test credentials, as AWS_ENDPOINT_URL does for the functions. It
+// keeps the SDK's default retries, as the functions do: moto's server now
+// and then drops a keep-alive connection under load.
 func AWSConfig(endpoint string) aws.Config {
 	cfg, err := config.LoadDefaultConfig(context.Background(),
 		config.WithRegion("us-east-1"),
 		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("testing", "testing", "")),
 		config.WithBaseEndpoint(endpoint),
-		config.WithRetryMaxAttempts(1),
 	)
 	if err != nil {
 		panic(err) // only static providers: this cannot fail

@@ -18,15 +18,16 @@ import (
 // Service holds what every function needs: the config, the keys and the
 // mappings store. Build it once per cold start.
 type Service struct {
-	cfg   Config
-	keys  *KeySource
-	store *table.Store
-	log   *slog.Logger
+	cfg    Config
+	keys   *KeySource
+	store  *table.Store
+	stripe *stripeClients
+	log    *slog.Logger
 }
 
 // NewService wires a Service from ready parts. It makes no request.
 func NewService(cfg Config, keys *KeySource, store *table.Store, logger *slog.Logger) *Service {
-	return &Service{cfg: cfg, keys: keys, store: store, log: logger}
+	return &Service{cfg: cfg, keys: keys, store: store, stripe: newStripeClients(cfg.StripeAPIBase), log: logger}
 }
 
 // NewServiceFromAWS builds the AWS clients from awsCfg (which honours

@@ -23,5 +23,5 @@ func Success(result any) Response { return Response{OK: true, Result: result} }
 // its text.
 func Failure(err error) Response {
 	e := AsError(err)
-	return Response{Error: &ErrorBody{Code: e.Code, Message: e.Message, Retryable: e.Retryable}}
+	return Response{Error: &ErrorBody{Code: e.Code, Message: e.Message, Retryable: e.Retryable, StripeRequestID: e.StripeRequestID}}
 }

@@ -3,6 +3,8 @@ package billing
 import (
 	"errors"
 	"fmt"
+
+	"github.com/baseten/billing-functions/pkg/table"
 )
 
 // Code classifies a failure for callers. The set is closed: anything that
@@ -27,7 +29,10 @@ type Error struct {
 	Code      Code
 	Message   string
 	Retryable bool
-	Err       error
+	// StripeRequestID names the Stripe request that failed, when Stripe
+	// was involved.
+	StripeRequestID string
+	Err             error
 }
 
 func (e *Error) Error() string {
@@ -68,3 +73,18 @@ func AsError(err error) *Error {
 // ErrBillingDisabled is returned by every operation when no Stripe API key is
 // configured. It is an expected state, not a failure.
 var ErrBillingDisabled = &Error{Code: CodeBillingDisabled, Message: "billing is disabled: no Stripe API key is configured"}
+
+// fromTable translates a pkg/table error into the error vocabulary.
+func fromTable(op string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, table.ErrUnavailable), errors.Is(err, table.ErrTransactionConflict):
+		return &Error{Code: CodeUnavailable, Message: op + ": DynamoDB is unavailable", Retryable: true, Err: err}
+	case errors.Is(err, table.ErrNotFound):
+		return &Error{Code: CodeNotFound, Message: op + ": not found", Err: err}
+	case errors.Is(err, table.ErrConditionFailed):
+		return &Error{Code: CodeConflict, Message: op + ": changed concurrently", Err: err}
+	}
+	return &Error{Code: CodeInternal, Message: op + ": internal error", Err: err}
+}

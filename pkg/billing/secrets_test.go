@@ -15,18 +15,6 @@ import (
 	"github.com/baseten/billing-functions/pkg/billing"
 )
 
-var (
-	motoURL string
-	sm      *secretsmanager.Client
-)
-
-func TestMain(m *testing.M) {
-	testenv.Main(m, func(url string) {
-		motoURL = url
-		sm = secretsmanager.NewFromConfig(testenv.AWSConfig(url))
-	})
-}
-
 // countingSecrets counts GetSecretValue calls on their way to moto.
 type countingSecrets struct {
 	billing.SecretsClient

@@ -1,0 +1,97 @@
+// Command billingctl is the operator CLI of the billing functions. It calls
+// the deployed functions through the Lambda Invoke API: the local one that
+// `make dev` serves by default, or a stage's (--stage dev), found through the
+// stack's outputs.
+//
+//	billingctl [--stage dev | --endpoint URL] [--json] upsert-products [--dry-run] [--catalog file.json]
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `usage: billingctl [flags] <command> [command flags]
+
+commands:
+  upsert-products [--dry-run] [--catalog file.json]
+      bring the Stripe catalog in line; prints the plan
+      (+ create, ~ update, = unchanged, - archive)
+
+flags:
+`
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "billingctl:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	global := flag.NewFlagSet("billingctl", flag.ContinueOnError)
+	global.SetOutput(stderr)
+	global.Usage = func() { fmt.Fprint(stderr, usage); global.PrintDefaults() }
+	var t target
+	global.StringVar(&t.endpoint, "endpoint", envOr("BILLINGCTL_ENDPOINT", "http://127.0.0.1:3001"), "Lambda Invoke API to call (make dev serves one here)")
+	global.StringVar(&t.stage, "stage", "", "call a deployed stage (dev, staging or prod) instead of the local setup")
+	global.StringVar(&t.stack, "stack", "", "the stage's stack name (default billing-functions-<stage>)")
+	global.StringVar(&t.function, "function", "", "override the function name or ARN")
+	asJSON := global.Bool("json", false, "print the function's JSON answer instead of a table")
+	if err := global.Parse(args); err != nil {
+		return err
+	}
+	if global.NArg() == 0 {
+		global.Usage()
+		return errors.New("no command")
+	}
+	cmd, rest := global.Arg(0), global.Args()[1:]
+	switch cmd {
+	case "upsert-products":
+		return upsertProducts(ctx, t, rest, *asJSON, stdout, stderr)
+	}
+	global.Usage()
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// envelope is the functions' answer.
+type envelope struct {
+	OK     bool            `json:"ok"`
+	Result json.RawMessage `json:"result"`
+	Error  *struct {
+		Code            string `json:"code"`
+		Message         string `json:"message"`
+		Retryable       bool   `json:"retryable"`
+		StripeRequestID string `json:"stripe_request_id"`
+	} `json:"error"`
+}
+
+// failure turns an error envelope into an error that says what to do next.
+func (e envelope) failure() error {
+	hint := map[string]string{
+		"billing_disabled": "set STRIPE_API_KEY locally, or the stage's secret (see the README)",
+		"unavailable":      "Stripe or AWS failed transiently: run the command again",
+		"invalid_request":  "fix the request as the message says",
+		"not_found":        "check the organization, or run upsert-products if a product mapping is missing",
+	}[e.Error.Code]
+	msg := fmt.Sprintf("%s: %s", e.Error.Code, e.Error.Message)
+	if e.Error.StripeRequestID != "" {
+		msg += " (Stripe request " + e.Error.StripeRequestID + ")"
+	}
+	if hint != "" {
+		msg += "\n  next: " + hint
+	}
+	return errors.New(msg)
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

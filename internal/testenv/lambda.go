@@ -1,0 +1,102 @@
+package testenv
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BuildBootstrap builds a function (./functions/<name>) as `sam build`
+// does, but for this machine's architecture, and returns the binary's path.
+func BuildBootstrap(t testing.TB, name string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), name, "bootstrap")
+	cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-ldflags=-s", "-o", out, "./functions/"+name)
+	cmd.Dir = RepoRoot()
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, b)
+	}
+	return out
+}
+
+func riePath() (string, error) {
+	if p := os.Getenv("AWS_LAMBDA_RIE"); p != "" {
+		return p, nil
+	}
+	if p := filepath.Join(RepoRoot(), "bin", "aws-lambda-rie"); fileExists(p) {
+		return p, nil
+	}
+	if p, err := exec.LookPath("aws-lambda-rie"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("aws-lambda-rie not found: run `make test` (it installs it into ./bin) or set AWS_LAMBDA_RIE")
+}
+
+// RIE is a function's bootstrap running under aws-lambda-rie.
+type RIE struct {
+	*Server
+	// InvokeURL is the Lambda Invoke path RIE serves (its only function is
+	// named "function").
+	InvokeURL string
+	mu        sync.Mutex
+	log       []byte
+}
+
+// Log returns everything the emulator and the function printed so far.
+func (r *RIE) Log() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return string(r.log)
+}
+
+func (r *RIE) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log = append(r.log, p...)
+	return len(p), nil
+}
+
+// StartRIE runs bootstrap under aws-lambda-rie with exactly env (plus PATH)
+// on free 127.0.0.1 ports, and stops it when the test ends.
+func StartRIE(t testing.TB, bootstrap string, env map[string]string) *RIE {
+	t.Helper()
+	bin, err := riePath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiPort, _ := FreePort()
+	runtimePort, _ := FreePort()
+	r := &RIE{}
+	r.Server = &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", apiPort)}
+	r.InvokeURL = r.URL + "/2015-03-31/functions/function/invocations"
+	cmd := exec.Command(bin, "--runtime-api-address", fmt.Sprintf("127.0.0.1:%d", runtimePort),
+		"--runtime-interface-emulator-address", fmt.Sprintf("127.0.0.1:%d", apiPort), bootstrap)
+	keys := make([]string, 0, len(env))
+	for k := range env {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "AWS_LAMBDA_FUNCTION_TIMEOUT=30"}
+	for _, k := range keys {
+		cmd.Env = append(cmd.Env, k+"="+env[k])
+	}
+	cmd.Stdout, cmd.Stderr = r, r
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.cmd = cmd
+	t.Cleanup(r.Stop)
+	if err := waitTCP(fmt.Sprintf("127.0.0.1:%d", apiPort), 10*time.Second); err != nil {
+		t.Fatalf("aws-lambda-rie: %v\n%s", err, r.Log())
+	}
+	return r
+}

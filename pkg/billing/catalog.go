@@ -1,0 +1,156 @@
+package billing
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The default catalog: two plan tiers and nine paid instance types. Amounts
+// are in cents: a tier's per month, an instance type's per minute, which may
+// be fractional. The figures are examples; edit catalog.json to change them.
+//
+//go:embed catalog.json
+var defaultCatalogJSON []byte
+
+// Kind is what a catalog entry sells.
+type Kind string
+
+const (
+	KindTier         Kind = "tier"          // a flat, licensed price per interval
+	KindInstanceType Kind = "instance_type" // metered usage, in minutes, through a billing meter
+)
+
+// Entry is one product of the catalog.
+type Entry struct {
+	Key         string `json:"key"`
+	Kind        Kind   `json:"kind"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	Currency    string `json:"currency"`
+	Interval    string `json:"interval"`
+	// UnitAmountDecimal is in the currency's minor unit (cents), per
+	// interval for a tier and per minute for an instance type.
+	UnitAmountDecimal string `json:"unit_amount_decimal"`
+}
+
+// Catalog is the whole set of products a deployment sells.
+type Catalog struct {
+	Version int     `json:"version"`
+	Entries []Entry `json:"entries"`
+}
+
+// MaxCatalogEntries bounds a catalog, so that one product list request
+// reads it all.
+const MaxCatalogEntries = 100
+
+// DefaultCatalog returns the embedded catalog. It is validated by
+// TestCatalog_DefaultIsValid.
+func DefaultCatalog() Catalog {
+	var c Catalog
+	_ = json.Unmarshal(defaultCatalogJSON, &c)
+	return c
+}
+
+// ParseCatalog decodes a catalog strictly: unknown fields are errors.
+func ParseCatalog(raw []byte) (Catalog, error) {
+	var c Catalog
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return Catalog{}, Errorf(CodeInvalidRequest, "catalog: %s", jsonProblem(err))
+	}
+	return c, nil
+}
+
+var (
+	keyPattern      = regexp.MustCompile(`^[a-z0-9-]{1,40}$`)
+	amountPattern   = regexp.MustCompile(`^\d{1,12}(\.\d{1,12})?$`)
+	knownIntervals  = []string{"day", "week", "month", "year"}
+	knownCurrencies = []string{"usd", "eur", "gbp", "cad", "aud", "chf", "jpy", "sek", "nok", "dkk", "nzd", "sgd", "hkd", "inr", "brl", "mxn"}
+)
+
+// Validate returns a CodeInvalidRequest *Error listing every problem of the
+// catalog at once, or nil.
+func (c Catalog) Validate() error {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if len(c.Entries) == 0 {
+		bad("the catalog has no entries")
+	}
+	if len(c.Entries) > MaxCatalogEntries {
+		bad("the catalog has %d entries; at most %d are allowed", len(c.Entries), MaxCatalogEntries)
+	}
+	seen := map[string]bool{}
+	for i, e := range c.Entries {
+		at := fmt.Sprintf("entries[%d]", i)
+		if e.Key != "" {
+			at = fmt.Sprintf("entries[%d] (%s)", i, e.Key)
+		}
+		if !keyPattern.MatchString(e.Key) {
+			bad("%s: key %q must be 1-40 characters of [a-z0-9-]", at, e.Key)
+		}
+		if seen[e.Key] {
+			bad("%s: duplicate key %q", at, e.Key)
+		}
+		seen[e.Key] = true
+		if e.Kind != KindTier && e.Kind != KindInstanceType {
+			bad("%s: kind %q must be tier or instance_type", at, e.Kind)
+		}
+		if strings.TrimSpace(e.Name) == "" {
+			bad("%s: the display name is empty", at)
+		}
+		if !slices.Contains(knownCurrencies, e.Currency) {
+			bad("%s: unknown currency %q", at, e.Currency)
+		}
+		if !slices.Contains(knownIntervals, e.Interval) {
+			bad("%s: unknown interval %q (day, week, month or year)", at, e.Interval)
+		}
+		if strings.HasPrefix(strings.TrimSpace(e.UnitAmountDecimal), "-") {
+			bad("%s: the price %q is negative", at, e.UnitAmountDecimal)
+		} else if !amountPattern.MatchString(e.UnitAmountDecimal) {
+			bad("%s: the price %q is not a non-negative decimal number of cents", at, e.UnitAmountDecimal)
+		}
+	}
+	if len(problems) > 0 {
+		return &Error{Code: CodeInvalidRequest, Message: "invalid catalog: " + strings.Join(problems, "; ")}
+	}
+	return nil
+}
+
+// normalAmount writes an amount without trailing zeros, as Stripe echoes a
+// decimal, so that "10.2400" and "10.24" compare equal.
+func normalAmount(s string) string {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return s
+	}
+	return strconv.FormatFloat(f, 'f', -1, 64)
+}
+
+// jsonProblem describes a decoding error without quoting the input.
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		return fmt.Sprintf("field %q must be a %s", typeErr.Field, typeErr.Type)
+	case errors.As(err, &syntaxErr):
+		return fmt.Sprintf("malformed JSON at byte %d", syntaxErr.Offset)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	}
+	return "malformed JSON"
+}
+
+// mustFloat parses an amount that Validate has accepted.
+func mustFloat(s string) float64 {
+	f, _ := strconv.ParseFloat(s, 64)
+	return f
+}
