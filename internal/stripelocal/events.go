@@ -13,9 +13,13 @@ func (s *Server) emit(typ string, o obj, prev obj) {
 		"created":          s.now().Unix(),
 		"livemode":         false,
 		"pending_webhooks": 0,
-		"request":          obj{"id": nil, "idempotency_key": nil},
-		"type":             typ,
-		"data":             obj{"object": clone(o)},
+		"request":          obj{"id": nil, "idempotency_key": nil}, // automatic: the clock or a control
+
+		"type": typ,
+		"data": obj{"object": clone(o)},
+	}
+	if s.current != nil {
+		ev["request"] = clone(s.current)
 	}
 	if len(prev) > 0 {
 		ev["data"].(obj)["previous_attributes"] = clone(prev)

@@ -65,6 +65,7 @@ type Server struct {
 	held        []*delivery
 	seq         int64
 	pendingOut  []*delivery
+	current     obj // event.request of the API request being handled
 
 	deliveries sync.WaitGroup
 	closed     chan struct{}
@@ -204,7 +205,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 			return
 		}
 	}
+	s.current = obj{"id": w.Header().Get("Request-Id"), "idempotency_key": nullable(idemKey)}
 	out, aerr := h(req)
+	s.current = nil
 	status, payload := 200, any(out)
 	if aerr != nil {
 		status, payload = aerr.Status, map[string]any{"error": aerr}

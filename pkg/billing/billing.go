@@ -6,7 +6,9 @@ package billing
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"os"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -23,12 +25,18 @@ type Service struct {
 	store  *table.Store
 	stripe *stripeClients
 	log    *slog.Logger
+	hooks  webhookState
+	emf    io.Writer // CloudWatch Embedded Metric Format lines
 }
 
 // NewService wires a Service from ready parts. It makes no request.
 func NewService(cfg Config, keys *KeySource, store *table.Store, logger *slog.Logger) *Service {
-	return &Service{cfg: cfg, keys: keys, store: store, stripe: newStripeClients(cfg.StripeAPIBase), log: logger}
+	return &Service{cfg: cfg, keys: keys, store: store, stripe: newStripeClients(cfg.StripeAPIBase), log: logger, emf: os.Stdout}
 }
+
+// SetMetricsOutput sends the metric lines (CloudWatch Embedded Metric
+// Format, one JSON line per delivery) to w instead of standard output.
+func (s *Service) SetMetricsOutput(w io.Writer) { s.emf = w }
 
 // NewServiceFromAWS builds the AWS clients from awsCfg (which honours
 // AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>) and wires a Service. It

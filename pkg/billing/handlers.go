@@ -4,32 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"net/http"
 	"time"
-
-	"github.com/aws/aws-lambda-go/events"
 )
 
 // errNotImplemented answers commands whose implementation has not landed yet.
 var errNotImplemented = &Error{Code: CodeNotImplemented, Message: "not implemented yet"}
-
-// HandleWebhook is the webhook function's handler, behind an API Gateway HTTP
-// API (payload 2.0). With billing disabled it answers 503 and processes
-// nothing.
-func (s *Service) HandleWebhook(ctx context.Context, req events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
-	start := time.Now()
-	status, outcome := http.StatusNotImplemented, "not_implemented"
-	if _, err := s.enabledKeys(ctx); err != nil {
-		status, outcome = http.StatusServiceUnavailable, string(ErrorCode(err))
-	}
-	s.log.InfoContext(ctx, "webhook", "outcome", outcome, "status", status, "duration_ms", time.Since(start).Milliseconds())
-	body, _ := json.Marshal(map[string]string{"status": outcome})
-	return events.APIGatewayV2HTTPResponse{
-		StatusCode: status,
-		Headers:    map[string]string{"Content-Type": "application/json"},
-		Body:       string(body),
-	}, nil
-}
 
 // HandleSubscribe is the subscribe function's handler, invoked by the core
 // app. It always answers with a Response envelope.

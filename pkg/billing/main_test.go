@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
@@ -114,6 +115,7 @@ func newFixture(t *testing.T, namespace string) *fixture {
 	})
 	f := &fixture{t: t, stripe: srv, url: hs.URL}
 	f.svc, f.db, f.store = newService(t, namespace, hs.URL, nil)
+	f.svc.SetMetricsOutput(io.Discard)
 	return f
 }
 
@@ -126,7 +128,7 @@ func (f *fixture) withNamespace(ns string) *billing.Service {
 
 func newService(t *testing.T, namespace, stripeURL string, store *table.Store) (*billing.Service, *countingDB, *table.Store) {
 	t.Helper()
-	db := &countingDB{DB: ddb}
+	db := &countingDB{DB: testenv.Isolated(ddb)}
 	name := testenv.UniqueName(t, "billing")
 	if store == nil {
 		if err := table.CreateTable(context.Background(), ddb, name); err != nil {
@@ -148,3 +150,12 @@ func newService(t *testing.T, namespace, stripeURL string, store *table.Store) (
 	s := table.New(db, name)
 	return billing.NewService(cfg, billing.NewKeySource(cfg, nil), s, slog.New(slog.NewTextHandler(io.Discard, nil))), db, s
 }
+
+type (
+	dynamodbTransactInput  = dynamodb.TransactWriteItemsInput
+	dynamodbTransactOutput = dynamodb.TransactWriteItemsOutput
+	dynamodbOption         = func(*dynamodb.Options)
+)
+
+// throttled is DynamoDB's throttling error as the SDK reports it.
+type throttled = ddbtypes.ProvisionedThroughputExceededException

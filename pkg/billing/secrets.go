@@ -221,5 +221,8 @@ func classifySecretError(err error) error {
 			return &Error{Code: CodeInternal, Message: "the Stripe secret cannot be read: " + api.ErrorCode(), Err: err}
 		}
 	}
-	return &Error{Code: CodeUnavailable, Message: "Secrets Manager is unavailable", Retryable: true, Err: err}
+	return &Error{Code: CodeUnavailable, Message: "Secrets Manager is unavailable", Retryable: true, Err: fmt.Errorf("%w: %w", errSecretsDown, err)}
 }
+
+// errSecretsDown marks a failure to read the keys at all.
+var errSecretsDown = errors.New("secrets manager unavailable")

@@ -50,7 +50,7 @@ func desire(ns string, e Entry) desired {
 		d.meter = meterEventName(ns, e.Key)
 	}
 	d.productMeta = map[string]string{metaNamespace: ns, metaKey: e.Key, metaKind: string(e.Kind), metaHash: d.hash}
-	d.priceMeta = map[string]string{metaNamespace: ns, metaKey: e.Key, metaHash: contentHash(priceTerms(e))}
+	d.priceMeta = map[string]string{metaNamespace: ns, metaKey: e.Key, metaKind: string(e.Kind), metaHash: contentHash(priceTerms(e))}
 	return d
 }
 

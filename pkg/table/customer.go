@@ -18,6 +18,7 @@ const skCustomer = "CUSTOMER"
 type Customer struct {
 	OrgID      string    `dynamodbav:"org_id"`
 	CustomerID string    `dynamodbav:"customer_id"`
+	Deleted    bool      `dynamodbav:"deleted"`
 	CreatedAt  time.Time `dynamodbav:"created_at"`
 }
 
@@ -89,4 +90,44 @@ func (s *Store) OrgForStripeID(ctx context.Context, stripeID string) (string, er
 		return "", fmt.Errorf("table.OrgForStripeID %s: %w", stripeID, err)
 	}
 	return it.OrgID, nil
+}
+
+// Mirror is everything stored about one organization's billing.
+type Mirror struct {
+	Customer     *Customer     // nil when the org has no customer
+	Subscription *Subscription // nil when it never subscribed
+}
+
+// GetMirror reads an organization's customer and subscription in one
+// request. An unknown organization is an empty Mirror, not an error.
+func (s *Store) GetMirror(ctx context.Context, orgID string) (Mirror, error) {
+	out, err := s.db.Query(ctx, &dynamodb.QueryInput{
+		TableName:                 &s.name,
+		KeyConditionExpression:    aws.String("pk = :pk"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: orgPK(orgID)}},
+		ConsistentRead:            aws.Bool(true),
+	})
+	if err != nil {
+		return Mirror{}, fmt.Errorf("table.GetMirror %s: %w", orgID, translate(err))
+	}
+	var m Mirror
+	for _, item := range out.Items {
+		switch strAttr(item[AttrSK]) {
+		case skCustomer:
+			var c Customer
+			if err := attributevalue.UnmarshalMap(item, &c); err != nil {
+				return Mirror{}, fmt.Errorf("table.GetMirror %s: %w", orgID, err)
+			}
+			m.Customer = &c
+		case skSubscription:
+			var sub Subscription
+			if err := attributevalue.UnmarshalMap(item, &sub); err != nil {
+				return Mirror{}, fmt.Errorf("table.GetMirror %s: %w", orgID, err)
+			}
+			if sub.SubscriptionID != "" {
+				m.Subscription = &sub
+			}
+		}
+	}
+	return m, nil
 }

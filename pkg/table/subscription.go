@@ -2,7 +2,6 @@ package table
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -23,11 +22,12 @@ type Item struct {
 	PriceID string `dynamodbav:"price_id"`
 }
 
-// Subscription is the mirror of an organization's current subscription.
+// Subscription is the mirror of an organization's current subscription and
+// its latest invoice (what the design note calls StripeSubscription).
 //
-// SourceTime orders snapshots: it is the Stripe event's created time (unix
-// seconds) of the snapshot stored. Version counts the writes to the record and
-// guards read-modify-write updates.
+// SourceTime orders subscription snapshots and InvoiceTime invoice ones:
+// each is the created time (unix seconds) of the Stripe event the stored
+// state came from. Version counts the writes to the record.
 type Subscription struct {
 	OrgID               string    `dynamodbav:"org_id"`
 	SubscriptionID      string    `dynamodbav:"subscription_id"`
@@ -35,13 +35,24 @@ type Subscription struct {
 	Status              string    `dynamodbav:"status"`
 	Tier                string    `dynamodbav:"tier"`
 	Items               []Item    `dynamodbav:"items"`
+	SubscriptionCreated int64     `dynamodbav:"subscription_created"`
 	CurrentPeriodEnd    int64     `dynamodbav:"current_period_end"`
 	CancelAtPeriodEnd   bool      `dynamodbav:"cancel_at_period_end"`
-	LatestInvoiceStatus string    `dynamodbav:"latest_invoice_status"`
-	Delinquent          bool      `dynamodbav:"delinquent"`
 	SourceTime          int64     `dynamodbav:"source_time"`
+	InvoiceSubscription string    `dynamodbav:"invoice_subscription_id"`
+	LatestInvoiceID     string    `dynamodbav:"latest_invoice_id"`
+	LatestInvoiceStatus string    `dynamodbav:"latest_invoice_status"`
+	InvoicePaymentFail  bool      `dynamodbav:"invoice_payment_failed"`
+	InvoiceTime         int64     `dynamodbav:"invoice_time"`
 	Version             int64     `dynamodbav:"version"`
 	UpdatedAt           time.Time `dynamodbav:"updated_at"`
+}
+
+// Delinquent reports whether the organization's payments are failing: the
+// subscription is past_due or unpaid, or its latest invoice failed.
+func (s Subscription) Delinquent() bool {
+	return s.Status == "past_due" || s.Status == "unpaid" ||
+		(s.InvoicePaymentFail && s.InvoiceSubscription == s.SubscriptionID)
 }
 
 type subscriptionItem struct {
@@ -91,70 +102,6 @@ func (s *Store) SaveSubscription(ctx context.Context, sub Subscription, expected
 	}
 	if _, err := s.db.PutItem(ctx, in); err != nil {
 		return Subscription{}, fmt.Errorf("table.SaveSubscription %s v%d: %w", sub.OrgID, expectedVersion, translate(err))
-	}
-	return sub, nil
-}
-
-// Event records a processed Stripe webhook event. It expires (DynamoDB TTL)
-// at ExpiresAt, which must be at least 30 days later, longer than Stripe
-// retries a delivery.
-type Event struct {
-	EventID     string    `dynamodbav:"event_id"`
-	Type        string    `dynamodbav:"type"`
-	ProcessedAt time.Time `dynamodbav:"processed_at"`
-	ExpiresAt   int64     `dynamodbav:"expires_at"`
-}
-
-var (
-	// ErrDuplicateEvent is returned when the event was already recorded.
-	ErrDuplicateEvent = errors.New("table: event already processed")
-	// ErrStaleSnapshot is returned when the stored snapshot is as new as, or
-	// newer than, the one offered.
-	ErrStaleSnapshot = errors.New("table: stored snapshot is not older")
-)
-
-// ApplySubscriptionEvent stores sub and records ev in one transaction: the
-// event is recorded only if the snapshot is written, so an event whose write
-// failed is never taken for processed. The snapshot is written only when its
-// SourceTime is strictly newer than the stored one.
-//
-// It returns an error matching ErrDuplicateEvent when ev was already
-// recorded, ErrStaleSnapshot when the stored snapshot is not older, and in
-// both cases writes nothing. Both also match ErrConditionFailed.
-func (s *Store) ApplySubscriptionEvent(ctx context.Context, sub Subscription, ev Event) (Subscription, error) {
-	subItem, err := s.subscriptionPut(sub)
-	if err != nil {
-		return Subscription{}, fmt.Errorf("table.ApplySubscriptionEvent %s: %w", ev.EventID, err)
-	}
-	evItem, err := attributevalue.MarshalMap(struct {
-		PK string `dynamodbav:"pk"`
-		SK string `dynamodbav:"sk"`
-		Event
-	}{PK: "EVT#" + ev.EventID, SK: "EVENT", Event: ev})
-	if err != nil {
-		return Subscription{}, fmt.Errorf("table.ApplySubscriptionEvent %s: %w", ev.EventID, err)
-	}
-	_, err = s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
-		{Put: &types.Put{TableName: &s.name, Item: evItem, ConditionExpression: aws.String("attribute_not_exists(pk)")}},
-		{Put: &types.Put{
-			TableName:                 &s.name,
-			Item:                      subItem,
-			ConditionExpression:       aws.String("attribute_not_exists(pk) OR source_time < :t"),
-			ExpressionAttributeValues: map[string]types.AttributeValue{":t": num(sub.SourceTime)},
-		}},
-	}})
-	if err != nil {
-		err = translate(err)
-		var ce *CanceledError
-		if errors.As(err, &ce) {
-			switch {
-			case ce.ConditionFailedAt(0):
-				err = fmt.Errorf("%w: %w", ErrDuplicateEvent, err)
-			case ce.ConditionFailedAt(1):
-				err = fmt.Errorf("%w: %w", ErrStaleSnapshot, err)
-			}
-		}
-		return Subscription{}, fmt.Errorf("table.ApplySubscriptionEvent %s: %w", ev.EventID, err)
 	}
 	return sub, nil
 }

@@ -131,60 +131,101 @@ func TestSubscription_SecondInitialSaveIsConflict(t *testing.T) {
 	}
 }
 
-func TestApplySubscriptionEvent_FailedHalfWritesNothing(t *testing.T) {
+func sub(org, id string, t int64, status string) table.Change {
+	return table.Change{Subscription: &table.SubscriptionSnapshot{OrgID: org, SubscriptionID: id, Status: status, Created: 1, SourceTime: t}}
+}
+
+func ev(id string) table.Event {
+	return table.Event{EventID: id, Type: "customer.subscription.updated", ExpiresAt: 1}
+}
+
+func TestApplyEvent_FailedHalfWritesNothing(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	newer := table.Subscription{OrgID: "org_1", SubscriptionID: "sub_1", Status: "active", SourceTime: 200}
-	if _, err := s.ApplySubscriptionEvent(ctx, newer, table.Event{EventID: "evt_new", Type: "customer.subscription.updated", ExpiresAt: 1}); err != nil {
+	if err := s.ApplyEvent(ctx, ev("evt_new"), sub("org_1", "sub_1", 200, "active"), false); err != nil {
 		t.Fatal(err)
 	}
-
-	// An older snapshot: the event record would succeed alone, the snapshot
-	// write fails, so the transaction must leave neither behind.
-	older := table.Subscription{OrgID: "org_1", SubscriptionID: "sub_1", Status: "incomplete", SourceTime: 100}
-	_, err := s.ApplySubscriptionEvent(ctx, older, table.Event{EventID: "evt_old", Type: "customer.subscription.created", ExpiresAt: 1})
-	if !errors.Is(err, table.ErrStaleSnapshot) || !errors.Is(err, table.ErrConditionFailed) {
-		t.Fatalf("got %v, want ErrStaleSnapshot", err)
+	// An older snapshot: the event record alone would succeed, the snapshot
+	// fails, so the transaction must leave neither behind.
+	err := s.ApplyEvent(ctx, ev("evt_old"), sub("org_1", "sub_1", 100, "incomplete"), false)
+	if !errors.Is(err, table.ErrStale) {
+		t.Fatalf("got %v, want ErrStale", err)
 	}
-	got, err := s.GetSubscription(ctx, "org_1")
-	if err != nil || got.Status != "active" {
-		t.Fatalf("stored status %q (%v), want active", got.Status, err)
+	m, _ := s.GetMirror(ctx, "org_1")
+	if m.Subscription.Status != "active" {
+		t.Fatalf("stored status %q, want active", m.Subscription.Status)
 	}
-
 	// evt_old was not recorded: offered again with a newer snapshot, it
 	// applies. Had the first half been written, it would be a duplicate.
-	older.SourceTime = 300
-	if _, err := s.ApplySubscriptionEvent(ctx, older, table.Event{EventID: "evt_old", Type: "customer.subscription.created", ExpiresAt: 1}); err != nil {
+	if err := s.ApplyEvent(ctx, ev("evt_old"), sub("org_1", "sub_1", 300, "canceled"), false); err != nil {
 		t.Fatalf("evt_old after the failed transaction: %v (was it half-written?)", err)
 	}
 }
 
-func TestApplySubscriptionEvent_SameSecondSnapshotIsStale(t *testing.T) {
+func TestApplyEvent_SameSecondIsATieAndAllowEqualApplies(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	sub := table.Subscription{OrgID: "org_1", SubscriptionID: "sub_1", Status: "active", SourceTime: 200}
-	if _, err := s.ApplySubscriptionEvent(ctx, sub, table.Event{EventID: "evt_1"}); err != nil {
+	if err := s.ApplyEvent(ctx, ev("evt_1"), sub("org_1", "sub_1", 200, "active"), false); err != nil {
 		t.Fatal(err)
 	}
-	sub.Status = "canceled"
-	if _, err := s.ApplySubscriptionEvent(ctx, sub, table.Event{EventID: "evt_2"}); !errors.Is(err, table.ErrStaleSnapshot) {
-		t.Fatalf("same-second snapshot: got %v, want ErrStaleSnapshot (ties must not overwrite)", err)
+	err := s.ApplyEvent(ctx, ev("evt_2"), sub("org_1", "sub_1", 200, "past_due"), false)
+	var tie *table.TieError
+	if !errors.As(err, &tie) || tie.SourceTime != 200 {
+		t.Fatalf("same-second snapshot: got %v, want a tie at 200", err)
+	}
+	if err := s.ApplyEvent(ctx, ev("evt_2"), sub("org_1", "sub_1", 200, "past_due"), true); err != nil {
+		t.Fatalf("re-fetched snapshot at the tie: %v", err)
+	}
+	m, _ := s.GetMirror(ctx, "org_1")
+	if m.Subscription.Status != "past_due" {
+		t.Fatalf("status %q", m.Subscription.Status)
 	}
 }
 
-func TestApplySubscriptionEvent_DuplicateEventIsReported(t *testing.T) {
+func TestApplyEvent_DuplicateEventIsReported(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	ev := table.Event{EventID: "evt_1", Type: "customer.subscription.updated"}
-	if _, err := s.ApplySubscriptionEvent(ctx, table.Subscription{OrgID: "org_1", SourceTime: 100}, ev); err != nil {
+	if err := s.ApplyEvent(ctx, ev("evt_1"), sub("org_1", "sub_1", 100, "active"), false); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.ApplySubscriptionEvent(ctx, table.Subscription{OrgID: "org_1", SourceTime: 500}, ev)
+	err := s.ApplyEvent(ctx, ev("evt_1"), sub("org_1", "sub_1", 500, "canceled"), false)
 	if !errors.Is(err, table.ErrDuplicateEvent) {
 		t.Fatalf("got %v, want ErrDuplicateEvent", err)
 	}
-	got, _ := s.GetSubscription(ctx, "org_1")
-	if got.SourceTime != 100 {
-		t.Fatalf("a duplicate changed the mirror: source_time %d, want 100", got.SourceTime)
+	m, _ := s.GetMirror(ctx, "org_1")
+	if m.Subscription.SourceTime != 100 {
+		t.Fatalf("a duplicate changed the mirror: source_time %d", m.Subscription.SourceTime)
+	}
+}
+
+func TestApplyEvent_OlderSubscriptionDoesNotReplaceANewerOne(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	newer := table.Change{Subscription: &table.SubscriptionSnapshot{OrgID: "org_1", SubscriptionID: "sub_new", Status: "active", Created: 2000, SourceTime: 2000}}
+	if err := s.ApplyEvent(ctx, ev("evt_a"), newer, false); err != nil {
+		t.Fatal(err)
+	}
+	late := table.Change{Subscription: &table.SubscriptionSnapshot{OrgID: "org_1", SubscriptionID: "sub_old", Status: "canceled", Created: 1000, SourceTime: 3000}}
+	if err := s.ApplyEvent(ctx, ev("evt_b"), late, false); !errors.Is(err, table.ErrStale) {
+		t.Fatalf("a late event of the org's old subscription: %v, want ErrStale", err)
+	}
+}
+
+func TestGetMirror_ReadsCustomerAndSubscriptionInOneQuery(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	if err := s.CreateCustomer(ctx, table.Customer{OrgID: "org_1", CustomerID: "cus_1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ApplyEvent(ctx, ev("evt_1"), sub("org_1", "sub_1", 10, "past_due"), false); err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetMirror(ctx, "org_1")
+	if err != nil || m.Customer.CustomerID != "cus_1" || m.Subscription.SubscriptionID != "sub_1" || !m.Subscription.Delinquent() {
+		t.Fatalf("mirror %+v %+v %v", m.Customer, m.Subscription, err)
+	}
+	empty, err := s.GetMirror(ctx, "org_nobody")
+	if err != nil || empty.Customer != nil || empty.Subscription != nil {
+		t.Fatalf("unknown org: %+v %v", empty, err)
 	}
 }

@@ -1,0 +1,242 @@
+package billing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/client"
+	"github.com/stripe/stripe-go/v76/webhook"
+
+	"github.com/baseten/billing-functions/pkg/table"
+)
+
+const (
+	// WebhookTolerance is how old a signature's timestamp may be.
+	WebhookTolerance = 300 * time.Second
+	// MaxWebhookBody is the largest delivery accepted; Stripe's are far
+	// smaller.
+	MaxWebhookBody = 1 << 20
+	// eventRecordTTL keeps processed event IDs longer than Stripe retries
+	// (3 days) and than the Events API reaches back (30 days).
+	eventRecordTTL = 35 * 24 * time.Hour
+	// secretRefreshInterval bounds the secret re-reads that bad signatures
+	// can cause, so that forged deliveries cannot flood Secrets Manager.
+	secretRefreshInterval = 30 * time.Second
+)
+
+// Webhook statuses, as answered to Stripe.
+const (
+	StatusProcessed = "processed"
+	StatusDuplicate = "duplicate"
+	StatusIgnored   = "ignored"
+)
+
+// WebhookResult says what a delivery did. Outcome is finer than Status, for
+// logs and metrics: processed, duplicate, foreign, unhandled, stale.
+type WebhookResult struct {
+	Status, Outcome string
+	EventID, Type   string
+	Refetched       bool
+	StripeRequests  int
+	DynamoRequests  int
+}
+
+var (
+	errNoWebhookSecret = &Error{Code: CodeBillingDisabled, Message: "no webhook secret is configured: refusing every delivery"}
+	errBadSignature    = &Error{Code: CodeInvalidRequest, Message: "invalid signature"}
+	errMalformedEvent  = &Error{Code: CodeInvalidRequest, Message: "malformed event"}
+	errLivemode        = &Error{Code: CodeInvalidRequest, Message: "livemode does not match the key's mode"}
+)
+
+// webhookState is what deliveries share: when the secret was last re-read
+// because of a bad signature.
+type webhookState struct {
+	mu          sync.Mutex
+	lastRefresh time.Time
+}
+
+// ProcessWebhook verifies one delivery against the raw payload and mirrors
+// the event into DynamoDB, exactly once and in order. It returns an *Error:
+// billing_disabled (no key or no webhook secret: answer 503),
+// invalid_request (bad signature, malformed, livemode mismatch: 400), or
+// unavailable/internal (500: nothing was written, Stripe retries).
+func (s *Service) ProcessWebhook(ctx context.Context, payload []byte, signature string) (WebhookResult, error) {
+	keys, err := s.enabledKeys(ctx)
+	if err != nil {
+		return WebhookResult{}, err
+	}
+	if len(keys.WebhookSecrets()) == 0 {
+		return WebhookResult{}, errNoWebhookSecret
+	}
+	if keys, err = s.verify(ctx, payload, signature, keys); err != nil {
+		return WebhookResult{}, err
+	}
+	var ev stripe.Event
+	if err := json.Unmarshal(payload, &ev); err != nil || ev.ID == "" || ev.Type == "" || ev.Data == nil || len(ev.Data.Raw) == 0 {
+		return WebhookResult{}, errMalformedEvent
+	}
+	res := WebhookResult{EventID: ev.ID, Type: string(ev.Type)}
+	if ev.Livemode != keys.Live() {
+		return res, errLivemode
+	}
+	d := &delivery{svc: s, ev: &ev, res: &res, mismatch: ev.APIVersion != stripe.APIVersion}
+	handle, ok := webhookHandlers[ev.Type]
+	if !ok {
+		for prefix, h := range webhookPrefixHandlers {
+			if strings.HasPrefix(string(ev.Type), prefix) {
+				handle, ok = h, true
+			}
+		}
+	}
+	if !ok {
+		res.Status, res.Outcome = StatusIgnored, "unhandled"
+		return res, nil
+	}
+	return res, handle(ctx, d)
+}
+
+// Live reports whether the API key is a live-mode key.
+func (k Keys) Live() bool {
+	return strings.HasPrefix(k.APIKey, "sk_live_") || strings.HasPrefix(k.APIKey, "rk_live_")
+}
+
+// verify checks the signature with each webhook secret (the previous one
+// counts during a rotation). When none matches, it re-reads the secret at
+// most once per secretRefreshInterval and tries again.
+func (s *Service) verify(ctx context.Context, payload []byte, signature string, keys Keys) (Keys, error) {
+	if validSignature(payload, signature, keys) {
+		return keys, nil
+	}
+	s.hooks.mu.Lock()
+	mayRefresh := time.Since(s.hooks.lastRefresh) >= secretRefreshInterval
+	if mayRefresh {
+		s.hooks.lastRefresh = time.Now()
+	}
+	s.hooks.mu.Unlock()
+	if !mayRefresh {
+		return keys, errBadSignature
+	}
+	fresh, err := s.keys.Refresh(ctx)
+	if err != nil || !validSignature(payload, signature, fresh) {
+		return keys, errBadSignature
+	}
+	return fresh, nil
+}
+
+func validSignature(payload []byte, signature string, keys Keys) bool {
+	for _, secret := range keys.WebhookSecrets() {
+		if webhook.ValidatePayloadWithTolerance(payload, signature, secret, WebhookTolerance) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// delivery carries one event through its handler.
+type delivery struct {
+	svc      *Service
+	ev       *stripe.Event
+	res      *WebhookResult
+	mismatch bool // the payload is at another API version: trust Stripe, not it
+}
+
+type eventHandler func(ctx context.Context, d *delivery) error
+
+var webhookHandlers = map[stripe.EventType]eventHandler{
+	"customer.created": onCustomer, "customer.updated": onCustomer, "customer.deleted": onCustomer,
+	"customer.subscription.created": onSubscription, "customer.subscription.updated": onSubscription,
+	"customer.subscription.deleted": onSubscription, "customer.subscription.paused": onSubscription,
+	"customer.subscription.resumed": onSubscription, "customer.subscription.trial_will_end": onSubscription,
+	"invoice.paid": onInvoice, "invoice.payment_succeeded": onInvoice, "invoice.payment_failed": onInvoice,
+	"invoice.payment_action_required": onInvoice, "invoice.finalized": onInvoice,
+	"invoice.marked_uncollectible": onInvoice, "invoice.voided": onInvoice,
+	"checkout.session.completed": onCheckoutCompleted,
+}
+
+var webhookPrefixHandlers = map[string]eventHandler{"product.": onCatalogObject, "price.": onCatalogObject}
+
+// owner returns the organization an object belongs to: from its
+// billing_namespace and org_id metadata when it has them, else from the
+// customer mapping. ok is false for another deployment's object.
+func (d *delivery) owner(ctx context.Context, metadata map[string]string, customerID string) (string, bool, error) {
+	ns := metadata[metaNamespace]
+	switch {
+	case ns == d.svc.cfg.Namespace && metadata["org_id"] != "":
+		return metadata["org_id"], true, nil
+	case ns != "" && ns != d.svc.cfg.Namespace:
+		return "", false, nil
+	case customerID == "":
+		return "", false, nil
+	}
+	d.res.DynamoRequests++
+	org, err := d.svc.store.OrgForStripeID(ctx, customerID)
+	if errors.Is(err, table.ErrNotFound) {
+		return "", false, nil
+	}
+	return org, err == nil, fromTable("find the customer's organization", err)
+}
+
+// refetch runs fn against Stripe, which answers at the pinned API version.
+func (d *delivery) refetch(ctx context.Context, fn func(api *client.API) error) error {
+	d.res.Refetched = true
+	return d.svc.withStripe(ctx, func(api *client.API) error {
+		d.res.StripeRequests++
+		return fn(api)
+	})
+}
+
+// apply records the event and applies the change in one transaction. On a
+// same-second tie it calls fetch for Stripe's current state and applies
+// that. Nil fetch means the change already is Stripe's current state.
+func (d *delivery) apply(ctx context.Context, org string, ch table.Change, fetched bool, fetch func(context.Context) (table.Change, error)) error {
+	rec := table.Event{EventID: d.ev.ID, Type: string(d.ev.Type), OrgID: org, ProcessedAt: time.Now().UTC(),
+		ExpiresAt: time.Now().Add(eventRecordTTL).Unix()}
+	for attempt := 0; ; attempt++ {
+		d.res.DynamoRequests++
+		err := d.svc.store.ApplyEvent(ctx, rec, ch, fetched)
+		var tie *table.TieError
+		switch {
+		case err == nil:
+			d.res.Status, d.res.Outcome = StatusProcessed, StatusProcessed
+			return nil
+		case errors.Is(err, table.ErrDuplicateEvent):
+			d.res.Status, d.res.Outcome = StatusDuplicate, StatusDuplicate
+			return nil
+		case errors.Is(err, table.ErrStale):
+			d.res.Status, d.res.Outcome = StatusIgnored, "stale"
+			return nil
+		case errors.As(err, &tie) && !fetched && fetch != nil:
+			if ch, err = fetch(ctx); err != nil {
+				return err
+			}
+			fetched = true
+		case errors.Is(err, table.ErrTransactionConflict) && attempt < 3:
+			time.Sleep(time.Duration(20*(attempt+1)) * time.Millisecond) // a concurrent delivery of the same object
+		default:
+			return fromTable("apply event", err)
+		}
+	}
+}
+
+func (d *delivery) ignore(outcome string) error {
+	d.res.Status, d.res.Outcome = StatusIgnored, outcome
+	return nil
+}
+
+func decodeObject(d *delivery, v any) error {
+	if err := json.Unmarshal(d.ev.Data.Raw, v); err != nil {
+		return errMalformedEvent
+	}
+	return nil
+}
+
+// stripeMissing reports a 404 from Stripe: the object was deleted.
+func stripeMissing(err error) bool {
+	var se *stripe.Error
+	return errors.As(err, &se) && se.HTTPStatusCode == 404
+}
