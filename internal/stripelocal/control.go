@@ -21,7 +21,7 @@ func (s *Server) Reset() {
 	s.state = newState()
 	s.idem = map[string]idemEntry{}
 	s.faults, s.held, s.violations = nil, nil, nil
-	s.counts = map[string]int{}
+	s.counts, s.revoked = map[string]int{}, map[string]bool{}
 	s.clockOffset, s.autoPay, s.delivery = 0, true, deliveryMode{}
 }
 
@@ -137,9 +137,9 @@ func (s *Server) controlRoutes() {
 			return nil, err
 		}
 		switch f.Kind {
-		case "429", "500", "delay", "drop":
+		case "429", "500", "400", "card_declined", "delay", "drop":
 		default:
-			return nil, fmt.Errorf("kind must be 429, 500, delay or drop")
+			return nil, fmt.Errorf("kind must be 429, 500, 400, card_declined, delay or drop")
 		}
 		s.InjectFault(f)
 		return ok, nil
@@ -224,4 +224,12 @@ func (s *Server) controlRoutes() {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, "<!doctype html><title>Billing portal</title><h1>Local billing portal</h1><p>Session %s. This page stands in for Stripe's hosted portal.</p>", r.PathValue("id"))
 	})
+}
+
+// RevokeKey makes requests with key answer 401, as Stripe does for a
+// rolled key.
+func (s *Server) RevokeKey(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.revoked[key] = true
 }

@@ -15,8 +15,9 @@ type fault struct {
 	// Path matches a request path prefix ("/v1/products") or a route
 	// pattern ("POST /v1/products/{id}"); empty matches any.
 	Path string `json:"path,omitempty"`
-	// Kind is "429", "500", "delay" or "drop" (close the connection with no
-	// answer).
+	// Kind is "429", "500", "400" (a request Stripe refuses),
+	// "card_declined" (402), "delay" or "drop" (close the connection with
+	// no answer).
 	Kind    string `json:"kind"`
 	DelayMS int    `json:"delay_ms,omitempty"`
 	// After applies the fault once the request was processed: the change
@@ -57,6 +58,14 @@ func (f *fault) apply(w http.ResponseWriter) bool {
 		w.Header().Set("Stripe-Should-Retry", "false")
 		writeJSON(w, 429, map[string]any{"error": &apiError{Type: "invalid_request_error", Code: "rate_limit",
 			Message: "Too many requests hit the API too quickly (injected by the local Stripe)."}})
+		return true
+	case "400":
+		writeJSON(w, 400, map[string]any{"error": &apiError{Type: "invalid_request_error", Code: "parameter_invalid",
+			Message: "Refused (injected by the local Stripe)."}})
+		return true
+	case "card_declined":
+		writeJSON(w, 402, map[string]any{"error": &apiError{Type: "card_error", Code: "card_declined",
+			Message: "Your card was declined (injected by the local Stripe)."}})
 		return true
 	case "500":
 		writeJSON(w, 500, map[string]any{"error": &apiError{Type: "api_error",

@@ -59,6 +59,7 @@ type Server struct {
 	faults      []*fault
 	counts      map[string]int
 	violations  []string
+	revoked     map[string]bool
 	clockOffset time.Duration
 	autoPay     bool
 	delivery    deliveryMode
@@ -88,6 +89,7 @@ func New(opts Options) *Server {
 		client:  &http.Client{Timeout: 30 * time.Second},
 		idem:    map[string]idemEntry{},
 		counts:  map[string]int{},
+		revoked: map[string]bool{},
 		autoPay: true,
 		state:   newState(),
 		closed:  make(chan struct{}),
@@ -157,7 +159,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string, h handlerFunc) {
-	if !authorized(r) {
+	s.mu.Lock()
+	revoked := s.revoked[apiKey(r)]
+	s.mu.Unlock()
+	if !authorized(r) || revoked {
 		writeJSON(w, 401, map[string]any{"error": &apiError{Type: "invalid_request_error",
 			Message: "Invalid API Key provided. This server accepts any secret test key (sk_test_…)."}})
 		return
@@ -205,6 +210,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 			return
 		}
 	}
+	// Date is the server's clock, as Stripe's Date header is Stripe's.
+	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 	s.current = obj{"id": w.Header().Get("Request-Id"), "idempotency_key": nullable(idemKey)}
 	out, aerr := h(req)
 	s.current = nil
@@ -251,11 +258,15 @@ func requestFingerprint(method, path string, v url.Values) string {
 // authorized accepts any secret test key, as a bearer token or basic-auth
 // user, as Stripe does.
 func authorized(r *http.Request) bool {
-	key := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if u, _, ok := r.BasicAuth(); ok {
-		key = u
-	}
+	key := apiKey(r)
 	return strings.HasPrefix(key, "sk_test_") || strings.HasPrefix(key, "rk_test_")
+}
+
+func apiKey(r *http.Request) string {
+	if u, _, ok := r.BasicAuth(); ok {
+		return u
+	}
+	return strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 }
 
 // validate sends the request to stripe-mock and returns an error when

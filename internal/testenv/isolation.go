@@ -32,3 +32,15 @@ func (i *isolated) PutItem(ctx context.Context, in *dynamodb.PutItemInput, o ...
 	defer i.mu.RUnlock()
 	return i.DB.PutItem(ctx, in, o...)
 }
+
+func (i *isolated) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, o ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	return i.DB.UpdateItem(ctx, in, o...)
+}
+
+func (i *isolated) DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, o ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
+	i.mu.RLock()
+	defer i.mu.RUnlock()
+	return i.DB.DeleteItem(ctx, in, o...)
+}

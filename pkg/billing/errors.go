@@ -18,7 +18,6 @@ const (
 	CodeBillingDisabled Code = "billing_disabled"
 	CodePaymentRequired Code = "payment_required"
 	CodeUnavailable     Code = "unavailable"
-	CodeNotImplemented  Code = "not_implemented"
 	CodeInternal        Code = "internal"
 )
 

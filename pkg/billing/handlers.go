@@ -7,15 +7,6 @@ import (
 	"time"
 )
 
-// errNotImplemented answers commands whose implementation has not landed yet.
-var errNotImplemented = &Error{Code: CodeNotImplemented, Message: "not implemented yet"}
-
-// HandleSubscribe is the subscribe function's handler, invoked by the core
-// app. It always answers with a Response envelope.
-func (s *Service) HandleSubscribe(ctx context.Context, raw json.RawMessage) (Response, error) {
-	return s.stub(ctx, "subscribe"), nil
-}
-
 // HandleUpsertProducts is the upsert-products function's handler. It always
 // answers with a Response envelope.
 func (s *Service) HandleUpsertProducts(ctx context.Context, raw json.RawMessage) (Response, error) {
@@ -42,14 +33,4 @@ func (s *Service) HandleUpsertProducts(ctx context.Context, raw json.RawMessage)
 	s.log.InfoContext(ctx, "upsert-products", "outcome", "ok", "dry_run", req.DryRun, "created", result.Created,
 		"updated", result.Updated, "archived", result.Archived, "unchanged", result.Unchanged, "duration_ms", time.Since(start).Milliseconds())
 	return Success(result), nil
-}
-
-func (s *Service) stub(ctx context.Context, fn string) Response {
-	start := time.Now()
-	resp := Failure(errNotImplemented)
-	if _, err := s.enabledKeys(ctx); err != nil {
-		resp = Failure(err)
-	}
-	s.log.InfoContext(ctx, fn, "outcome", resp.Error.Code, "duration_ms", time.Since(start).Milliseconds())
-	return resp
 }

@@ -78,6 +78,16 @@ func (c *countingDB) PutItem(ctx context.Context, in *dynamodb.PutItemInput, o .
 	return c.DB.PutItem(ctx, in, o...)
 }
 
+func (c *countingDB) UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, o ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
+	c.count(true)
+	return c.DB.UpdateItem(ctx, in, o...)
+}
+
+func (c *countingDB) DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, o ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
+	c.count(true)
+	return c.DB.DeleteItem(ctx, in, o...)
+}
+
 func (c *countingDB) TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, o ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
 	c.count(true)
 	return c.DB.TransactWriteItems(ctx, in, o...)

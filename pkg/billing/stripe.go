@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -128,4 +129,16 @@ func idempotencyKey(scope string, params stripe.ParamsContainer, from any) strin
 func isAlreadyExists(err error) bool {
 	var se *stripe.Error
 	return errors.As(err, &se) && se.Code == stripe.ErrorCodeResourceAlreadyExists
+}
+
+func stripeInt(n int64) string { return strconv.FormatInt(n, 10) }
+
+// keyHash derives a deterministic Stripe idempotency key or meter event
+// identifier (43 characters) from its parts.
+func keyHash(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s|", len(p), p)
+	}
+	return "bf-" + hex.EncodeToString(h.Sum(nil)[:20])
 }

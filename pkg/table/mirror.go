@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -111,13 +112,47 @@ func (s *Store) ApplyEvent(ctx context.Context, ev Event, ch Change, allowEqual 
 		case code(tce.CancellationReasons[0]) == "ConditionalCheckFailed":
 			return fmt.Errorf("table.ApplyEvent %s: %w", ev.EventID, ErrDuplicateEvent)
 		case len(items) == 2 && code(tce.CancellationReasons[1]) == "ConditionalCheckFailed":
-			if old := tce.CancellationReasons[1].Item; old != nil && numAttr(old[timeAttr]) == t && sameObject(ch, old) {
-				return fmt.Errorf("table.ApplyEvent %s: %w", ev.EventID, &TieError{SourceTime: t})
-			}
-			return fmt.Errorf("table.ApplyEvent %s: %w", ev.EventID, ErrStale)
+			return fmt.Errorf("table.ApplyEvent %s: %w", ev.EventID, staleOrTie(ch, tce.CancellationReasons[1].Item, timeAttr, t))
 		}
 	}
 	return fmt.Errorf("table.ApplyEvent %s: %w", ev.EventID, translate(err))
+}
+
+// staleOrTie classifies a failed guard from the stored item: a tie when it
+// has the same source time, is about the same object and says something
+// else; stale otherwise. A same-second snapshot equal to the stored one
+// carries nothing new (typically the webhook of subscribe's own change),
+// so it needs no re-fetch.
+func staleOrTie(ch Change, old map[string]types.AttributeValue, timeAttr string, t int64) error {
+	if old == nil || numAttr(old[timeAttr]) != t || !sameObject(ch, old) || sameState(ch, old) {
+		return ErrStale
+	}
+	return &TieError{SourceTime: t}
+}
+
+// sameState reports whether the stored item already says what ch says.
+func sameState(ch Change, old map[string]types.AttributeValue) bool {
+	switch {
+	case ch.Subscription != nil:
+		var cur Subscription
+		if attributevalue.UnmarshalMap(old, &cur) != nil {
+			return false
+		}
+		c := ch.Subscription
+		return cur.Status == c.Status && cur.Tier == c.Tier && cur.CurrentPeriodEnd == c.CurrentPeriodEnd &&
+			cur.CancelAtPeriodEnd == c.CancelAtPeriodEnd && cur.CustomerID == c.CustomerID && slices.Equal(cur.Items, c.Items)
+	case ch.Invoice != nil:
+		var cur Subscription
+		if attributevalue.UnmarshalMap(old, &cur) != nil {
+			return false
+		}
+		c := ch.Invoice
+		return cur.LatestInvoiceID == c.InvoiceID && cur.LatestInvoiceStatus == c.Status && cur.InvoicePaymentFail == c.PaymentFailed
+	case ch.Customer != nil:
+		b, _ := old["deleted"].(*types.AttributeValueMemberBOOL)
+		return b != nil && b.Value == ch.Customer.Deleted
+	}
+	return false
 }
 
 // sameObject reports whether the stored item is about the same Stripe

@@ -229,3 +229,15 @@ func TestGetMirror_ReadsCustomerAndSubscriptionInOneQuery(t *testing.T) {
 		t.Fatalf("unknown org: %+v %v", empty, err)
 	}
 }
+
+func TestApplyEvent_SameSecondEqualSnapshotIsStaleNotATie(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	if err := s.ApplyEvent(ctx, ev("evt_1"), sub("org_1", "sub_1", 200, "active"), false); err != nil {
+		t.Fatal(err)
+	}
+	// The same state in the same second tells nothing new: no re-fetch.
+	if err := s.ApplyEvent(ctx, ev("evt_2"), sub("org_1", "sub_1", 200, "active"), false); !errors.Is(err, table.ErrStale) {
+		t.Fatalf("got %v, want ErrStale", err)
+	}
+}

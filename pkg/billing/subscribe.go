@@ -1,0 +1,318 @@
+package billing
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/baseten/billing-functions/pkg/table"
+)
+
+// Command is one request of the core app to the subscribe function. Its
+// contract is in subscribe.schema.json and the README.
+type Command struct {
+	Action        string   `json:"action"`
+	OrgID         string   `json:"org_id"`
+	RequestID     string   `json:"request_id"`
+	Email         string   `json:"email"`
+	Name          string   `json:"name"`
+	Tier          string   `json:"tier"`
+	InstanceTypes []string `json:"instance_types"`
+	TrialDays     *int64   `json:"trial_days"`
+	Proration     string   `json:"proration"`
+	InstanceType  string   `json:"instance_type"`
+	Minutes       *int64   `json:"minutes"`
+	Timestamp     *int64   `json:"timestamp"`
+	AtPeriodEnd   *bool    `json:"at_period_end"`
+	ReturnURL     string   `json:"return_url"`
+
+	fields []string // the fields present, for the fingerprint
+}
+
+// actions lists each action's fields besides action, org_id and
+// request_id, and whether it changes something (and so needs request_id).
+var actions = map[string]struct {
+	fields   []string
+	required []string
+	mutating bool
+}{
+	"get_config":            {},
+	"ensure_customer":       {fields: []string{"email", "name"}, required: []string{"email"}, mutating: true},
+	"subscribe":             {fields: []string{"tier", "email", "name", "instance_types", "trial_days"}, required: []string{"tier", "email"}, mutating: true},
+	"change_tier":           {fields: []string{"tier", "proration"}, required: []string{"tier"}, mutating: true},
+	"set_instance_types":    {fields: []string{"instance_types"}, required: []string{"instance_types"}, mutating: true},
+	"record_usage":          {fields: []string{"instance_type", "minutes", "timestamp"}, required: []string{"instance_type", "minutes"}, mutating: true},
+	"cancel":                {fields: []string{"at_period_end"}, mutating: true},
+	"get_status":            {},
+	"create_portal_session": {fields: []string{"return_url"}, required: []string{"return_url"}},
+}
+
+var (
+	orgIDPattern     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
+	emailPattern     = regexp.MustCompile(`^[^@\s]{1,64}@[^@\s]{1,255}$`)
+)
+
+// MaxCommandSize bounds a request; a real one is a few hundred bytes.
+const MaxCommandSize = 16 << 10
+
+// DecodeCommand reads and validates a request. Its errors are
+// invalid_request and name the field; they never quote the input.
+func DecodeCommand(raw []byte) (Command, error) {
+	var c Command
+	if len(raw) > MaxCommandSize {
+		return c, Errorf(CodeInvalidRequest, "the request is over %d bytes", MaxCommandSize)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return c, Errorf(CodeInvalidRequest, "the request must be a JSON object")
+	}
+	if err := json.Unmarshal(fields["action"], &c.Action); err != nil || c.Action == "" {
+		return c, Errorf(CodeInvalidRequest, "action: a string is required")
+	}
+	spec, ok := actions[c.Action]
+	if !ok {
+		return c, Errorf(CodeInvalidRequest, "action: unknown action (want one of %s)", strings.Join(actionNames(), ", "))
+	}
+	allowed := append([]string{"action", "org_id", "request_id"}, spec.fields...)
+	for name := range fields {
+		if !slices.Contains(allowed, name) {
+			return c, Errorf(CodeInvalidRequest, "%s: not a field of %s", safeName(name), c.Action)
+		}
+		if name != "action" && name != "org_id" && name != "request_id" {
+			c.fields = append(c.fields, name)
+		}
+	}
+	sort.Strings(c.fields)
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if err := dec.Decode(&c); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return c, Errorf(CodeInvalidRequest, "%s: must be a %s", te.Field, te.Type)
+		}
+		return c, Errorf(CodeInvalidRequest, "the request is malformed")
+	}
+	if c.Action != "get_config" && !orgIDPattern.MatchString(c.OrgID) {
+		return c, Errorf(CodeInvalidRequest, "org_id: required, 1-64 characters of [A-Za-z0-9_-]")
+	}
+	if spec.mutating && !requestIDPattern.MatchString(c.RequestID) {
+		return c, Errorf(CodeInvalidRequest, "request_id: required for %s, 1-128 characters of [A-Za-z0-9_.:-]", c.Action)
+	}
+	if c.RequestID != "" && !requestIDPattern.MatchString(c.RequestID) {
+		return c, Errorf(CodeInvalidRequest, "request_id: 1-128 characters of [A-Za-z0-9_.:-]")
+	}
+	for _, f := range spec.required {
+		if _, ok := fields[f]; !ok {
+			return c, Errorf(CodeInvalidRequest, "%s: required for %s", f, c.Action)
+		}
+	}
+	return c, c.validate()
+}
+
+func (c Command) validate() error {
+	switch {
+	case c.Email != "" && (len(c.Email) > 254 || !emailPattern.MatchString(c.Email)):
+		return Errorf(CodeInvalidRequest, "email: not an email address")
+	case slices.Contains(c.fields, "email") && c.Email == "":
+		return Errorf(CodeInvalidRequest, "email: must not be empty")
+	case len(c.Name) > 256:
+		return Errorf(CodeInvalidRequest, "name: at most 256 characters")
+	case c.TrialDays != nil && (*c.TrialDays < 1 || *c.TrialDays > 730):
+		return Errorf(CodeInvalidRequest, "trial_days: an integer from 1 to 730")
+	case c.Minutes != nil && (*c.Minutes < 1 || *c.Minutes > 1_000_000):
+		return Errorf(CodeInvalidRequest, "minutes: an integer from 1 to 1,000,000")
+	case c.Proration != "" && !slices.Contains([]string{"create_prorations", "none", "always_invoice"}, c.Proration):
+		return Errorf(CodeInvalidRequest, "proration: one of create_prorations, none, always_invoice")
+	case len(c.InstanceTypes) > MaxCatalogEntries:
+		return Errorf(CodeInvalidRequest, "instance_types: at most %d", MaxCatalogEntries)
+	}
+	seen := map[string]bool{}
+	for _, k := range c.InstanceTypes {
+		if !keyPattern.MatchString(k) {
+			return Errorf(CodeInvalidRequest, "instance_types: %q is not a catalog key", safeName(k))
+		}
+		if seen[k] {
+			return Errorf(CodeInvalidRequest, "instance_types: %s is listed twice", k)
+		}
+		seen[k] = true
+	}
+	if slices.Contains(c.fields, "instance_type") && !keyPattern.MatchString(c.InstanceType) {
+		return Errorf(CodeInvalidRequest, "instance_type: %q is not a catalog key", safeName(c.InstanceType))
+	}
+	if c.ReturnURL != "" {
+		if err := checkReturnURL(c.ReturnURL); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fingerprint identifies what a request asks (its action, org and fields),
+// so that a request_id reused with other fields is told apart.
+func (c Command) fingerprint() string {
+	b, _ := json.Marshal(c)
+	h := sha256.Sum256(append([]byte(strings.Join(c.fields, ",")+"|"), b...))
+	return hex.EncodeToString(h[:16])
+}
+
+func actionNames() []string {
+	var out []string
+	for a := range actions {
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// safeName shortens and cleans a caller-supplied name for a message.
+func safeName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, s)
+	if len(s) > 40 {
+		s = s[:40] + "…"
+	}
+	return s
+}
+
+// requestLease is how long an invocation holds a request_id; a Lambda
+// timeout is shorter, so a lapsed lease means the invocation died.
+const (
+	requestLease = 60 * time.Second
+	requestKeep  = 7 * 24 * time.Hour
+)
+
+// HandleSubscribe is the subscribe function's handler, invoked by the core
+// app. It always answers with a Response envelope; only a failure to answer
+// at all is a Lambda error.
+func (s *Service) HandleSubscribe(ctx context.Context, raw json.RawMessage) (Response, error) {
+	start := time.Now()
+	cmd, err := DecodeCommand(raw)
+	var resp Response
+	if err != nil {
+		resp = Failure(err)
+	} else {
+		resp = s.Run(ctx, cmd)
+	}
+	attrs := []any{"action", cmd.Action, "org_id", cmd.OrgID, "request_id", cmd.RequestID, "ok", resp.OK, "duration_ms", time.Since(start).Milliseconds()}
+	level := "info"
+	if resp.Error != nil {
+		attrs = append(attrs, "outcome", resp.Error.Code, "error", resp.Error.Message, "stripe_request_id", resp.Error.StripeRequestID)
+		if resp.Error.Code == CodeInternal || resp.Error.Code == CodeUnavailable {
+			level = "error"
+		}
+	} else {
+		attrs = append(attrs, "outcome", "ok")
+	}
+	if level == "error" {
+		s.log.ErrorContext(ctx, "subscribe", attrs...)
+	} else {
+		s.log.InfoContext(ctx, "subscribe", attrs...)
+	}
+	return resp, nil
+}
+
+// Run carries out a decoded command, once per request_id.
+func (s *Service) Run(ctx context.Context, cmd Command) Response {
+	if cmd.Action == "get_config" {
+		return s.getConfig(ctx)
+	}
+	if _, err := s.enabledKeys(ctx); err != nil {
+		return Failure(err)
+	}
+	if !actions[cmd.Action].mutating {
+		return s.dispatch(ctx, cmd)
+	}
+	prev, err := s.store.BeginRequest(ctx, cmd.RequestID, cmd.fingerprint(), time.Now(), requestLease, requestKeep)
+	switch {
+	case errors.Is(err, table.ErrRequestMismatch):
+		return Failure(Errorf(CodeConflict, "request_id: already used with other fields"))
+	case errors.Is(err, table.ErrRequestInProgress):
+		return Failure(&Error{Code: CodeUnavailable, Message: "request_id: the same request is in progress; retry shortly", Retryable: true})
+	case err != nil:
+		return Failure(fromTable("begin request", err))
+	case prev.Done:
+		var replay struct {
+			OK     bool            `json:"ok"`
+			Result json.RawMessage `json:"result"`
+			Error  *ErrorBody      `json:"error"`
+		}
+		if json.Unmarshal([]byte(prev.Result), &replay) == nil {
+			r := Response{OK: replay.OK, Error: replay.Error}
+			if replay.Result != nil {
+				r.Result = replay.Result // byte for byte the first answer
+			}
+			return r
+		}
+	}
+	resp := s.dispatch(ctx, cmd)
+	if resp.Error != nil && resp.Error.Retryable {
+		if err := s.store.AbandonRequest(ctx, cmd.RequestID); err != nil {
+			s.log.WarnContext(ctx, "could not release request_id; it frees itself when its lease lapses", "request_id", cmd.RequestID, "error", err.Error())
+		}
+		return resp
+	}
+	raw, _ := json.Marshal(resp)
+	if err := s.store.FinishRequest(ctx, cmd.RequestID, string(raw)); err != nil {
+		s.log.WarnContext(ctx, "could not store the request's answer; a retry runs it again", "request_id", cmd.RequestID, "error", err.Error())
+	}
+	return resp
+}
+
+func (s *Service) dispatch(ctx context.Context, cmd Command) Response {
+	var result any
+	var err error
+	switch cmd.Action {
+	case "ensure_customer":
+		var id string
+		id, err = s.ensureCustomer(ctx, cmd)
+		result = map[string]string{"customer_id": id}
+	case "subscribe":
+		result, err = s.subscribe(ctx, cmd)
+	case "change_tier":
+		result, err = s.changeTier(ctx, cmd)
+	case "set_instance_types":
+		result, err = s.setInstanceTypes(ctx, cmd)
+	case "record_usage":
+		err = s.recordUsage(ctx, cmd)
+		result = map[string]bool{"recorded": true}
+	case "cancel":
+		result, err = s.cancel(ctx, cmd)
+	case "get_status":
+		result, err = s.status(ctx, cmd.OrgID)
+	case "create_portal_session":
+		var url string
+		url, err = s.portal(ctx, cmd)
+		result = map[string]string{"url": url}
+	default:
+		err = fmt.Errorf("dispatch: no handler for %s", cmd.Action)
+	}
+	if err != nil {
+		return Failure(err)
+	}
+	return Success(result)
+}
+
+func (s *Service) getConfig(ctx context.Context) Response {
+	keys, err := s.keys.Keys(ctx)
+	if err != nil {
+		return Failure(err)
+	}
+	pk := ""
+	if keys.Enabled() {
+		pk = keys.PublishableKey
+	}
+	return Success(map[string]any{"billing_enabled": keys.Enabled(), "publishable_key": pk, "stage": s.cfg.Stage, "namespace": s.cfg.Namespace})
+}

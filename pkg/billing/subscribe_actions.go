@@ -1,0 +1,409 @@
+package billing
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/client"
+
+	"github.com/baseten/billing-functions/pkg/table"
+)
+
+// Status is what the core app reads to decide what an organization may use.
+type Status struct {
+	OrgID        string              `json:"org_id"`
+	CustomerID   *string             `json:"customer_id"`
+	Subscription *SubscriptionStatus `json:"subscription"`
+	Delinquent   bool                `json:"delinquent"`
+	UpdatedAt    *time.Time          `json:"updated_at"`
+}
+
+// SubscriptionStatus is the organization's subscription in a Status.
+type SubscriptionStatus struct {
+	ID                string   `json:"id"`
+	Status            string   `json:"status"`
+	Tier              string   `json:"tier"`
+	InstanceTypes     []string `json:"instance_types"`
+	CurrentPeriodEnd  int64    `json:"current_period_end"`
+	CancelAtPeriodEnd bool     `json:"cancel_at_period_end"`
+}
+
+// status reads the organization's status from the mirror alone: one
+// DynamoDB request, no Stripe call.
+func (s *Service) status(ctx context.Context, org string) (Status, error) {
+	m, err := s.store.GetMirror(ctx, org)
+	if err != nil {
+		return Status{}, fromTable("read the mirror", err)
+	}
+	st := Status{OrgID: org}
+	if c := m.Customer; c != nil && !c.Deleted {
+		st.CustomerID = &c.CustomerID
+	}
+	if sub := m.Subscription; sub != nil {
+		types := []string{}
+		for _, it := range sub.Items {
+			if it.Key != "" && it.Key != sub.Tier {
+				types = append(types, it.Key)
+			}
+		}
+		sort.Strings(types)
+		st.Subscription = &SubscriptionStatus{ID: sub.SubscriptionID, Status: sub.Status, Tier: sub.Tier, InstanceTypes: types,
+			CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd}
+		st.Delinquent = sub.Delinquent()
+		if !sub.UpdatedAt.IsZero() {
+			st.UpdatedAt = &sub.UpdatedAt
+		}
+	}
+	return st, nil
+}
+
+// live reports whether a subscription still bills: anything but canceled.
+func live(sub *table.Subscription) bool {
+	return sub != nil && sub.Status != "canceled" && sub.Status != "incomplete_expired"
+}
+
+// product returns a catalog key's mapping, which must be active and of the
+// given kind. A key without one is invalid_request: run upsert-products.
+func (s *Service) product(ctx context.Context, field, key string, kind Kind) (table.ProductMapping, error) {
+	m, err := s.store.GetProductMapping(ctx, key)
+	switch {
+	case errors.Is(err, table.ErrNotFound), err == nil && !m.Active:
+		return m, Errorf(CodeInvalidRequest, "%s: %q has no product mapping: not in the catalog, or upsert-products has not run", field, key)
+	case err != nil:
+		return m, fromTable("read the product mapping", err)
+	case m.Kind != string(kind):
+		return m, Errorf(CodeInvalidRequest, "%s: %q is not a %s", field, key, kind)
+	}
+	return m, nil
+}
+
+// stripeKey derives a Stripe idempotency key from the request, so that a
+// retried invocation repeats its Stripe calls without a second effect.
+func (s *Service) stripeKey(cmd Command, step string) string {
+	return keyHash(s.cfg.Namespace, cmd.RequestID, cmd.fingerprint(), step)
+}
+
+// ensureCustomer returns the organization's customer, creating it once.
+// Concurrent calls create one mapping: the loser of the conditional write
+// deletes the Stripe customer it made, if it differs from the winner's.
+func (s *Service) ensureCustomer(ctx context.Context, cmd Command) (string, error) {
+	m, err := s.store.GetMirror(ctx, cmd.OrgID)
+	if err != nil {
+		return "", fromTable("read the mirror", err)
+	}
+	if m.Customer != nil {
+		if m.Customer.Deleted {
+			return "", Errorf(CodeConflict, "the organization's Stripe customer was deleted; it needs a person to restore billing")
+		}
+		return m.Customer.CustomerID, nil
+	}
+	var created *stripe.Customer
+	err = s.withStripe(ctx, func(api *client.API) error {
+		p := &stripe.CustomerParams{Email: stripe.String(cmd.Email)}
+		if cmd.Name != "" {
+			p.Name = stripe.String(cmd.Name)
+		}
+		p.Metadata = map[string]string{"org_id": cmd.OrgID, metaNamespace: s.cfg.Namespace}
+		p.Context = ctx
+		// Keyed by the org and what is sent, not the request: concurrent
+		// requests for one org make one customer.
+		p.SetIdempotencyKey(keyHash(s.cfg.Namespace, "customer", cmd.OrgID, cmd.Email, cmd.Name))
+		var err error
+		created, err = api.Customers.New(p)
+		return err
+	})
+	if err != nil {
+		return "", fromStripe("create customer", err)
+	}
+	err = s.store.CreateCustomer(ctx, table.Customer{OrgID: cmd.OrgID, CustomerID: created.ID, CreatedAt: time.Now().UTC()})
+	if errors.Is(err, table.ErrConditionFailed) {
+		winner, gerr := s.store.GetCustomer(ctx, cmd.OrgID)
+		if gerr != nil {
+			return "", fromTable("read the customer mapping", gerr)
+		}
+		if winner.CustomerID != created.ID {
+			_ = s.withStripe(ctx, func(api *client.API) error {
+				_, err := api.Customers.Del(created.ID, &stripe.CustomerParams{Params: stripe.Params{Context: ctx}})
+				return err
+			})
+		}
+		return winner.CustomerID, nil
+	}
+	if err != nil {
+		return "", fromTable("write the customer mapping", err)
+	}
+	return created.ID, nil
+}
+
+func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
+	tier, err := s.product(ctx, "tier", cmd.Tier, KindTier)
+	if err != nil {
+		return Status{}, err
+	}
+	items := []*stripe.SubscriptionItemsParams{{Price: stripe.String(tier.PriceID)}}
+	for _, k := range cmd.InstanceTypes {
+		m, err := s.product(ctx, "instance_types", k, KindInstanceType)
+		if err != nil {
+			return Status{}, err
+		}
+		items = append(items, &stripe.SubscriptionItemsParams{Price: stripe.String(m.PriceID)})
+	}
+	// One subscribe per organization at a time; the mirror is read under
+	// the claim, so a subscription made by the previous holder is seen.
+	switch err := s.store.ClaimSubscribe(ctx, cmd.OrgID, cmd.RequestID, time.Now(), requestLease); {
+	case errors.Is(err, table.ErrConditionFailed):
+		return Status{}, Errorf(CodeConflict, "another subscribe for this organization is in progress")
+	case err != nil:
+		return Status{}, fromTable("claim the subscription", err)
+	}
+	defer func() { _ = s.store.ReleaseSubscribe(context.WithoutCancel(ctx), cmd.OrgID, cmd.RequestID) }()
+	m, err := s.store.GetMirror(ctx, cmd.OrgID)
+	if err != nil {
+		return Status{}, fromTable("read the mirror", err)
+	}
+	if live(m.Subscription) {
+		return Status{}, Errorf(CodeConflict, "the organization is already subscribed (%s)", m.Subscription.Status)
+	}
+	customer, err := s.ensureCustomer(ctx, cmd)
+	if err != nil {
+		return Status{}, err
+	}
+	err = s.changeSubscription(ctx, cmd.OrgID, func(api *client.API) (*stripe.Subscription, error) {
+		p := &stripe.SubscriptionParams{Customer: stripe.String(customer), Items: items}
+		p.Metadata = map[string]string{"org_id": cmd.OrgID, metaNamespace: s.cfg.Namespace}
+		if cmd.TrialDays != nil {
+			p.TrialPeriodDays = cmd.TrialDays
+		}
+		p.Context = ctx
+		p.SetIdempotencyKey(s.stripeKey(cmd, "create subscription"))
+		return api.Subscriptions.New(p)
+	})
+	if err != nil {
+		return Status{}, err
+	}
+	return s.status(ctx, cmd.OrgID)
+}
+
+// liveSubscription returns the org's billing subscription from the mirror,
+// or not_found.
+func (s *Service) liveSubscription(ctx context.Context, org string) (*table.Subscription, error) {
+	m, err := s.store.GetMirror(ctx, org)
+	if err != nil {
+		return nil, fromTable("read the mirror", err)
+	}
+	if !live(m.Subscription) {
+		return nil, Errorf(CodeNotFound, "the organization has no active subscription")
+	}
+	return m.Subscription, nil
+}
+
+// changeSubscription calls Stripe and writes the subscription it returns
+// to the mirror at once, with the webhook's ordering guard. Its source
+// time is Stripe's own clock (the Date of the answer), so the webhook for
+// the same change is a duplicate, older, or a tie that re-fetches.
+func (s *Service) changeSubscription(ctx context.Context, org string, call func(api *client.API) (*stripe.Subscription, error)) error {
+	var sub *stripe.Subscription
+	err := s.withStripe(ctx, func(api *client.API) error {
+		var err error
+		sub, err = call(api)
+		return err
+	})
+	if err != nil {
+		return fromStripe("update subscription", err)
+	}
+	at := time.Now().Unix()
+	if sub.LastResponse != nil {
+		if t, err := http.ParseTime(sub.LastResponse.Header.Get("Date")); err == nil {
+			at = t.Unix()
+		}
+	}
+	err = s.store.ApplyChange(ctx, subscriptionChange(org, sub, at), true, time.Now())
+	if errors.Is(err, table.ErrStale) {
+		return nil // a newer webhook already landed
+	}
+	return fromTable("write the mirror", err)
+}
+
+func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
+	tier, err := s.product(ctx, "tier", cmd.Tier, KindTier)
+	if err != nil {
+		return Status{}, err
+	}
+	sub, err := s.liveSubscription(ctx, cmd.OrgID)
+	if err != nil {
+		return Status{}, err
+	}
+	i := slices.IndexFunc(sub.Items, func(it table.Item) bool { return it.Key == sub.Tier && it.Key != "" })
+	if i < 0 {
+		return Status{}, Errorf(CodeInternal, "the subscription has no tier item")
+	}
+	if sub.Items[i].PriceID == tier.PriceID {
+		return s.status(ctx, cmd.OrgID) // already there
+	}
+	proration := cmd.Proration
+	if proration == "" {
+		proration = "create_prorations"
+	}
+	err = s.changeSubscription(ctx, cmd.OrgID, func(api *client.API) (*stripe.Subscription, error) {
+		p := &stripe.SubscriptionParams{ProrationBehavior: stripe.String(proration),
+			Items: []*stripe.SubscriptionItemsParams{{ID: stripe.String(sub.Items[i].ItemID), Price: stripe.String(tier.PriceID)}}}
+		p.Context = ctx
+		p.SetIdempotencyKey(s.stripeKey(cmd, "change tier"))
+		return api.Subscriptions.Update(sub.SubscriptionID, p)
+	})
+	if err != nil {
+		return Status{}, err
+	}
+	return s.status(ctx, cmd.OrgID)
+}
+
+// setInstanceTypes makes the subscription's metered items exactly the
+// given set: it adds and removes the difference, and moves kept items to
+// their key's current price.
+func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, error) {
+	want := map[string]table.ProductMapping{}
+	for _, k := range cmd.InstanceTypes {
+		m, err := s.product(ctx, "instance_types", k, KindInstanceType)
+		if err != nil {
+			return Status{}, err
+		}
+		want[k] = m
+	}
+	sub, err := s.liveSubscription(ctx, cmd.OrgID)
+	if err != nil {
+		return Status{}, err
+	}
+	var changes []*stripe.SubscriptionItemsParams
+	have := map[string]bool{}
+	for _, it := range sub.Items {
+		if it.Key == "" || it.Key == sub.Tier {
+			continue
+		}
+		have[it.Key] = true
+		m, keep := want[it.Key]
+		switch {
+		case !keep:
+			changes = append(changes, &stripe.SubscriptionItemsParams{ID: stripe.String(it.ItemID), Deleted: stripe.Bool(true)})
+		case it.PriceID != m.PriceID:
+			changes = append(changes, &stripe.SubscriptionItemsParams{ID: stripe.String(it.ItemID), Price: stripe.String(m.PriceID)})
+		}
+	}
+	for _, k := range cmd.InstanceTypes {
+		if !have[k] {
+			changes = append(changes, &stripe.SubscriptionItemsParams{Price: stripe.String(want[k].PriceID)})
+		}
+	}
+	if len(changes) == 0 {
+		return s.status(ctx, cmd.OrgID)
+	}
+	err = s.changeSubscription(ctx, cmd.OrgID, func(api *client.API) (*stripe.Subscription, error) {
+		p := &stripe.SubscriptionParams{Items: changes}
+		p.Context = ctx
+		p.SetIdempotencyKey(s.stripeKey(cmd, "set instance types"))
+		return api.Subscriptions.Update(sub.SubscriptionID, p)
+	})
+	if err != nil {
+		return Status{}, err
+	}
+	return s.status(ctx, cmd.OrgID)
+}
+
+// recordUsage reports minutes of an instance type as a Billing Meter
+// event whose identifier derives from request_id: Stripe counts a retry
+// once.
+func (s *Service) recordUsage(ctx context.Context, cmd Command) error {
+	m, err := s.product(ctx, "instance_type", cmd.InstanceType, KindInstanceType)
+	if err != nil {
+		return err
+	}
+	sub, err := s.liveSubscription(ctx, cmd.OrgID)
+	if err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(sub.Items, func(it table.Item) bool { return it.Key == cmd.InstanceType }) {
+		return Errorf(CodeNotFound, "instance_type: %s is not on the subscription; call set_instance_types first", cmd.InstanceType)
+	}
+	now := time.Now()
+	at := now.Unix()
+	if cmd.Timestamp != nil {
+		at = *cmd.Timestamp
+		if at < now.Add(-35*24*time.Hour).Unix() || at > now.Add(5*time.Minute).Unix() {
+			return Errorf(CodeInvalidRequest, "timestamp: must be within the past 35 days and at most 5 minutes ahead")
+		}
+	}
+	identifier := keyHash(s.cfg.Namespace, "usage", cmd.RequestID)
+	err = s.withStripe(ctx, func(api *client.API) error {
+		p := &stripe.BillingMeterEventParams{EventName: stripe.String(m.MeterEventName), Identifier: stripe.String(identifier),
+			Timestamp: stripe.Int64(at), Payload: map[string]string{"stripe_customer_id": sub.CustomerID, "value": stripeInt(*cmd.Minutes)}}
+		p.Context = ctx
+		p.SetIdempotencyKey(s.stripeKey(cmd, "record usage"))
+		_, err := api.BillingMeterEvents.New(p)
+		return err
+	})
+	return fromStripe("record usage", err)
+}
+
+func (s *Service) cancel(ctx context.Context, cmd Command) (Status, error) {
+	sub, err := s.liveSubscription(ctx, cmd.OrgID)
+	if err != nil {
+		return Status{}, err
+	}
+	atEnd := cmd.AtPeriodEnd == nil || *cmd.AtPeriodEnd
+	err = s.changeSubscription(ctx, cmd.OrgID, func(api *client.API) (*stripe.Subscription, error) {
+		if atEnd {
+			p := &stripe.SubscriptionParams{CancelAtPeriodEnd: stripe.Bool(true)}
+			p.Context = ctx
+			p.SetIdempotencyKey(s.stripeKey(cmd, "cancel at period end"))
+			return api.Subscriptions.Update(sub.SubscriptionID, p)
+		}
+		p := &stripe.SubscriptionCancelParams{}
+		p.Context = ctx
+		p.SetIdempotencyKey(s.stripeKey(cmd, "cancel now"))
+		return api.Subscriptions.Cancel(sub.SubscriptionID, p)
+	})
+	if err != nil {
+		return Status{}, err
+	}
+	return s.status(ctx, cmd.OrgID)
+}
+
+func (s *Service) portal(ctx context.Context, cmd Command) (string, error) {
+	m, err := s.store.GetMirror(ctx, cmd.OrgID)
+	if err != nil {
+		return "", fromTable("read the mirror", err)
+	}
+	if m.Customer == nil || m.Customer.Deleted {
+		return "", Errorf(CodeNotFound, "the organization has no Stripe customer; call ensure_customer or subscribe first")
+	}
+	var session *stripe.BillingPortalSession
+	err = s.withStripe(ctx, func(api *client.API) error {
+		p := &stripe.BillingPortalSessionParams{Customer: stripe.String(m.Customer.CustomerID), ReturnURL: stripe.String(cmd.ReturnURL)}
+		p.Context = ctx
+		var err error
+		session, err = api.BillingPortalSessions.New(p)
+		return err
+	})
+	if err != nil {
+		return "", fromStripe("create portal session", err)
+	}
+	return session.URL, nil
+}
+
+// checkReturnURL accepts https, or http on this machine for development.
+func checkReturnURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err == nil && u.Host != "" && u.User == nil {
+		host := u.Hostname()
+		local := host == "localhost" || host == "127.0.0.1" || host == "::1"
+		if u.Scheme == "https" || (u.Scheme == "http" && local) {
+			return nil
+		}
+	}
+	return Errorf(CodeInvalidRequest, "return_url: must be an https URL, or http on localhost")
+}
