@@ -3,7 +3,10 @@
 // `make dev` serves by default, or a stage's (--stage dev), found through the
 // stack's outputs.
 //
-//	billingctl [--stage dev | --endpoint URL] [--json] upsert-products [--dry-run] [--catalog file.json]
+//	billingctl [--stage dev | --endpoint URL] [--json] <command> [flags]
+//
+// Commands: status, subscribe, change-tier, set-instance-types,
+// record-usage, cancel, portal, upsert-products.
 package main
 
 import (
@@ -14,14 +17,23 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 const usage = `usage: billingctl [flags] <command> [command flags]
 
 commands:
+  status --org ORG
+  subscribe --org ORG --tier T --email E [--name N] [--instance-types a,b] [--trial-days N]
+  change-tier --org ORG --tier T [--proration create_prorations|none|always_invoice]
+  set-instance-types --org ORG --types a,b
+  record-usage --org ORG --type T --minutes N [--timestamp UNIX]
+  cancel --org ORG [--now]
+  portal --org ORG [--return-url URL]
   upsert-products [--dry-run] [--catalog file.json]
       bring the Stripe catalog in line; prints the plan
       (+ create, ~ update, = unchanged, - archive)
+  (each command takes --request-id to retry a call idempotently)
 
 flags:
 `
@@ -55,6 +67,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "upsert-products":
 		return upsertProducts(ctx, t, rest, *asJSON, stdout, stderr)
 	}
+	if _, ok := commands[cmd]; ok {
+		return runCommand(ctx, t, cmd, rest, *asJSON, stdout, stderr)
+	}
 	global.Usage()
 	return fmt.Errorf("unknown command %q", cmd)
 }
@@ -77,8 +92,11 @@ func (e envelope) failure() error {
 		"billing_disabled": "set STRIPE_API_KEY locally, or the stage's secret (see the README)",
 		"unavailable":      "Stripe or AWS failed transiently: run the command again",
 		"invalid_request":  "fix the request as the message says",
-		"not_found":        "check the organization, or run upsert-products if a product mapping is missing",
+		"not_found":        "check the organization: subscribe it first, or call set-instance-types before record-usage",
 	}[e.Error.Code]
+	if strings.Contains(e.Error.Message, "no product mapping") {
+		hint = "no product mapping: run upsert-products (make upsert-products)"
+	}
 	msg := fmt.Sprintf("%s: %s", e.Error.Code, e.Error.Message)
 	if e.Error.StripeRequestID != "" {
 		msg += " (Stripe request " + e.Error.StripeRequestID + ")"

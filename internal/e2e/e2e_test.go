@@ -1,0 +1,385 @@
+// Package e2e starts the stack exactly as `make dev` does (the billing-dev
+// binary, on free ports) and acts as the core app through the
+// aws-sdk-go-v2 Lambda client, Python's boto3 and billingctl: the real
+// bootstrap binaries under aws-lambda-rie, moto, and the local Stripe
+// delivering signed webhooks through the local API Gateway.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+
+	"github.com/baseten/billing-functions/internal/testenv"
+)
+
+type stack struct {
+	t                                *testing.T
+	gatewayURL, invokeURL, stripeURL string
+	stateDir                         string
+	cmd                              *exec.Cmd
+	out                              *syncBuffer
+	ports                            []int
+	lambda                           *lambda.Client
+	exited                           chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func buildTool(t *testing.T, pkg string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, "./"+pkg)
+	cmd.Dir = testenv.RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	return bin
+}
+
+// startStack runs billing-dev as `make dev` does and waits for READY.
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	bin := buildTool(t, "cmd/billing-dev")
+	s := &stack{t: t, stateDir: t.TempDir(), out: &syncBuffer{}, exited: make(chan struct{})}
+	for range 4 {
+		p, _ := testenv.FreePort()
+		s.ports = append(s.ports, p)
+	}
+	s.cmd = exec.Command(bin)
+	s.cmd.Dir = testenv.RepoRoot()
+	s.cmd.Env = append(os.Environ(), "BILLING_NAMESPACE=local-e2e", "DEV_STATE_DIR="+s.stateDir, "STRIPE_API_KEY=",
+		fmt.Sprintf("DEV_GATEWAY_PORT=%d", s.ports[0]), fmt.Sprintf("DEV_INVOKE_PORT=%d", s.ports[1]),
+		fmt.Sprintf("DEV_STRIPE_PORT=%d", s.ports[2]), fmt.Sprintf("DEV_MOTO_PORT=%d", s.ports[3]))
+	pr, pw := io.Pipe()
+	s.cmd.Stdout, s.cmd.Stderr = pw, pw
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	start := time.Now()
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.cmd.Wait(); pw.Close(); close(s.exited) }()
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		signalled := false
+		for sc.Scan() {
+			fmt.Fprintln(s.out, sc.Text())
+			if sc.Text() == "READY" && !signalled {
+				signalled = true
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-s.exited:
+		t.Fatalf("billing-dev exited:\n%s", s.out.String())
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("billing-dev not ready:\n%s", s.out.String())
+	}
+	t.Logf("stack ready in %v", time.Since(start).Round(time.Millisecond))
+	s.gatewayURL = fmt.Sprintf("http://127.0.0.1:%d", s.ports[0])
+	s.invokeURL = fmt.Sprintf("http://127.0.0.1:%d", s.ports[1])
+	s.stripeURL = fmt.Sprintf("http://127.0.0.1:%d", s.ports[2])
+	cfg, _ := config.LoadDefaultConfig(context.Background(), config.WithRegion("us-east-1"),
+		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
+	s.lambda = lambda.NewFromConfig(cfg, func(o *lambda.Options) { o.BaseEndpoint = aws.String(s.invokeURL) })
+	t.Cleanup(s.stop)
+	return s
+}
+
+// stop sends Ctrl-C and checks that every process and port is gone.
+func (s *stack) stop() {
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		_ = s.cmd.Process.Kill()
+		s.t.Errorf("billing-dev did not stop on Ctrl-C")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if out, _ := exec.Command("pgrep", "-f", s.stateDir).Output(); len(out) > 0 {
+		s.t.Errorf("processes left after Ctrl-C: %s", out)
+	}
+	for _, p := range s.ports {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			c.Close()
+			s.t.Errorf("port %d still open after Ctrl-C", p)
+		}
+	}
+}
+
+// call invokes the subscribe function through the Lambda client.
+func (s *stack) call(req map[string]any) map[string]any {
+	s.t.Helper()
+	raw, _ := json.Marshal(req)
+	out, err := s.lambda.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("SubscribeFunction"), Payload: raw})
+	if err != nil {
+		s.t.Fatalf("invoke: %v", err)
+	}
+	var env map[string]any
+	if err := json.Unmarshal(out.Payload, &env); err != nil || env["ok"] != true {
+		s.t.Fatalf("%v answered %s", req["action"], out.Payload)
+	}
+	res, _ := env["result"].(map[string]any)
+	return res
+}
+
+var seq int
+
+func req(action, org string, kv ...any) map[string]any {
+	seq++
+	r := map[string]any{"action": action, "org_id": org, "request_id": fmt.Sprintf("e2e-%d-%d", time.Now().UnixNano(), seq)}
+	for i := 0; i+1 < len(kv); i += 2 {
+		r[kv[i].(string)] = kv[i+1]
+	}
+	return r
+}
+
+func (s *stack) control(path string, body any) {
+	s.t.Helper()
+	raw, _ := json.Marshal(body)
+	resp, err := http.Post(s.stripeURL+path, "application/json", strings.NewReader(string(raw)))
+	if err != nil || resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		s.t.Fatalf("control %s: %v %s", path, err, b)
+	}
+	resp.Body.Close()
+}
+
+func (s *stack) status(org string) (sub map[string]any, delinquent bool) {
+	s.t.Helper()
+	st := s.call(map[string]any{"action": "get_status", "org_id": org})
+	sub, _ = st["subscription"].(map[string]any)
+	return sub, st["delinquent"] == true
+}
+
+func (s *stack) webhookLog() string { return s.log("webhook") }
+
+func (s *stack) log(function string) string {
+	b, _ := os.ReadFile(filepath.Join(s.stateDir, "logs", function+".log"))
+	return string(b)
+}
+
+func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
+	s := startStack(t)
+
+	// subscribe: the local Stripe's signed webhooks go through the gateway
+	// to the webhook binary.
+	st := s.call(req("subscribe", "org_e2e", "tier", "business", "email", "e2e@example.com", "instance_types", []string{"gpu-t4"}))
+	sub := st["subscription"].(map[string]any)
+	if sub["status"] != "active" || sub["tier"] != "business" {
+		t.Fatalf("subscribe: %v", st)
+	}
+	subID := sub["id"].(string)
+	s.control("/_local/wait", nil)
+	if log := s.webhookLog(); !strings.Contains(log, `"type":"customer.subscription.created","status":200`) {
+		t.Fatalf("the webhook binary did not receive the subscription's event:\n%s", log)
+	}
+
+	st = s.call(req("change_tier", "org_e2e", "tier", "starter"))
+	if st["subscription"].(map[string]any)["tier"] != "starter" {
+		t.Fatalf("change_tier: %v", st)
+	}
+	st = s.call(req("set_instance_types", "org_e2e", "instance_types", []string{"gpu-a10g", "cpu-1x4"}))
+	if got := fmt.Sprint(st["subscription"].(map[string]any)["instance_types"]); got != "[cpu-1x4 gpu-a10g]" {
+		t.Fatalf("set_instance_types: %s\n%s\n%s", got, s.webhookLog(), s.log("subscribe"))
+	}
+
+	// record_usage, retried with the same request_id, counts once.
+	usage := req("record_usage", "org_e2e", "instance_type", "gpu-a10g", "minutes", 17)
+	s.call(usage)
+	s.call(usage)
+	if got := s.meterUsage(t, "bf_local-e2e_gpu-a10g_minutes", st["customer_id"].(string)); got != 17 {
+		t.Fatalf("metered usage %v, want 17", got)
+	}
+
+	// The same through boto3 and billingctl, before the clock moves on.
+	t.Run("boto3", func(t *testing.T) { s.boto3(t) })
+	t.Run("billingctl", func(t *testing.T) { s.billingctl(t) })
+
+	// A failed renewal payment makes the org delinquent; paying clears it.
+	// Only the webhook binary writes these changes.
+	s.control("/_local/config", map[string]any{"auto_pay": false})
+	s.control("/_local/clock/advance", map[string]any{"seconds": 32 * 24 * 3600})
+	s.control("/_local/subscriptions/"+subID+"/settle", map[string]any{"outcome": "failed"})
+	s.control("/_local/wait", nil)
+	if sub, delinquent := s.status("org_e2e"); !delinquent || sub["status"] != "past_due" {
+		t.Fatalf("after a failed payment: %v delinquent=%v", sub, delinquent)
+	}
+	s.control("/_local/subscriptions/"+subID+"/settle", map[string]any{"outcome": "paid"})
+	s.control("/_local/wait", nil)
+	if sub, delinquent := s.status("org_e2e"); delinquent || sub["status"] != "active" {
+		t.Fatalf("after paying: %v delinquent=%v", sub, delinquent)
+	}
+
+	// cancel at the period end; the period ends; the webhook cancels it.
+	if st := s.call(req("cancel", "org_e2e")); st["subscription"].(map[string]any)["cancel_at_period_end"] != true {
+		t.Fatalf("cancel: %v", st)
+	}
+	s.control("/_local/clock/advance", map[string]any{"seconds": 32 * 24 * 3600})
+	s.control("/_local/wait", nil)
+	if sub, _ := s.status("org_e2e"); sub["status"] != "canceled" {
+		t.Fatalf("after the period end: %v", sub)
+	}
+
+	// Unknown functions get Lambda's error.
+	_, err := s.lambda.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("NoSuchFunction"), Payload: []byte("{}")})
+	var notFound *types.ResourceNotFoundException
+	if !errors.As(err, &notFound) {
+		t.Fatalf("unknown function: %v, want ResourceNotFoundException", err)
+	}
+
+}
+
+func (s *stack) meterUsage(t *testing.T, eventName, customer string) float64 {
+	t.Helper()
+	get := func(path string, v any) {
+		r, _ := http.NewRequest(http.MethodGet, s.stripeURL+path, nil)
+		r.SetBasicAuth("sk_test_e2e", "")
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		_ = json.NewDecoder(resp.Body).Decode(v)
+	}
+	var meters struct {
+		Data []struct {
+			ID        string `json:"id"`
+			EventName string `json:"event_name"`
+		} `json:"data"`
+	}
+	get("/v1/billing/meters?limit=100", &meters)
+	var clock struct{ Now int64 }
+	r, _ := http.Get(s.stripeURL + "/_local/clock")
+	_ = json.NewDecoder(r.Body).Decode(&clock)
+	r.Body.Close()
+	for _, m := range meters.Data {
+		if m.EventName == eventName {
+			var sum struct {
+				Data []struct {
+					AggregatedValue float64 `json:"aggregated_value"`
+				} `json:"data"`
+			}
+			get(fmt.Sprintf("/v1/billing/meters/%s/event_summaries?customer=%s&start_time=%d&end_time=%d", m.ID, customer, clock.Now-3600, clock.Now+3600), &sum)
+			if len(sum.Data) == 1 {
+				return sum.Data[0].AggregatedValue
+			}
+		}
+	}
+	t.Fatalf("no meter %s", eventName)
+	return 0
+}
+
+func (s *stack) boto3(t *testing.T) {
+	python := filepath.Join(testenv.RepoRoot(), ".venv", "bin", "python")
+	script := `
+import boto3, json, sys
+c = boto3.client("lambda", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
+def call(payload):
+    r = c.invoke(FunctionName="SubscribeFunction", Payload=json.dumps(payload))
+    return json.load(r["Payload"])
+sub = call({"action": "subscribe", "org_id": "org_boto3", "request_id": "boto3-1", "tier": "starter", "email": "py@example.com"})
+again = call({"action": "subscribe", "org_id": "org_boto3", "request_id": "boto3-1", "tier": "starter", "email": "py@example.com"})
+status = call({"action": "get_status", "org_id": "org_boto3"})
+try:
+    c.invoke(FunctionName="Nope", Payload="{}")
+    unknown = "no error"
+except c.exceptions.ResourceNotFoundException:
+    unknown = "ResourceNotFoundException"
+print(json.dumps({"sub": sub, "same": sub == again, "status": status, "unknown": unknown}))
+`
+	out, err := exec.Command(python, "-c", script, s.invokeURL).CombinedOutput()
+	if err != nil {
+		t.Fatalf("boto3: %v\n%s", err, out)
+	}
+	var got struct {
+		Sub     map[string]any `json:"sub"`
+		Same    bool           `json:"same"`
+		Status  map[string]any `json:"status"`
+		Unknown string         `json:"unknown"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("boto3 printed %s", out)
+	}
+	sub, _ := got.Status["result"].(map[string]any)["subscription"].(map[string]any)
+	if got.Sub["ok"] != true || !got.Same || sub["status"] != "active" || got.Unknown != "ResourceNotFoundException" {
+		t.Fatalf("boto3 flows: %s", out)
+	}
+}
+
+func (s *stack) billingctl(t *testing.T) {
+	bin := buildTool(t, "cmd/billingctl")
+	ctl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"--endpoint", s.invokeURL}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("billingctl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	out := ctl("subscribe", "--org", "org_ctl", "--tier", "business", "--email", "ctl@example.com", "--instance-types", "gpu-h100")
+	if !strings.Contains(out, "status                active") || !strings.Contains(out, "gpu-h100") {
+		t.Fatalf("subscribe:\n%s", out)
+	}
+	ctl("change-tier", "--org", "org_ctl", "--tier", "starter")
+	ctl("set-instance-types", "--org", "org_ctl", "--types", "cpu-8x32")
+	ctl("record-usage", "--org", "org_ctl", "--type", "cpu-8x32", "--minutes", "3")
+	ctl("cancel", "--org", "org_ctl")
+	out = ctl("status", "--org", "org_ctl")
+	for _, want := range []string{"tier                  starter", "instance types        cpu-8x32", "cancel at period end  true"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if out := ctl("portal", "--org", "org_ctl"); !strings.Contains(out, "http") {
+		t.Fatalf("portal:\n%s", out)
+	}
+	if out := ctl("upsert-products", "--dry-run"); !strings.Contains(out, "unchanged 11") {
+		t.Fatalf("upsert-products --dry-run:\n%s", out)
+	}
+	if out := ctl("--json", "status", "--org", "org_ctl"); !strings.Contains(out, `"ok": true`) {
+		t.Fatalf("--json:\n%s", out)
+	}
+	cmd := exec.Command(bin, "--endpoint", s.invokeURL, "record-usage", "--org", "org_ctl", "--type", "gpu-t4", "--minutes", "1")
+	out2, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out2), "next:") {
+		t.Fatalf("an error must say what to do next:\n%s", out2)
+	}
+}
