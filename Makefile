@@ -23,7 +23,7 @@ export MOTO_SERVER       := $(VENV)/bin/moto_server
 export STRIPE_MOCK       := $(BIN)/stripe-mock
 export AWS_LAMBDA_RIE    := $(BIN)/aws-lambda-rie
 
-.PHONY: help test tools dev bench fmt vet clean upsert-products \
+.PHONY: help test fuzz tools dev bench fmt vet clean upsert-products \
         build-WebhookFunction build-SubscribeFunction build-UpsertProductsFunction
 
 help:
@@ -63,8 +63,19 @@ fmt:
 vet:
 	$(GO) vet ./...
 
+FUZZTIME ?= 30s
+
 test: tools fmt vet
 	$(GO) test -race -count=1 -v ./... 2>&1 | scripts/test-summary
+	$(MAKE) --no-print-directory fuzz
+
+# Fuzz smoke runs: each target for FUZZTIME. A crash found becomes a file in
+# testdata/fuzz, which plain `go test` then replays as a regular test.
+fuzz:
+	@for target in FuzzWebhookRequest FuzzDecodeCommand FuzzCatalogValidate; do \
+	  echo "fuzz $$target for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./pkg/billing/ 2>&1 | tail -n 3; \
+	done
 
 clean:
 	rm -rf .aws-sam bin .venv bench/out

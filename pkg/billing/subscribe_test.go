@@ -498,3 +498,46 @@ func TestSubscribe_LogsCarryNoPersonalData(t *testing.T) {
 		t.Fatalf("the log line lacks action, org or duration:\n%s", out)
 	}
 }
+
+func TestSubscribe_HostileInputGetsAClearErrorAndNoWrite(t *testing.T) {
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	f.stripe.ResetCounts()
+	f.db.reset()
+	huge := strings.Repeat("A", 20000)
+	cases := map[string]string{
+		"json bomb":           `{"action":"subscribe","org_id":"o","request_id":"r","tier":` + strings.Repeat(`[`, 100000) + `}`,
+		"deep nesting":        `{"action":"cancel","org_id":"o","request_id":"r","at_period_end":` + strings.Repeat(`{"a":`, 2000) + `1` + strings.Repeat(`}`, 2000) + `}`,
+		"huge string":         `{"action":"ensure_customer","org_id":"o","request_id":"r","email":"` + huge + `@x.co"}`,
+		"huge org_id":         `{"action":"get_status","org_id":"` + huge[:300] + `"}`,
+		"unicode org_id":      `{"action":"get_status","org_id":"org\u202e1"}`,
+		"homoglyph org_id":    `{"action":"get_status","org_id":"оrg_1"}`,
+		"null byte org_id":    `{"action":"get_status","org_id":"org\u00001"}`,
+		"negative minutes":    `{"action":"record_usage","org_id":"o","request_id":"r","instance_type":"gpu-t4","minutes":-5}`,
+		"overflowing minutes": `{"action":"record_usage","org_id":"o","request_id":"r","instance_type":"gpu-t4","minutes":99999999999999999999999}`,
+		"fractional minutes":  `{"action":"record_usage","org_id":"o","request_id":"r","instance_type":"gpu-t4","minutes":1.5}`,
+		"not an object":       `[1,2,3]`,
+		"empty":               ``,
+	}
+	for _, field := range []string{"org_id", "request_id", "tier", "email", "name", "instance_types", "trial_days"} {
+		cases["wrong type in "+field] = fmt.Sprintf(`{"action":"subscribe","org_id":"o","request_id":"r","tier":"starter","email":"a@b.co","%s":{"x":[1]}}`, field)
+	}
+	for name, raw := range cases {
+		t.Run(name, func(t *testing.T) {
+			resp, err := f.svc.HandleSubscribe(context.Background(), json.RawMessage(raw))
+			if err != nil {
+				t.Fatalf("a Lambda error: %v", err)
+			}
+			wantError(t, resp, "invalid_request")
+			if len(resp.Error.Message) > 200 || strings.Contains(resp.Error.Message, huge[:50]) {
+				t.Fatalf("the message is not short and clean: %q", resp.Error.Message)
+			}
+		})
+	}
+	if _, writes := f.db.reset(); writes != 0 {
+		t.Fatalf("hostile input caused %d DynamoDB writes", writes)
+	}
+	if c := f.stripe.Counts(); len(c) != 0 {
+		t.Fatalf("hostile input reached Stripe: %v", c)
+	}
+}
