@@ -77,6 +77,10 @@ fuzz:
 	  $(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) ./pkg/billing/ 2>&1 | tail -n 3; \
 	done
 
+# Figures for issue 8, measured in one run: bench/REPORT.md, bench/results.json.
+bench: tools $(BIN)/aws-lambda-rie
+	$(GO) run ./cmd/bench
+
 clean:
 	rm -rf .aws-sam bin .venv bench/out
 

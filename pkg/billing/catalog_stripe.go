@@ -5,7 +5,6 @@ import (
 	"strconv"
 
 	"github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/client"
 )
 
 // Catalog objects as upsert-products sees them in Stripe.
@@ -44,7 +43,7 @@ type catalogStripe interface {
 }
 
 // stripeCatalog implements catalogStripe with stripe-go.
-type stripeCatalog struct{ api *client.API }
+type stripeCatalog struct{ api *stripeAPI }
 
 var _ catalogStripe = stripeCatalog{}
 

@@ -104,7 +104,7 @@ func (c *countingDB) reset() (reads, writes int) {
 // fixture is a Service wired to moto (a fresh table) and a local Stripe
 // whose every request stripe-mock checks.
 type fixture struct {
-	t      *testing.T
+	t      testing.TB
 	svc    *billing.Service
 	stripe *stripelocal.Server
 	url    string
@@ -112,7 +112,7 @@ type fixture struct {
 	store  *table.Store
 }
 
-func newFixture(t *testing.T, namespace string) *fixture {
+func newFixture(t testing.TB, namespace string) *fixture {
 	t.Helper()
 	srv := stripelocal.New(stripelocal.Options{Validator: stripeMockURL, RetryBase: 20 * time.Millisecond})
 	hs := httptest.NewServer(srv)
@@ -136,7 +136,7 @@ func (f *fixture) withNamespace(ns string) *billing.Service {
 	return svc
 }
 
-func newService(t *testing.T, namespace, stripeURL string, store *table.Store) (*billing.Service, *countingDB, *table.Store) {
+func newService(t testing.TB, namespace, stripeURL string, store *table.Store) (*billing.Service, *countingDB, *table.Store) {
 	t.Helper()
 	db := &countingDB{DB: testenv.Isolated(ddb)}
 	name := testenv.UniqueName(t, "billing")
@@ -169,3 +169,5 @@ type (
 
 // throttled is DynamoDB's throttling error as the SDK reports it.
 type throttled = ddbtypes.ProvisionedThroughputExceededException
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -26,7 +26,7 @@ func (c *countingSecrets) GetSecretValue(ctx context.Context, in *secretsmanager
 	return c.SecretsClient.GetSecretValue(ctx, in, opts...)
 }
 
-func createSecret(t *testing.T, value string) string {
+func createSecret(t testing.TB, value string) string {
 	t.Helper()
 	name := testenv.UniqueName(t, "billing/stripe")
 	if _, err := sm.CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{Name: &name, SecretString: &value}); err != nil {
@@ -35,7 +35,7 @@ func createSecret(t *testing.T, value string) string {
 	return name
 }
 
-func putSecret(t *testing.T, name, value string) {
+func putSecret(t testing.TB, name, value string) {
 	t.Helper()
 	if _, err := sm.PutSecretValue(context.Background(), &secretsmanager.PutSecretValueInput{SecretId: &name, SecretString: &value}); err != nil {
 		t.Fatal(err)

@@ -13,8 +13,15 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/client"
+	"github.com/stripe/stripe-go/v76/billing/meter"
+	"github.com/stripe/stripe-go/v76/billing/meterevent"
+	"github.com/stripe/stripe-go/v76/billingportal/session"
+	"github.com/stripe/stripe-go/v76/customer"
 	"github.com/stripe/stripe-go/v76/form"
+	"github.com/stripe/stripe-go/v76/invoice"
+	"github.com/stripe/stripe-go/v76/price"
+	"github.com/stripe/stripe-go/v76/product"
+	"github.com/stripe/stripe-go/v76/subscription"
 )
 
 // stripeClients builds one stripe-go client per API key, reused while the
@@ -25,14 +32,14 @@ type stripeClients struct {
 
 	mu  sync.Mutex
 	key string
-	api *client.API
+	api *stripeAPI
 }
 
 func newStripeClients(base string) *stripeClients {
 	return &stripeClients{base: base, http: &http.Client{Timeout: 20 * time.Second}}
 }
 
-func (c *stripeClients) get(key string) *client.API {
+func (c *stripeClients) get(key string) *stripeAPI {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.api != nil && c.key == key {
@@ -47,7 +54,7 @@ func (c *stripeClients) get(key string) *client.API {
 		cfg.URL = stripe.String(c.base)
 	}
 	b := stripe.GetBackendWithConfig(stripe.APIBackend, cfg)
-	c.key, c.api = key, client.New(key, &stripe.Backends{API: b, Connect: b, Uploads: b})
+	c.key, c.api = key, newStripeAPI(key, b)
 	return c.api
 }
 
@@ -55,7 +62,7 @@ func (c *stripeClients) get(key string) *client.API {
 // answers 401, the secret is re-read once and fn runs once more, so a
 // rotated key is picked up without a cold start. fn must be safe to run
 // twice.
-func (s *Service) withStripe(ctx context.Context, fn func(api *client.API) error) error {
+func (s *Service) withStripe(ctx context.Context, fn func(api *stripeAPI) error) error {
 	keys, err := s.enabledKeys(ctx)
 	if err != nil {
 		return err
@@ -141,4 +148,27 @@ func keyHash(parts ...string) string {
 		fmt.Fprintf(h, "%d:%s|", len(p), p)
 	}
 	return "bf-" + hex.EncodeToString(h.Sum(nil)[:20])
+}
+
+// stripeAPI holds the stripe-go resource clients the core uses, and no
+// others: stripe-go's client.API would link every Stripe resource into each
+// binary and run their init at every cold start.
+type stripeAPI struct {
+	Products              *product.Client
+	Prices                *price.Client
+	BillingMeters         *meter.Client
+	BillingMeterEvents    *meterevent.Client
+	Customers             *customer.Client
+	Subscriptions         *subscription.Client
+	Invoices              *invoice.Client
+	BillingPortalSessions *session.Client
+}
+
+func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
+	return &stripeAPI{
+		Products: &product.Client{B: b, Key: key}, Prices: &price.Client{B: b, Key: key},
+		BillingMeters: &meter.Client{B: b, Key: key}, BillingMeterEvents: &meterevent.Client{B: b, Key: key},
+		Customers: &customer.Client{B: b, Key: key}, Subscriptions: &subscription.Client{B: b, Key: key},
+		Invoices: &invoice.Client{B: b, Key: key}, BillingPortalSessions: &session.Client{B: b, Key: key},
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/client"
 
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -104,7 +103,7 @@ func (s *Service) ensureCustomer(ctx context.Context, cmd Command) (string, erro
 		return m.Customer.CustomerID, nil
 	}
 	var created *stripe.Customer
-	err = s.withStripe(ctx, func(api *client.API) error {
+	err = s.withStripe(ctx, func(api *stripeAPI) error {
 		p := &stripe.CustomerParams{Email: stripe.String(cmd.Email)}
 		if cmd.Name != "" {
 			p.Name = stripe.String(cmd.Name)
@@ -128,7 +127,7 @@ func (s *Service) ensureCustomer(ctx context.Context, cmd Command) (string, erro
 			return "", fromTable("read the customer mapping", gerr)
 		}
 		if winner.CustomerID != created.ID {
-			_ = s.withStripe(ctx, func(api *client.API) error {
+			_ = s.withStripe(ctx, func(api *stripeAPI) error {
 				_, err := api.Customers.Del(created.ID, &stripe.CustomerParams{Params: stripe.Params{Context: ctx}})
 				return err
 			})
@@ -174,7 +173,7 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	err = s.changeSubscription(ctx, cmd.OrgID, func(api *client.API) (*stripe.Subscription, error) {
+	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{Customer: stripe.String(customer), Items: items}
 		p.Metadata = map[string]string{"org_id": cmd.OrgID, metaNamespace: s.cfg.Namespace}
 		if cmd.TrialDays != nil {
@@ -207,9 +206,9 @@ func (s *Service) liveSubscription(ctx context.Context, org string) (*table.Subs
 // to the mirror at once, with the webhook's ordering guard. Its source
 // time is Stripe's own clock (the Date of the answer), so the webhook for
 // the same change is a duplicate, older, or a tie that re-fetches.
-func (s *Service) changeSubscription(ctx context.Context, org string, call func(api *client.API) (*stripe.Subscription, error)) error {
+func (s *Service) changeSubscription(ctx context.Context, org string, call func(api *stripeAPI) (*stripe.Subscription, error)) error {
 	var sub *stripe.Subscription
-	err := s.withStripe(ctx, func(api *client.API) error {
+	err := s.withStripe(ctx, func(api *stripeAPI) error {
 		var err error
 		sub, err = call(api)
 		return err
@@ -250,7 +249,7 @@ func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
 	if proration == "" {
 		proration = "create_prorations"
 	}
-	err = s.changeSubscription(ctx, cmd.OrgID, func(api *client.API) (*stripe.Subscription, error) {
+	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{ProrationBehavior: stripe.String(proration),
 			Items: []*stripe.SubscriptionItemsParams{{ID: stripe.String(sub.Items[i].ItemID), Price: stripe.String(tier.PriceID)}}}
 		p.Context = ctx
@@ -302,7 +301,7 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 	if len(changes) == 0 {
 		return s.status(ctx, cmd.OrgID)
 	}
-	err = s.changeSubscription(ctx, cmd.OrgID, func(api *client.API) (*stripe.Subscription, error) {
+	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{Items: changes}
 		p.Context = ctx
 		p.SetIdempotencyKey(s.stripeKey(cmd, "set instance types"))
@@ -338,7 +337,7 @@ func (s *Service) recordUsage(ctx context.Context, cmd Command) error {
 		}
 	}
 	identifier := keyHash(s.cfg.Namespace, "usage", cmd.RequestID)
-	err = s.withStripe(ctx, func(api *client.API) error {
+	err = s.withStripe(ctx, func(api *stripeAPI) error {
 		p := &stripe.BillingMeterEventParams{EventName: stripe.String(m.MeterEventName), Identifier: stripe.String(identifier),
 			Timestamp: stripe.Int64(at), Payload: map[string]string{"stripe_customer_id": sub.CustomerID, "value": stripeInt(*cmd.Minutes)}}
 		p.Context = ctx
@@ -355,7 +354,7 @@ func (s *Service) cancel(ctx context.Context, cmd Command) (Status, error) {
 		return Status{}, err
 	}
 	atEnd := cmd.AtPeriodEnd == nil || *cmd.AtPeriodEnd
-	err = s.changeSubscription(ctx, cmd.OrgID, func(api *client.API) (*stripe.Subscription, error) {
+	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		if atEnd {
 			p := &stripe.SubscriptionParams{CancelAtPeriodEnd: stripe.Bool(true)}
 			p.Context = ctx
@@ -382,7 +381,7 @@ func (s *Service) portal(ctx context.Context, cmd Command) (string, error) {
 		return "", Errorf(CodeNotFound, "the organization has no Stripe customer; call ensure_customer or subscribe first")
 	}
 	var session *stripe.BillingPortalSession
-	err = s.withStripe(ctx, func(api *client.API) error {
+	err = s.withStripe(ctx, func(api *stripeAPI) error {
 		p := &stripe.BillingPortalSessionParams{Customer: stripe.String(m.Customer.CustomerID), ReturnURL: stripe.String(cmd.ReturnURL)}
 		p.Context = ctx
 		var err error

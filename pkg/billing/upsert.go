@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/client"
 
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -99,7 +98,7 @@ func (s *Service) UpsertProducts(ctx context.Context, req UpsertRequest) (Upsert
 	}
 
 	var result UpsertResult
-	err = s.withStripe(ctx, func(api *client.API) error {
+	err = s.withStripe(ctx, func(api *stripeAPI) error {
 		u := &upserter{ns: s.cfg.Namespace, stripe: stripeCatalog{api: api}, store: s.store, now: time.Now}
 		steps, err := u.plan(ctx, cat, mappings)
 		if err != nil {

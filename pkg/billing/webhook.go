@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/client"
 	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/baseten/billing-functions/pkg/table"
@@ -182,9 +181,9 @@ func (d *delivery) owner(ctx context.Context, metadata map[string]string, custom
 }
 
 // refetch runs fn against Stripe, which answers at the pinned API version.
-func (d *delivery) refetch(ctx context.Context, fn func(api *client.API) error) error {
+func (d *delivery) refetch(ctx context.Context, fn func(api *stripeAPI) error) error {
 	d.res.Refetched = true
-	return d.svc.withStripe(ctx, func(api *client.API) error {
+	return d.svc.withStripe(ctx, func(api *stripeAPI) error {
 		d.res.StripeRequests++
 		return fn(api)
 	})

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/client"
 
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -17,7 +16,7 @@ func onSubscription(ctx context.Context, d *delivery) error {
 	}
 	fetch := func(ctx context.Context) (*stripe.Subscription, error) {
 		var got *stripe.Subscription
-		err := d.refetch(ctx, func(api *client.API) error {
+		err := d.refetch(ctx, func(api *stripeAPI) error {
 			var err error
 			got, err = api.Subscriptions.Get(sub.ID, &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}})
 			return err
@@ -74,7 +73,7 @@ func onInvoice(ctx context.Context, d *delivery) error {
 	}
 	fetch := func(ctx context.Context) (*stripe.Invoice, error) {
 		var got *stripe.Invoice
-		err := d.refetch(ctx, func(api *client.API) error {
+		err := d.refetch(ctx, func(api *stripeAPI) error {
 			var err error
 			got, err = api.Invoices.Get(inv.ID, &stripe.InvoiceParams{Params: stripe.Params{Context: ctx}})
 			return err
@@ -125,7 +124,7 @@ func onCustomer(ctx context.Context, d *delivery) error {
 	deleted := d.ev.Type == "customer.deleted"
 	fetch := func(ctx context.Context) (bool, error) {
 		var got *stripe.Customer
-		err := d.refetch(ctx, func(api *client.API) error {
+		err := d.refetch(ctx, func(api *stripeAPI) error {
 			var err error
 			got, err = api.Customers.Get(c.ID, &stripe.CustomerParams{Params: stripe.Params{Context: ctx}})
 			return err
@@ -175,7 +174,7 @@ func onCheckoutCompleted(ctx context.Context, d *delivery) error {
 		return orIgnore(err, d, "foreign")
 	}
 	var sub *stripe.Subscription
-	err = d.refetch(ctx, func(api *client.API) error {
+	err = d.refetch(ctx, func(api *stripeAPI) error {
 		var err error
 		sub, err = api.Subscriptions.Get(cs.Subscription.ID, &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}})
 		return err

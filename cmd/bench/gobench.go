@@ -1,0 +1,126 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+)
+
+func httpPost(url, body string) (io.ReadCloser, error) {
+	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.Body, nil
+}
+
+// targets of the Go benchmarks' metrics, by benchmark and unit.
+var targets = map[string]struct {
+	target string
+	met    func(v float64) bool
+}{
+	"WebhookRequests/new dynamodb-req/op":              {"1", func(v float64) bool { return v == 1 }},
+	"WebhookRequests/new stripe-req/op":                {"0", func(v float64) bool { return v == 0 }},
+	"WebhookRequests/duplicate dynamodb-req/op":        {"≤ 1", func(v float64) bool { return v <= 1 }},
+	"WebhookRequests/duplicate stripe-req/op":          {"0", func(v float64) bool { return v == 0 }},
+	"WebhookRequests/stale dynamodb-req/op":            {"≤ 1", func(v float64) bool { return v <= 1 }},
+	"WebhookRequests/stale stripe-req/op":              {"0", func(v float64) bool { return v == 0 }},
+	"WebhookRequests/foreign dynamodb-req/op":          {"≤ 1", func(v float64) bool { return v <= 1 }},
+	"WebhookRequests/foreign stripe-req/op":            {"0", func(v float64) bool { return v == 0 }},
+	"WebhookRequests/tie dynamodb-req/op":              {"1", func(v float64) bool { return v == 1 }},
+	"WebhookRequests/tie stripe-req/op":                {"1 retrieve", func(v float64) bool { return v == 1 }},
+	"WebhookRequests/version_mismatch dynamodb-req/op": {"1", func(v float64) bool { return v == 1 }},
+	"WebhookRequests/version_mismatch stripe-req/op":   {"1 retrieve", func(v float64) bool { return v == 1 }},
+	"WebhookCPU µs/op":                                 {"≤ 150 µs", func(v float64) bool { return v <= 150 }},
+	"GetStatus dynamodb-req/op":                        {"1", func(v float64) bool { return v == 1 }},
+	"GetStatus stripe-req/op":                          {"0", func(v float64) bool { return v == 0 }},
+	"UpsertProducts/steady stripe-writes/op":           {"0", func(v float64) bool { return v == 0 }},
+	"UpsertProducts/steady stripe-reads/op":            {"≤ 3", func(v float64) bool { return v <= 3 }},
+	"UpsertProducts/steady dynamodb-req/op":            {"0 writes", func(v float64) bool { return v <= 1 }},
+	"SecretsWarm getsecretvalue/1000-invocations":      {"1", func(v float64) bool { return v == 1 }},
+}
+
+// goBench runs pkg/billing's benchmarks and turns each metric into a
+// figure.
+func goBench(root string) ([]figure, error) {
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", ".", "-benchtime", "40x", "-count", "1", "./pkg/billing/")
+	cmd.Dir = root
+	cmd.Env = os.Environ()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("go test -bench: %v\n%s", err, out)
+	}
+	var figs []figure
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		name := strings.TrimPrefix(f[0], "Benchmark")
+		if i := strings.LastIndex(name, "-"); i > 0 {
+			name = name[:i]
+		}
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				continue
+			}
+			unit := f[i+1]
+			if unit == "ns/op" {
+				v, unit = v/1000, "µs/op"
+			}
+			fig := figure{Name: name + " " + unit, Value: v, Unit: unit}
+			if t, ok := targets[name+" "+unit]; ok {
+				fig.Target, fig.Met = t.target, ptr(t.met(v))
+			}
+			figs = append(figs, fig)
+		}
+	}
+	return figs, nil
+}
+
+// write saves results.json and REPORT.md.
+func write(root string, res results) error {
+	dir := root + "/bench"
+	raw, _ := json.MarshalIndent(res, "", "  ")
+	if err := os.WriteFile(dir+"/results.json", append(raw, '\n'), 0o644); err != nil {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmark report\n\nMeasured %s on %s, all in this run (`make bench`).\n\n", res.When, res.Machine)
+	fmt.Fprintln(&b, "| figure | value | target | met |")
+	fmt.Fprintln(&b, "|---|---|---|---|")
+	var missed []string
+	for _, f := range res.Figures {
+		met := ""
+		if f.Met != nil {
+			met = "yes"
+			if !*f.Met {
+				met = "**no**"
+				missed = append(missed, f.Name)
+			}
+		}
+		val := strconv.FormatFloat(f.Value, 'f', -1, 64)
+		if f.Value != float64(int64(f.Value)) {
+			val = strconv.FormatFloat(f.Value, 'f', 3, 64)
+		}
+		note := ""
+		if f.Note != "" {
+			note = " (" + f.Note + ")"
+		}
+		fmt.Fprintf(&b, "| %s | %s %s%s | %s | %s |\n", f.Name, val, f.Unit, note, f.Target, met)
+	}
+	fmt.Fprintln(&b)
+	if len(missed) == 0 {
+		fmt.Fprintln(&b, "Every target with a figure is met.")
+	} else {
+		fmt.Fprintf(&b, "Targets missed in this run: %s. The targets stand; the README's Status section says what is known about each.\n", strings.Join(missed, "; "))
+	}
+	return os.WriteFile(dir+"/REPORT.md", []byte(b.String()), 0o644)
+}

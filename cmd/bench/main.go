@@ -1,0 +1,235 @@
+// Command bench is `make bench`: it measures the figures of issue 8 in one
+// run and writes bench/REPORT.md and bench/results.json. Every figure is
+// measured now, next to a baseline measured in the same run.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+type figure struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Unit   string  `json:"unit"`
+	Target string  `json:"target,omitempty"`
+	Met    *bool   `json:"met,omitempty"`
+	Note   string  `json:"note,omitempty"`
+}
+
+type results struct {
+	When    string   `json:"when"`
+	Machine string   `json:"machine"`
+	Figures []figure `json:"figures"`
+}
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	root, _ := os.Getwd()
+	tmp, err := os.MkdirTemp("", "bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	res := results{When: time.Now().UTC().Format(time.RFC3339), Machine: machine()}
+	add := func(f figure) {
+		res.Figures = append(res.Figures, f)
+		fmt.Printf("  %-48s %12.3f %s\n", f.Name, f.Value, f.Unit)
+	}
+
+	fmt.Println("cold starts under aws-lambda-rie (median of 10, this machine's architecture):")
+	rie := envOr("AWS_LAMBDA_RIE", filepath.Join(root, "bin", "aws-lambda-rie"))
+	hello, err := build(root, tmp, "./cmd/bench/hello", "hello", "")
+	if err != nil {
+		return err
+	}
+	base, conns, err := coldStarts(rie, hello, `{}`)
+	if err != nil {
+		return err
+	}
+	add(figure{Name: "cold start: hello-world baseline", Value: base, Unit: "ms INIT"})
+	for _, fn := range []struct{ name, payload string }{
+		{"webhook", `{"version":"2.0","headers":{},"body":"{}"}`},
+		{"subscribe", `{"action":"get_config"}`},
+		{"upsert-products", `{"dry_run":"not a bool"}`},
+	} {
+		bin, err := build(root, tmp, "./functions/"+fn.name, fn.name, "")
+		if err != nil {
+			return err
+		}
+		ms, n, err := coldStarts(rie, bin, fn.payload)
+		if err != nil {
+			return err
+		}
+		conns += n
+		ratio := ms / base
+		add(figure{Name: "cold start: " + fn.name, Value: ms, Unit: "ms INIT", Target: "≤ 2× baseline",
+			Met: ptr(ratio <= 2), Note: fmt.Sprintf("%.2f× the baseline", ratio)})
+	}
+	add(figure{Name: "network connections during INIT and a no-I/O invoke", Value: float64(conns), Unit: "connections",
+		Target: "0", Met: ptr(conns == 0)})
+
+	fmt.Println("binary sizes as sam build makes them (linux/arm64, lambda.norpc, stripped):")
+	for _, fn := range []string{"webhook", "subscribe", "upsert-products"} {
+		bin, err := build(root, tmp, "./functions/"+fn, fn+"-arm64", "arm64")
+		if err != nil {
+			return err
+		}
+		st, _ := os.Stat(bin)
+		mb := float64(st.Size()) / 1e6
+		add(figure{Name: "binary size: " + fn, Value: mb, Unit: "MB", Target: "≤ 10 MB", Met: ptr(mb <= 10)})
+	}
+
+	fmt.Println("Go benchmarks (requests counted at the client boundary, against moto and the local Stripe):")
+	benches, err := goBench(root)
+	if err != nil {
+		return err
+	}
+	for _, f := range benches {
+		add(f)
+	}
+	return write(root, res)
+}
+
+func ptr(b bool) *bool { return &b }
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func machine() string {
+	out, _ := exec.Command("go", "env", "GOOS", "GOARCH").Output()
+	return strings.Join(strings.Fields(string(out)), "/") + fmt.Sprintf(", %d CPUs", numCPU())
+}
+
+func numCPU() int {
+	out, _ := exec.Command("nproc").Output()
+	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return n
+}
+
+// build compiles a function with the Makefile's flags; arch "" is this
+// machine's.
+func build(root, dir, pkg, name, arch string) (string, error) {
+	out := filepath.Join(dir, name, "bootstrap")
+	cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-ldflags=-s", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if arch != "" {
+		cmd.Env = append(cmd.Env, "GOOS=linux", "GOARCH="+arch)
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %v\n%s", pkg, err, b)
+	}
+	return out, nil
+}
+
+var initReport = regexp.MustCompile(`INIT REPORT\(durationMs: ([0-9.]+)\)`)
+
+// coldStarts starts bin under RIE ten times, invokes it once each time and
+// returns the median INIT duration and the connections made to the AWS and
+// Stripe endpoints it was given (a listener that counts them).
+func coldStarts(rie, bin, payload string) (float64, int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer ln.Close()
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			c.Close()
+		}
+	}()
+	sink := "http://" + ln.Addr().String()
+	env := []string{"PATH=" + os.Getenv("PATH"), "STAGE=dev", "BILLING_NAMESPACE=bench", "TABLE_NAME=bench",
+		"STRIPE_API_KEY=sk_test_bench", "STRIPE_ENDPOINT_SECRET=whsec_bench", "STRIPE_API_BASE=" + sink,
+		"AWS_ENDPOINT_URL=" + sink, "AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=x"}
+	var samples []float64
+	for range 10 {
+		ms, err := coldStart(rie, bin, payload, env)
+		if err != nil {
+			return 0, 0, err
+		}
+		samples = append(samples, ms)
+	}
+	sort.Float64s(samples)
+	return (samples[4] + samples[5]) / 2, int(conns.Load()), nil
+}
+
+func coldStart(rie, bin, payload string, env []string) (float64, error) {
+	apiPort, runtimePort := freePort(), freePort()
+	cmd := exec.Command(rie, "--runtime-api-address", fmt.Sprintf("127.0.0.1:%d", runtimePort),
+		"--runtime-interface-emulator-address", fmt.Sprintf("127.0.0.1:%d", apiPort), bin)
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() }()
+	found := make(chan float64, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if m := initReport.FindStringSubmatch(sc.Text()); m != nil {
+				v, _ := strconv.ParseFloat(m[1], 64)
+				found <- v
+			}
+		}
+	}()
+	url := fmt.Sprintf("http://127.0.0.1:%d/2015-03-31/functions/function/invocations", apiPort)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := httpPost(url, payload)
+		if err == nil {
+			resp.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("%s never answered: %v", bin, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case v := <-found:
+		return v, nil
+	case <-time.After(5 * time.Second):
+		return 0, fmt.Errorf("%s: no INIT REPORT line", bin)
+	}
+}
+
+func freePort() int {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
