@@ -86,25 +86,30 @@ func StartMoto() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	return startOnFreePort(bin, "/moto-api/", func(port int) []string { return []string{"-H", "127.0.0.1", "-p", fmt.Sprint(port)} })
+}
+
+// startOnFreePort runs bin with the args for a free port and waits until
+// readyPath answers; a port taken in between gets another try.
+func startOnFreePort(bin, readyPath string, args func(port int) []string) (*Server, error) {
 	for attempt := 0; attempt < 3; attempt++ {
 		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(bin, "-H", "127.0.0.1", "-p", fmt.Sprint(port))
+		cmd := exec.Command(bin, args(port)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		cmd.Stdout, cmd.Stderr = nil, nil
 		if err := cmd.Start(); err != nil {
 			return nil, fmt.Errorf("start %s: %w", bin, err)
 		}
 		s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd}
-		if err := waitHTTP(s.URL+"/moto-api/", 30*time.Second); err != nil {
+		if err := waitHTTP(s.URL+readyPath, 30*time.Second); err != nil {
 			s.Stop()
-			continue // the port may have been taken in between
+			continue
 		}
 		return s, nil
 	}
-	return nil, errors.New("moto_server did not become ready")
+	return nil, fmt.Errorf("%s did not become ready", filepath.Base(bin))
 }
 
 func waitHTTP(url string, timeout time.Duration) error {
@@ -203,23 +208,8 @@ func StartStripeMock() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	for attempt := 0; attempt < 3; attempt++ {
-		port, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		// Its HTTPS listener would default to [::]:12112; keep it on loopback.
-		cmd := exec.Command(bin, "-http-addr", fmt.Sprintf("127.0.0.1:%d", port), "-https-addr", "127.0.0.1:0")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("start %s: %w", bin, err)
-		}
-		s := &Server{URL: fmt.Sprintf("http://127.0.0.1:%d", port), cmd: cmd}
-		if err := waitHTTP(s.URL+"/", 30*time.Second); err != nil {
-			s.Stop()
-			continue
-		}
-		return s, nil
-	}
-	return nil, errors.New("stripe-mock did not become ready")
+	// Its HTTPS listener would default to [::]:12112; keep it on loopback.
+	return startOnFreePort(bin, "/", func(port int) []string {
+		return []string{"-http-addr", fmt.Sprintf("127.0.0.1:%d", port), "-https-addr", "127.0.0.1:0"}
+	})
 }

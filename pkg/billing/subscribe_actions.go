@@ -222,7 +222,7 @@ func (s *Service) changeSubscription(ctx context.Context, org string, call func(
 			at = t.Unix()
 		}
 	}
-	err = s.store.ApplyChange(ctx, subscriptionChange(org, sub, at), true, time.Now())
+	err = s.store.ApplyChange(ctx, subscriptionChange(org, fromStripeSubscription(sub), at), true, time.Now())
 	if errors.Is(err, table.ErrStale) {
 		return nil // a newer webhook already landed
 	}

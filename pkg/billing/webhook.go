@@ -75,11 +75,11 @@ func (s *Service) ProcessWebhook(ctx context.Context, payload []byte, signature 
 	if keys, err = s.verify(ctx, payload, signature, keys); err != nil {
 		return WebhookResult{}, err
 	}
-	var ev stripe.Event
-	if err := json.Unmarshal(payload, &ev); err != nil || ev.ID == "" || ev.Type == "" || ev.Data == nil || len(ev.Data.Raw) == 0 {
+	var ev wireEvent
+	if err := json.Unmarshal(payload, &ev); err != nil || ev.ID == "" || ev.Type == "" || ev.Data == nil || len(ev.Data.Object) == 0 {
 		return WebhookResult{}, errMalformedEvent
 	}
-	res := WebhookResult{EventID: ev.ID, Type: string(ev.Type)}
+	res := WebhookResult{EventID: ev.ID, Type: ev.Type}
 	if ev.Livemode != keys.Live() {
 		return res, errLivemode
 	}
@@ -87,7 +87,7 @@ func (s *Service) ProcessWebhook(ctx context.Context, payload []byte, signature 
 	handle, ok := webhookHandlers[ev.Type]
 	if !ok {
 		for prefix, h := range webhookPrefixHandlers {
-			if strings.HasPrefix(string(ev.Type), prefix) {
+			if strings.HasPrefix(ev.Type, prefix) {
 				handle, ok = h, true
 			}
 		}
@@ -139,14 +139,14 @@ func validSignature(payload []byte, signature string, keys Keys) bool {
 // delivery carries one event through its handler.
 type delivery struct {
 	svc      *Service
-	ev       *stripe.Event
+	ev       *wireEvent
 	res      *WebhookResult
 	mismatch bool // the payload is at another API version: trust Stripe, not it
 }
 
 type eventHandler func(ctx context.Context, d *delivery) error
 
-var webhookHandlers = map[stripe.EventType]eventHandler{
+var webhookHandlers = map[string]eventHandler{
 	"customer.created": onCustomer, "customer.updated": onCustomer, "customer.deleted": onCustomer,
 	"customer.subscription.created": onSubscription, "customer.subscription.updated": onSubscription,
 	"customer.subscription.deleted": onSubscription, "customer.subscription.paused": onSubscription,
@@ -193,7 +193,7 @@ func (d *delivery) refetch(ctx context.Context, fn func(api *stripeAPI) error) e
 // same-second tie it calls fetch for Stripe's current state and applies
 // that. Nil fetch means the change already is Stripe's current state.
 func (d *delivery) apply(ctx context.Context, org string, ch table.Change, fetched bool, fetch func(context.Context) (table.Change, error)) error {
-	rec := table.Event{EventID: d.ev.ID, Type: string(d.ev.Type), OrgID: org, ProcessedAt: time.Now().UTC(),
+	rec := table.Event{EventID: d.ev.ID, Type: d.ev.Type, OrgID: org, ProcessedAt: time.Now().UTC(),
 		ExpiresAt: time.Now().Add(eventRecordTTL).Unix()}
 	for attempt := 0; ; attempt++ {
 		d.res.DynamoRequests++
@@ -228,7 +228,7 @@ func (d *delivery) ignore(outcome string) error {
 }
 
 func decodeObject(d *delivery, v any) error {
-	if err := json.Unmarshal(d.ev.Data.Raw, v); err != nil {
+	if err := json.Unmarshal(d.ev.Data.Object, v); err != nil {
 		return errMalformedEvent
 	}
 	return nil

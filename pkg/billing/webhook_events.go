@@ -10,31 +10,34 @@ import (
 )
 
 func onSubscription(ctx context.Context, d *delivery) error {
-	var sub stripe.Subscription
+	var sub wireSubscription
 	if err := decodeObject(d, &sub); err != nil {
 		return err
 	}
-	fetch := func(ctx context.Context) (*stripe.Subscription, error) {
+	fetch := func(ctx context.Context) (wireSubscription, error) {
 		var got *stripe.Subscription
 		err := d.refetch(ctx, func(api *stripeAPI) error {
 			var err error
 			got, err = api.Subscriptions.Get(sub.ID, &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}})
 			return err
 		})
-		return got, fromStripe("re-fetch subscription", err)
+		if err != nil {
+			return wireSubscription{}, fromStripe("re-fetch subscription", err)
+		}
+		return fromStripeSubscription(got), nil
 	}
 	if d.mismatch {
 		got, err := fetch(ctx)
 		if err != nil {
 			return err
 		}
-		sub = *got
+		sub = got
 	}
-	org, ours, err := d.owner(ctx, sub.Metadata, customerID(sub.Customer))
+	org, ours, err := d.owner(ctx, sub.Metadata, sub.Customer.ID)
 	if err != nil || !ours {
 		return orIgnore(err, d, "foreign")
 	}
-	return d.apply(ctx, org, subscriptionChange(org, &sub, d.ev.Created), d.mismatch, func(ctx context.Context) (table.Change, error) {
+	return d.apply(ctx, org, subscriptionChange(org, sub, d.ev.Created), d.mismatch, func(ctx context.Context) (table.Change, error) {
 		got, err := fetch(ctx)
 		if err != nil {
 			return table.Change{}, err
@@ -45,60 +48,61 @@ func onSubscription(ctx context.Context, d *delivery) error {
 
 // subscriptionChange maps a Stripe subscription to the mirror. Items are
 // named by their price's billing_key; the tier is the item of kind tier.
-func subscriptionChange(org string, sub *stripe.Subscription, at int64) table.Change {
+func subscriptionChange(org string, sub wireSubscription, at int64) table.Change {
 	snap := &table.SubscriptionSnapshot{
-		OrgID: org, CustomerID: customerID(sub.Customer), SubscriptionID: sub.ID, Status: string(sub.Status),
+		OrgID: org, CustomerID: sub.Customer.ID, SubscriptionID: sub.ID, Status: sub.Status,
 		Created: sub.Created, CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd, SourceTime: at,
 		Items: []table.Item{},
 	}
-	if sub.Items != nil {
-		for _, it := range sub.Items.Data {
-			if it.Price == nil {
-				continue
-			}
-			key := it.Price.Metadata[metaKey]
-			snap.Items = append(snap.Items, table.Item{Key: key, ItemID: it.ID, PriceID: it.Price.ID})
-			if it.Price.Metadata[metaKind] == string(KindTier) {
-				snap.Tier = key
-			}
+	for _, it := range sub.Items.Data {
+		if it.Price == nil {
+			continue
+		}
+		key := it.Price.Metadata[metaKey]
+		snap.Items = append(snap.Items, table.Item{Key: key, ItemID: it.ID, PriceID: it.Price.ID})
+		if it.Price.Metadata[metaKind] == string(KindTier) {
+			snap.Tier = key
 		}
 	}
 	return table.Change{Subscription: snap}
 }
 
 func onInvoice(ctx context.Context, d *delivery) error {
-	var inv stripe.Invoice
+	var inv wireInvoice
 	if err := decodeObject(d, &inv); err != nil {
 		return err
 	}
-	fetch := func(ctx context.Context) (*stripe.Invoice, error) {
+	fetch := func(ctx context.Context) (wireInvoice, error) {
 		var got *stripe.Invoice
 		err := d.refetch(ctx, func(api *stripeAPI) error {
 			var err error
 			got, err = api.Invoices.Get(inv.ID, &stripe.InvoiceParams{Params: stripe.Params{Context: ctx}})
 			return err
 		})
-		return got, fromStripe("re-fetch invoice", err)
+		if err != nil {
+			return wireInvoice{}, fromStripe("re-fetch invoice", err)
+		}
+		return fromStripeInvoice(got), nil
 	}
 	if d.mismatch {
 		got, err := fetch(ctx)
 		if err != nil {
 			return err
 		}
-		inv = *got
+		inv = got
 	}
-	if inv.Subscription == nil || inv.Subscription.ID == "" {
+	if inv.Subscription.ID == "" {
 		return d.ignore("not_a_subscription_invoice")
 	}
 	var meta map[string]string
 	if inv.SubscriptionDetails != nil {
 		meta = inv.SubscriptionDetails.Metadata
 	}
-	org, ours, err := d.owner(ctx, meta, customerID(inv.Customer))
+	org, ours, err := d.owner(ctx, meta, inv.Customer.ID)
 	if err != nil || !ours {
 		return orIgnore(err, d, "foreign")
 	}
-	return d.apply(ctx, org, invoiceChange(org, &inv, d.ev.Created), d.mismatch, func(ctx context.Context) (table.Change, error) {
+	return d.apply(ctx, org, invoiceChange(org, inv, d.ev.Created), d.mismatch, func(ctx context.Context) (table.Change, error) {
 		got, err := fetch(ctx)
 		if err != nil {
 			return table.Change{}, err
@@ -110,14 +114,14 @@ func onInvoice(ctx context.Context, d *delivery) error {
 // invoiceChange reads an invoice's state from the invoice itself: a
 // payment failed when it was attempted and is still open, or was marked
 // uncollectible.
-func invoiceChange(org string, inv *stripe.Invoice, at int64) table.Change {
-	failed := (inv.Status == stripe.InvoiceStatusOpen && inv.AttemptCount > 0 && !inv.Paid) || inv.Status == stripe.InvoiceStatusUncollectible
+func invoiceChange(org string, inv wireInvoice, at int64) table.Change {
+	failed := (inv.Status == string(stripe.InvoiceStatusOpen) && inv.AttemptCount > 0 && !inv.Paid) || inv.Status == string(stripe.InvoiceStatusUncollectible)
 	return table.Change{Invoice: &table.InvoiceSnapshot{OrgID: org, SubscriptionID: inv.Subscription.ID, InvoiceID: inv.ID,
-		Status: string(inv.Status), PaymentFailed: failed, SourceTime: at}}
+		Status: inv.Status, PaymentFailed: failed, SourceTime: at}}
 }
 
 func onCustomer(ctx context.Context, d *delivery) error {
-	var c stripe.Customer
+	var c wireCustomer
 	if err := decodeObject(d, &c); err != nil {
 		return err
 	}
@@ -162,14 +166,14 @@ func onCustomer(ctx context.Context, d *delivery) error {
 // onCheckoutCompleted mirrors the subscription a Checkout session made,
 // fetched from Stripe (the session holds only its ID).
 func onCheckoutCompleted(ctx context.Context, d *delivery) error {
-	var cs stripe.CheckoutSession
+	var cs wireCheckoutSession
 	if err := decodeObject(d, &cs); err != nil {
 		return err
 	}
-	if cs.Subscription == nil || cs.Subscription.ID == "" {
+	if cs.Subscription.ID == "" {
 		return d.ignore("not_a_subscription_checkout")
 	}
-	org, ours, err := d.owner(ctx, cs.Metadata, customerID(cs.Customer))
+	org, ours, err := d.owner(ctx, cs.Metadata, cs.Customer.ID)
 	if err != nil || !ours {
 		return orIgnore(err, d, "foreign")
 	}
@@ -182,7 +186,7 @@ func onCheckoutCompleted(ctx context.Context, d *delivery) error {
 	if err != nil {
 		return fromStripe("fetch the checkout's subscription", err)
 	}
-	return d.apply(ctx, org, subscriptionChange(org, sub, d.ev.Created), true, nil)
+	return d.apply(ctx, org, subscriptionChange(org, fromStripeSubscription(sub), d.ev.Created), true, nil)
 }
 
 // onCatalogObject handles product.* and price.* events of our namespace:
@@ -205,7 +209,7 @@ func onCatalogObject(ctx context.Context, d *delivery) error {
 	}
 	d.svc.log.WarnContext(ctx, "catalog drift: a Stripe object of this namespace was changed outside upsert-products",
 		"event_id", d.ev.ID, "type", d.ev.Type, "object_id", obj.ID, "billing_key", obj.Metadata[metaKey])
-	return d.apply(ctx, "", table.Change{Drift: &table.Drift{Key: obj.Metadata[metaKey], ObjectID: obj.ID, EventType: string(d.ev.Type), At: d.ev.Created}}, false, nil)
+	return d.apply(ctx, "", table.Change{Drift: &table.Drift{Key: obj.Metadata[metaKey], ObjectID: obj.ID, EventType: d.ev.Type, At: d.ev.Created}}, false, nil)
 }
 
 func orIgnore(err error, d *delivery, outcome string) error {
@@ -213,11 +217,4 @@ func orIgnore(err error, d *delivery, outcome string) error {
 		return err
 	}
 	return d.ignore(outcome)
-}
-
-func customerID(c *stripe.Customer) string {
-	if c == nil {
-		return ""
-	}
-	return c.ID
 }

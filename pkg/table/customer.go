@@ -50,15 +50,8 @@ func (s *Store) CreateCustomer(ctx context.Context, c Customer) error {
 
 // GetCustomer returns the organization's customer mapping, or ErrNotFound.
 func (s *Store) GetCustomer(ctx context.Context, orgID string) (Customer, error) {
-	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.name, Key: key(orgPK(orgID), skCustomer), ConsistentRead: aws.Bool(true)})
-	if err != nil {
-		return Customer{}, fmt.Errorf("table.GetCustomer %s: %w", orgID, translate(err))
-	}
-	if out.Item == nil {
-		return Customer{}, fmt.Errorf("table.GetCustomer %s: %w", orgID, ErrNotFound)
-	}
 	var it customerItem
-	if err := attributevalue.UnmarshalMap(out.Item, &it); err != nil {
+	if err := s.getItem(ctx, key(orgPK(orgID), skCustomer), &it); err != nil {
 		return Customer{}, fmt.Errorf("table.GetCustomer %s: %w", orgID, err)
 	}
 	return it.Customer, nil

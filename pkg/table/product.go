@@ -75,15 +75,8 @@ func (s *Store) ListProductMappings(ctx context.Context) ([]ProductMapping, erro
 
 // GetProductMapping returns the mapping of one catalog key, or ErrNotFound.
 func (s *Store) GetProductMapping(ctx context.Context, key string) (ProductMapping, error) {
-	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.name, Key: productKey(key)})
-	if err != nil {
-		return ProductMapping{}, fmt.Errorf("table.GetProductMapping %s: %w", key, translate(err))
-	}
-	if out.Item == nil {
-		return ProductMapping{}, fmt.Errorf("table.GetProductMapping %s: %w", key, ErrNotFound)
-	}
 	var it productItem
-	if err := attributevalue.UnmarshalMap(out.Item, &it); err != nil {
+	if err := s.getItem(ctx, productKey(key), &it); err != nil {
 		return ProductMapping{}, fmt.Errorf("table.GetProductMapping %s: %w", key, err)
 	}
 	return it.ProductMapping, nil

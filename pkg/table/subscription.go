@@ -69,15 +69,8 @@ func (s *Store) subscriptionPut(sub Subscription) (map[string]types.AttributeVal
 // GetSubscription returns the organization's subscription mirror, or
 // ErrNotFound.
 func (s *Store) GetSubscription(ctx context.Context, orgID string) (Subscription, error) {
-	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.name, Key: key(orgPK(orgID), skSubscription), ConsistentRead: aws.Bool(true)})
-	if err != nil {
-		return Subscription{}, fmt.Errorf("table.GetSubscription %s: %w", orgID, translate(err))
-	}
-	if out.Item == nil {
-		return Subscription{}, fmt.Errorf("table.GetSubscription %s: %w", orgID, ErrNotFound)
-	}
 	var it subscriptionItem
-	if err := attributevalue.UnmarshalMap(out.Item, &it); err != nil {
+	if err := s.getItem(ctx, key(orgPK(orgID), skSubscription), &it); err != nil {
 		return Subscription{}, fmt.Errorf("table.GetSubscription %s: %w", orgID, err)
 	}
 	return it.Subscription, nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
@@ -102,3 +103,16 @@ func key(pk, sk string) map[string]types.AttributeValue {
 }
 
 func orgPK(orgID string) string { return "ORG#" + orgID }
+
+// getItem reads one item, strongly consistent, into v. It returns
+// ErrNotFound when there is none.
+func (s *Store) getItem(ctx context.Context, k map[string]types.AttributeValue, v any) error {
+	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.name, Key: k, ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		return translate(err)
+	}
+	if out.Item == nil {
+		return ErrNotFound
+	}
+	return attributevalue.UnmarshalMap(out.Item, v)
+}
