@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/webhook"
 
@@ -467,5 +470,70 @@ func TestWebhook_LogsOneSafeLineAndMetricsPerDelivery(t *testing.T) {
 	m := metrics.String()
 	if !strings.Contains(m, `"WebhookProcessed":1`) || !strings.Contains(m, `"WebhookDuplicate":1`) || !strings.Contains(m, `"CloudWatchMetrics"`) {
 		t.Fatalf("metrics:\n%s", m)
+	}
+}
+
+func TestWebhook_CatalogChangesOutsideUpsertAreFlaggedAsDrift(t *testing.T) {
+	f := newFixture(t, ns)
+	product := map[string]any{"id": "bf_test-ns_gpu-t4", "object": "product", "name": "Renamed in the dashboard",
+		"metadata": map[string]any{"billing_namespace": ns, "billing_key": "gpu-t4"}}
+	var ours map[string]any
+	_ = json.Unmarshal(eventJSON("evt_up", "product.updated", 100, stripe.APIVersion, product), &ours)
+	ours["request"] = map[string]any{"id": "req_1", "idempotency_key": "bf-0123456789"} // made by upsert-products
+	raw, _ := json.Marshal(ours)
+	wantStatus(t, f.send(raw), 200, `{"status":"processed"}`)
+	wantStatus(t, f.send(eventJSON("evt_dash", "product.updated", 101, stripe.APIVersion, product)), 200, `{"status":"processed"}`)
+	foreign := map[string]any{"id": "bf_other_gpu-t4", "metadata": map[string]any{"billing_namespace": "other", "billing_key": "gpu-t4"}}
+	wantStatus(t, f.send(eventJSON("evt_other", "price.updated", 102, stripe.APIVersion, foreign)), 200, `{"status":"ignored"}`)
+
+	out, err := ddb.Query(context.Background(), &dynamodb.QueryInput{TableName: aws.String(f.store.Name()),
+		KeyConditionExpression:    aws.String("pk = :pk AND begins_with(sk, :d)"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":pk": &ddbtypes.AttributeValueMemberS{Value: "CATALOG"}, ":d": &ddbtypes.AttributeValueMemberS{Value: "DRIFT#"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Items) != 1 {
+		t.Fatalf("%d drift records, want 1 (the dashboard change only)", len(out.Items))
+	}
+	if got := out.Items[0]["object_id"].(*ddbtypes.AttributeValueMemberS).Value; got != "bf_test-ns_gpu-t4" {
+		t.Fatalf("drift on %s", got)
+	}
+}
+
+func TestWebhook_CustomerDeletedIsMirrored(t *testing.T) {
+	f := newFixture(t, ns)
+	c := map[string]any{"id": "cus_del", "object": "customer", "metadata": map[string]any{"org_id": "org_del", "billing_namespace": ns}}
+	wantStatus(t, f.send(eventJSON("evt_c1", "customer.created", 100, stripe.APIVersion, c)), 200, `{"status":"processed"}`)
+	if m := f.mirror("org_del"); m.Customer == nil || m.Customer.CustomerID != "cus_del" || m.Customer.Deleted {
+		t.Fatalf("after customer.created: %+v", m.Customer)
+	}
+	c["deleted"] = true
+	wantStatus(t, f.send(eventJSON("evt_c2", "customer.deleted", 101, stripe.APIVersion, c)), 200, `{"status":"processed"}`)
+	if m := f.mirror("org_del"); m.Customer == nil || !m.Customer.Deleted {
+		t.Fatalf("after customer.deleted: %+v", m.Customer)
+	}
+	// A late customer.updated from before the deletion changes nothing.
+	delete(c, "deleted")
+	wantStatus(t, f.send(eventJSON("evt_c0", "customer.updated", 100, stripe.APIVersion, c)), 200, `{"status":"ignored"}`)
+	if m := f.mirror("org_del"); !m.Customer.Deleted {
+		t.Fatal("a stale event undeleted the customer")
+	}
+	st := f.ok(map[string]any{"action": "get_status", "org_id": "org_del"})
+	if st["customer_id"] != nil {
+		t.Fatalf("get_status shows a deleted customer: %v", st)
+	}
+}
+
+func TestWebhook_CheckoutCompletedMirrorsItsSubscription(t *testing.T) {
+	f := newFixture(t, ns)
+	sub := f.liveSubscription("org_co")
+	session := map[string]any{"id": "cs_1", "object": "checkout.session", "mode": "subscription", "subscription": sub.ID,
+		"customer": sub.Customer.ID, "metadata": map[string]any{"org_id": "org_co", "billing_namespace": ns}}
+	wantStatus(t, f.send(eventJSON("evt_co", "checkout.session.completed", 100, stripe.APIVersion, session)), 200, `{"status":"processed"}`)
+	if c := f.stripe.Counts(); c["GET /v1/subscriptions/{id}"] != 1 {
+		t.Fatalf("Stripe requests %v, want the subscription fetched once", c)
+	}
+	if s := f.mirror("org_co").Subscription; s == nil || s.SubscriptionID != sub.ID || s.Tier != "business" || s.Status != "active" {
+		t.Fatalf("mirror %+v", s)
 	}
 }
