@@ -258,6 +258,8 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 		t.Fatalf("after the period end: %v", sub)
 	}
 
+	s.checkLogsAreSafe(t)
+
 	// Unknown functions get Lambda's error.
 	_, err := s.lambda.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("NoSuchFunction"), Payload: []byte("{}")})
 	var notFound *types.ResourceNotFoundException
@@ -382,4 +384,34 @@ func (s *stack) billingctl(t *testing.T) {
 	if err == nil || !strings.Contains(string(out2), "next:") {
 		t.Fatalf("an error must say what to do next:\n%s", out2)
 	}
+}
+
+// checkLogsAreSafe reads every log line every process wrote during the
+// flows: no secret (the stage's known keys), no email address and no raw
+// webhook body may appear.
+func (s *stack) checkLogsAreSafe(t *testing.T) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(s.stateDir, "logs", "*.log"))
+	if len(files) < 5 {
+		t.Fatalf("only %d log files", len(files))
+	}
+	forbidden := []string{"whsec_local_dev", "sk_test_local", "pk_test_local", "e2e@example.com", "py@example.com", "ctl@example.com",
+		`"livemode": false`, `"object": "event"`, "Stripe-Signature", "v1="}
+	lines := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines += strings.Count(string(b), "\n")
+		for _, bad := range forbidden {
+			if strings.Contains(string(b), bad) {
+				t.Errorf("%s contains %q", filepath.Base(f), bad)
+			}
+		}
+	}
+	if out := s.out.String(); strings.Contains(out, "e2e@example.com") || strings.Contains(out, "sk_test_local\"") {
+		t.Errorf("the console output contains personal data or a key")
+	}
+	t.Logf("checked %d log lines in %d files", lines, len(files))
 }
