@@ -18,6 +18,9 @@ import (
 // New returns a reverse proxy to target (moto's URL).
 func New(target *url.URL) http.Handler {
 	rp := httputil.NewSingleHostReverseProxy(target)
+	// A connection per request: moto cuts responses on reused keep-alive
+	// connections under load.
+	rp.Transport = &http.Transport{DisableKeepAlives: true}
 	var mu sync.RWMutex
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		op := r.Header.Get("X-Amz-Target")

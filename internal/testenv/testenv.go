@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 )
@@ -139,13 +140,14 @@ func waitTCP(addr string, timeout time.Duration) error {
 
 // AWSConfig returns an SDK config that sends every service to endpoint with
 // static test credentials, as AWS_ENDPOINT_URL does for the functions. It
-// keeps the SDK's default retries, as the functions do: moto's server now
-// and then drops a keep-alive connection under load.
+// opens a connection per request: moto's server now and then cuts a
+// response on a reused keep-alive connection under load.
 func AWSConfig(endpoint string) aws.Config {
 	cfg, err := config.LoadDefaultConfig(context.Background(),
 		config.WithRegion("us-east-1"),
 		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("testing", "testing", "")),
 		config.WithBaseEndpoint(endpoint),
+		config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) { tr.DisableKeepAlives = true })),
 	)
 	if err != nil {
 		panic(err) // only static providers: this cannot fail

@@ -9,6 +9,7 @@ package table
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -55,9 +56,9 @@ func New(db DB, tableName string) *Store {
 func (s *Store) Name() string { return s.name }
 
 // CreateTable creates a table with the schema template.yaml deploys
-// (PAY_PER_REQUEST, the by_stripe_id index and TTL on expires_at) and waits
-// until it is active. Tests and `make dev` use it; deployments use the
-// template.
+// (PAY_PER_REQUEST, the by_stripe_id index and TTL on expires_at), unless it
+// exists, and waits until it is active. Tests and `make dev` use it;
+// deployments use the template.
 func CreateTable(ctx context.Context, db *dynamodb.Client, name string) error {
 	str := types.ScalarAttributeTypeS
 	_, err := db.CreateTable(ctx, &dynamodb.CreateTableInput{
@@ -78,7 +79,8 @@ func CreateTable(ctx context.Context, db *dynamodb.Client, name string) error {
 			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
 		}},
 	})
-	if err != nil {
+	var inUse *types.ResourceInUseException
+	if err != nil && !errors.As(err, &inUse) { // in use: an earlier attempt whose answer was lost made it
 		return fmt.Errorf("table.CreateTable %s: %w", name, translate(err))
 	}
 	waiter := dynamodb.NewTableExistsWaiter(db)
