@@ -118,17 +118,11 @@ func runCommand(ctx context.Context, t target, name string, args []string, asJSO
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		out, _ := json.MarshalIndent(env, "", "  ")
-		fmt.Fprintln(stdout, string(out))
+	result, err := show(env, asJSON, stdout)
+	if err == nil && !asJSON {
+		printResult(stdout, result)
 	}
-	if !env.OK {
-		return env.failure()
-	}
-	if !asJSON {
-		printResult(stdout, env.Result)
-	}
-	return nil
+	return err
 }
 
 // printResult prints a status object as a table, anything else as fields.

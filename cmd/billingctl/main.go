@@ -107,6 +107,19 @@ func (e envelope) failure() error {
 	return errors.New(msg)
 }
 
+// show prints env as JSON when asked, and returns its result, or an error
+// that says what to do next.
+func show(env envelope, asJSON bool, stdout io.Writer) (json.RawMessage, error) {
+	if asJSON {
+		out, _ := json.MarshalIndent(env, "", "  ")
+		fmt.Fprintln(stdout, string(out))
+	}
+	if !env.OK {
+		return nil, env.failure()
+	}
+	return env.Result, nil
+}
+
 func envOr(k, def string) string {
 	if v := os.Getenv(k); v != "" {
 		return v

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"io"
 	"os"
 
@@ -31,15 +30,9 @@ func upsertProducts(ctx context.Context, t target, args []string, asJSON bool, s
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		out, _ := json.MarshalIndent(env, "", "  ")
-		fmt.Fprintln(stdout, string(out))
+	result, err := show(env, asJSON, stdout)
+	if err != nil || asJSON {
+		return err
 	}
-	if !env.OK {
-		return env.failure()
-	}
-	if asJSON {
-		return nil
-	}
-	return planprint.Print(stdout, env.Result)
+	return planprint.Print(stdout, result)
 }

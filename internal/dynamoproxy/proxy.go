@@ -4,7 +4,8 @@
 // a transaction failing while another write commits erases that write.
 // Real DynamoDB serializes transactions, so this proxy runs each
 // TransactWriteItems alone, while other requests pass through freely.
-// Every other service (Secrets Manager) passes through unchanged.
+// Every other service (Secrets Manager) passes through unchanged. `make dev`
+// and every test that uses moto (testenv.Main) go through it.
 package dynamoproxy
 
 import (

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,9 +22,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/baseten/billing-functions/internal/dynamoproxy"
 )
 
 // Server is a process started for the tests.
@@ -139,15 +142,12 @@ func waitTCP(addr string, timeout time.Duration) error {
 }
 
 // AWSConfig returns an SDK config that sends every service to endpoint with
-// static test credentials, as AWS_ENDPOINT_URL does for the functions. It
-// opens a connection per request: moto's server now and then cuts a
-// response on a reused keep-alive connection under load.
+// static test credentials, as AWS_ENDPOINT_URL does for the functions.
 func AWSConfig(endpoint string) aws.Config {
 	cfg, err := config.LoadDefaultConfig(context.Background(),
 		config.WithRegion("us-east-1"),
 		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("testing", "testing", "")),
 		config.WithBaseEndpoint(endpoint),
-		config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) { tr.DisableKeepAlives = true })),
 	)
 	if err != nil {
 		panic(err) // only static providers: this cannot fail
@@ -173,17 +173,22 @@ func UniqueName(t testing.TB, prefix string) string {
 	return fmt.Sprintf("%s-%s-%d", prefix, name, seq.Add(1))
 }
 
-// Main runs a package's tests with a moto server whose URL it passes to
-// setup, and stops the server afterwards. A missing moto fails the run: a
-// test that cannot reach its server is not a passing test.
-func Main(m *testing.M, setup func(motoURL string)) {
+// Main runs a package's tests with a moto server, and stops it afterwards.
+// setup gets the URL to use: moto behind dynamoproxy, which gives its
+// DynamoDB the transaction isolation and connection handling real DynamoDB
+// has, as `make dev` does. A missing moto fails the run: a test that cannot
+// reach its server is not a passing test.
+func Main(m *testing.M, setup func(awsURL string)) {
 	srv, err := StartMoto()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
 		os.Exit(1)
 	}
-	setup(srv.URL)
+	target, _ := url.Parse(srv.URL)
+	proxy := httptest.NewServer(dynamoproxy.New(target))
+	setup(proxy.URL)
 	code := m.Run()
+	proxy.Close()
 	srv.Stop()
 	os.Exit(code)
 }

@@ -138,7 +138,7 @@ func (f *fixture) withNamespace(ns string) *billing.Service {
 
 func newService(t testing.TB, namespace, stripeURL string, store *table.Store) (*billing.Service, *countingDB, *table.Store) {
 	t.Helper()
-	db := &countingDB{DB: testenv.Isolated(ddb)}
+	db := &countingDB{DB: ddb}
 	name := testenv.UniqueName(t, "billing")
 	if store == nil {
 		if err := table.CreateTable(context.Background(), ddb, name); err != nil {

@@ -26,6 +26,11 @@ type Keys struct {
 // Enabled reports whether billing is on: it is off when there is no API key.
 func (k Keys) Enabled() bool { return k.APIKey != "" }
 
+// Live reports whether the API key is a live-mode key.
+func (k Keys) Live() bool {
+	return strings.HasPrefix(k.APIKey, "sk_live_") || strings.HasPrefix(k.APIKey, "rk_live_")
+}
+
 // WebhookSecrets returns the secrets a webhook signature may be made with:
 // the current one first, then the previous one during a rotation.
 func (k Keys) WebhookSecrets() []string {

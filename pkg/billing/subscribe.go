@@ -276,8 +276,13 @@ func (s *Service) dispatch(ctx context.Context, cmd Command) Response {
 	var err error
 	switch cmd.Action {
 	case "ensure_customer":
+		var m table.Mirror
 		var id string
-		id, err = s.ensureCustomer(ctx, cmd)
+		if m, err = s.store.GetMirror(ctx, cmd.OrgID); err != nil {
+			err = fromTable("read the mirror", err)
+		} else {
+			id, err = s.ensureCustomer(ctx, cmd, m)
+		}
 		result = map[string]string{"customer_id": id}
 	case "subscribe":
 		result, err = s.subscribe(ctx, cmd)

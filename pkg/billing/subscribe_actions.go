@@ -88,14 +88,11 @@ func (s *Service) stripeKey(cmd Command, step string) string {
 	return keyHash(s.cfg.Namespace, cmd.RequestID, cmd.fingerprint(), step)
 }
 
-// ensureCustomer returns the organization's customer, creating it once.
-// Concurrent calls create one mapping: the loser of the conditional write
-// deletes the Stripe customer it made, if it differs from the winner's.
-func (s *Service) ensureCustomer(ctx context.Context, cmd Command) (string, error) {
-	m, err := s.store.GetMirror(ctx, cmd.OrgID)
-	if err != nil {
-		return "", fromTable("read the mirror", err)
-	}
+// ensureCustomer returns the organization's customer, creating it once; m
+// is the organization's mirror as the caller read it. Concurrent calls
+// create one mapping: the loser of the conditional write deletes the
+// Stripe customer it made, if it differs from the winner's.
+func (s *Service) ensureCustomer(ctx context.Context, cmd Command, m table.Mirror) (string, error) {
 	if m.Customer != nil {
 		if m.Customer.Deleted {
 			return "", Errorf(CodeConflict, "the organization's Stripe customer was deleted; it needs a person to restore billing")
@@ -103,7 +100,7 @@ func (s *Service) ensureCustomer(ctx context.Context, cmd Command) (string, erro
 		return m.Customer.CustomerID, nil
 	}
 	var created *stripe.Customer
-	err = s.withStripe(ctx, func(api *stripeAPI) error {
+	err := s.withStripe(ctx, func(api *stripeAPI) error {
 		p := &stripe.CustomerParams{Email: stripe.String(cmd.Email)}
 		if cmd.Name != "" {
 			p.Name = stripe.String(cmd.Name)
@@ -169,7 +166,7 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 	if live(m.Subscription) {
 		return Status{}, Errorf(CodeConflict, "the organization is already subscribed (%s)", m.Subscription.Status)
 	}
-	customer, err := s.ensureCustomer(ctx, cmd)
+	customer, err := s.ensureCustomer(ctx, cmd, m)
 	if err != nil {
 		return Status{}, err
 	}

@@ -99,11 +99,6 @@ func (s *Service) ProcessWebhook(ctx context.Context, payload []byte, signature 
 	return res, handle(ctx, d)
 }
 
-// Live reports whether the API key is a live-mode key.
-func (k Keys) Live() bool {
-	return strings.HasPrefix(k.APIKey, "sk_live_") || strings.HasPrefix(k.APIKey, "rk_live_")
-}
-
 // verify checks the signature with each webhook secret (the previous one
 // counts during a rotation). When none matches, it re-reads the secret at
 // most once per secretRefreshInterval and tries again.

@@ -21,7 +21,6 @@ import (
 	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
-	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -408,7 +407,7 @@ func (f *failingDB) TransactWriteItems(ctx context.Context, in *dynamodbTransact
 
 func TestWebhook_DynamoDBFailureAnswers500AndTheRetryConverges(t *testing.T) {
 	f := newFixture(t, ns)
-	fdb := &failingDB{DB: testenv.Isolated(ddb), n: 1}
+	fdb := &failingDB{DB: ddb, n: 1}
 	svc := billing.NewService(f.svc.Config(), billing.NewKeySource(f.svc.Config(), nil), table.New(fdb, f.store.Name()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	svc.SetMetricsOutput(io.Discard)
 	payload := eventJSON("evt_d", "customer.subscription.created", 100, stripe.APIVersion, subscriptionObject("sub_1", "org_1", "active", false, "starter"))
