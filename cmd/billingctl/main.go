@@ -6,7 +6,7 @@
 //	billingctl [--stage dev | --endpoint URL] [--json] <command> [flags]
 //
 // Commands: status, subscribe, change-tier, set-instance-types,
-// record-usage, cancel, portal, upsert-products.
+// record-usage, cancel, portal, upsert-products, reconcile.
 package main
 
 import (
@@ -33,6 +33,9 @@ commands:
   upsert-products [--dry-run] [--catalog file.json]
       bring the Stripe catalog in line; prints the plan
       (+ create, ~ update, = unchanged, - archive)
+  reconcile [--replay] [--repair]
+      compare the mirror with Stripe for every organization; --replay first
+      re-processes undelivered events, --repair writes Stripe's state
   (each command takes --request-id to retry a call idempotently)
 
 flags:
@@ -66,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "upsert-products":
 		return upsertProducts(ctx, t, rest, *asJSON, stdout, stderr)
+	case "reconcile":
+		return reconcile(ctx, t, rest, *asJSON, stdout, stderr)
 	}
 	if _, ok := commands[cmd]; ok {
 		return runCommand(ctx, t, cmd, rest, *asJSON, stdout, stderr)

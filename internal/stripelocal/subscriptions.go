@@ -1,6 +1,7 @@
 package stripelocal
 
 import (
+	"fmt"
 	"slices"
 )
 
@@ -132,7 +133,7 @@ func (s *Server) retrieveSubscription(r *request) (any, *apiError) {
 
 func (s *Server) listSubscriptions(r *request) (any, *apiError) {
 	customer, status := r.p.str("customer"), r.p.str("status")
-	return s.state.list("subscription", "/v1/subscriptions", r.p, func(sub obj) bool {
+	list, aerr := s.state.list("subscription", "/v1/subscriptions", r.p, func(sub obj) bool {
 		if customer != "" && sub["customer"] != customer {
 			return false
 		}
@@ -147,6 +148,20 @@ func (s *Server) listSubscriptions(r *request) (any, *apiError) {
 		}
 		return sub["status"] == status
 	})
+	if aerr != nil || !slices.Contains(r.p.strs("expand"), "data.latest_invoice") {
+		return list, aerr
+	}
+	data := list["data"].([]obj)
+	expanded := make([]obj, len(data))
+	for i, sub := range data {
+		expanded[i] = sub
+		if inv, ok := s.state.get("invoice", fmt.Sprint(sub["latest_invoice"])); ok {
+			expanded[i] = clone(sub)
+			expanded[i]["latest_invoice"] = clone(inv)
+		}
+	}
+	list["data"] = expanded
+	return list, nil
 }
 
 func (s *Server) updateSubscription(r *request) (any, *apiError) {

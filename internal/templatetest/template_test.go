@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,10 +169,24 @@ func TestTemplate_FunctionsUseMakefileBuilds(t *testing.T) {
 	}
 }
 
+// TestTemplate_OnlyTheWebhookHasAPublicRoute also pins the one other
+// trigger: the daily reconcile schedule of the subscribe function.
 func TestTemplate_OnlyTheWebhookHasAPublicRoute(t *testing.T) {
 	tp := load(t)
 	for logicalID := range functions {
 		events, _ := tp.Resources[logicalID].Properties["Events"].(map[string]any)
+		if logicalID == "SubscribeFunction" {
+			ev, _ := events["DailyReconcile"].(map[string]any)
+			p, _ := ev["Properties"].(map[string]any)
+			if len(events) != 1 || ev["Type"] != "ScheduleV2" || p["ScheduleExpression"] != "rate(1 day)" {
+				t.Errorf("SubscribeFunction events = %v, want only the DailyReconcile schedule", events)
+			}
+			var input map[string]any
+			if err := json.Unmarshal([]byte(fmt.Sprint(p["Input"])), &input); err != nil || input["action"] != "reconcile" || input["repair"] != nil {
+				t.Errorf("DailyReconcile input = %v, want a reconcile that repairs nothing", p["Input"])
+			}
+			continue
+		}
 		if logicalID != "WebhookFunction" {
 			if len(events) != 0 {
 				t.Errorf("%s has event sources %v; it must have no public trigger", logicalID, events)

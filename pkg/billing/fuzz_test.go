@@ -38,6 +38,9 @@ func (downDB) DeleteItem(context.Context, *dynamodb.DeleteItemInput, ...func(*dy
 func (downDB) Query(context.Context, *dynamodb.QueryInput, ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
 	return nil, &types.ProvisionedThroughputExceededException{}
 }
+func (downDB) Scan(context.Context, *dynamodb.ScanInput, ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
+	return nil, &types.ProvisionedThroughputExceededException{}
+}
 func (downDB) TransactWriteItems(context.Context, *dynamodb.TransactWriteItemsInput, ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
 	return nil, &types.ProvisionedThroughputExceededException{}
 }

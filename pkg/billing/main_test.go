@@ -73,6 +73,11 @@ func (c *countingDB) Query(ctx context.Context, in *dynamodb.QueryInput, o ...fu
 	return c.DB.Query(ctx, in, o...)
 }
 
+func (c *countingDB) Scan(ctx context.Context, in *dynamodb.ScanInput, o ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
+	c.count(false)
+	return c.DB.Scan(ctx, in, o...)
+}
+
 func (c *countingDB) PutItem(ctx context.Context, in *dynamodb.PutItemInput, o ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
 	c.count(true)
 	return c.DB.PutItem(ctx, in, o...)

@@ -17,6 +17,7 @@ import (
 	"github.com/stripe/stripe-go/v76/billing/meterevent"
 	"github.com/stripe/stripe-go/v76/billingportal/session"
 	"github.com/stripe/stripe-go/v76/customer"
+	"github.com/stripe/stripe-go/v76/event"
 	"github.com/stripe/stripe-go/v76/form"
 	"github.com/stripe/stripe-go/v76/invoice"
 	"github.com/stripe/stripe-go/v76/price"
@@ -162,6 +163,7 @@ type stripeAPI struct {
 	Subscriptions         *subscription.Client
 	Invoices              *invoice.Client
 	BillingPortalSessions *session.Client
+	Events                *event.Client
 }
 
 func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
@@ -170,5 +172,6 @@ func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
 		BillingMeters: &meter.Client{B: b, Key: key}, BillingMeterEvents: &meterevent.Client{B: b, Key: key},
 		Customers: &customer.Client{B: b, Key: key}, Subscriptions: &subscription.Client{B: b, Key: key},
 		Invoices: &invoice.Client{B: b, Key: key}, BillingPortalSessions: &session.Client{B: b, Key: key},
+		Events: &event.Client{B: b, Key: key},
 	}
 }

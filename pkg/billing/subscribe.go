@@ -34,6 +34,8 @@ type Command struct {
 	Timestamp     *int64   `json:"timestamp"`
 	AtPeriodEnd   *bool    `json:"at_period_end"`
 	ReturnURL     string   `json:"return_url"`
+	Repair        bool     `json:"repair"`
+	Replay        bool     `json:"replay"`
 
 	fields []string // the fields present, for the fingerprint
 }
@@ -44,8 +46,9 @@ var actions = map[string]struct {
 	fields   []string
 	required []string
 	mutating bool
+	noOrg    bool // about the whole deployment, not one organization
 }{
-	"get_config":            {},
+	"get_config":            {noOrg: true},
 	"ensure_customer":       {fields: []string{"email", "name"}, required: []string{"email"}, mutating: true},
 	"subscribe":             {fields: []string{"tier", "email", "name", "instance_types", "trial_days"}, required: []string{"tier", "email"}, mutating: true},
 	"change_tier":           {fields: []string{"tier", "proration"}, required: []string{"tier"}, mutating: true},
@@ -54,6 +57,9 @@ var actions = map[string]struct {
 	"cancel":                {fields: []string{"at_period_end"}, mutating: true},
 	"get_status":            {},
 	"create_portal_session": {fields: []string{"return_url"}, required: []string{"return_url"}},
+	// reconcile is for operators and the daily schedule: its writes
+	// (repair, replay) are idempotent, so it needs no request_id.
+	"reconcile": {fields: []string{"repair", "replay"}, noOrg: true},
 }
 
 var (
@@ -101,7 +107,7 @@ func DecodeCommand(raw []byte) (Command, error) {
 		}
 		return c, Errorf(CodeInvalidRequest, "the request is malformed")
 	}
-	if c.Action != "get_config" && !orgIDPattern.MatchString(c.OrgID) {
+	if !spec.noOrg && !orgIDPattern.MatchString(c.OrgID) {
 		return c, Errorf(CodeInvalidRequest, "org_id: required, 1-64 characters of [A-Za-z0-9_-]")
 	}
 	if spec.mutating && !requestIDPattern.MatchString(c.RequestID) {
@@ -297,6 +303,8 @@ func (s *Service) dispatch(ctx context.Context, cmd Command) Response {
 		result, err = s.cancel(ctx, cmd)
 	case "get_status":
 		result, err = s.status(ctx, cmd.OrgID)
+	case "reconcile":
+		result, err = s.reconcileRun(ctx, ReconcileOptions{Repair: cmd.Repair, Replay: cmd.Replay})
 	case "create_portal_session":
 		var url string
 		url, err = s.portal(ctx, cmd)

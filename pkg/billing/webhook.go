@@ -79,11 +79,17 @@ func (s *Service) ProcessWebhook(ctx context.Context, payload []byte, signature 
 	if err := json.Unmarshal(payload, &ev); err != nil || ev.ID == "" || ev.Type == "" || ev.Data == nil || len(ev.Data.Object) == 0 {
 		return WebhookResult{}, errMalformedEvent
 	}
+	return s.handleEvent(ctx, &ev, keys)
+}
+
+// handleEvent mirrors one authentic event: a verified delivery, or an event
+// read from Stripe's Events API (replay).
+func (s *Service) handleEvent(ctx context.Context, ev *wireEvent, keys Keys) (WebhookResult, error) {
 	res := WebhookResult{EventID: ev.ID, Type: ev.Type}
 	if ev.Livemode != keys.Live() {
 		return res, errLivemode
 	}
-	d := &delivery{svc: s, ev: &ev, res: &res, mismatch: ev.APIVersion != stripe.APIVersion}
+	d := &delivery{svc: s, ev: ev, res: &res, mismatch: ev.APIVersion != stripe.APIVersion}
 	handle, ok := webhookHandlers[ev.Type]
 	if !ok {
 		for prefix, h := range webhookPrefixHandlers {

@@ -139,9 +139,15 @@ func (s *Service) emitMetrics(res WebhookResult, outcome string, err error) {
 	if res.Refetched {
 		counts["WebhookRefetched"] = 1
 	}
+	s.emitEMF("webhook", []string{"WebhookProcessed", "WebhookDuplicate", "WebhookIgnored", "WebhookFailed", "WebhookRefetched"}, counts)
+}
+
+// emitEMF writes one CloudWatch Embedded Metric Format line of counts, in
+// namespace BillingFunctions with dimensions Function and Stage.
+func (s *Service) emitEMF(function string, names []string, counts map[string]int) {
 	var metrics []map[string]string
-	line := map[string]any{"Function": "webhook", "Stage": string(s.cfg.Stage)}
-	for _, name := range []string{"WebhookProcessed", "WebhookDuplicate", "WebhookIgnored", "WebhookFailed", "WebhookRefetched"} {
+	line := map[string]any{"Function": function, "Stage": string(s.cfg.Stage)}
+	for _, name := range names {
 		metrics = append(metrics, map[string]string{"Name": name, "Unit": "Count"})
 		line[name] = counts[name]
 	}
