@@ -1,38 +1,193 @@
 // Package dynamoproxy sits in front of moto's server and gives its
-// DynamoDB the isolation real DynamoDB has. moto's TransactWriteItems
-// deep-copies the tables and, when a condition fails, puts the copies back:
-// a transaction failing while another write commits erases that write.
-// Real DynamoDB serializes transactions, so this proxy runs each
-// TransactWriteItems alone, while other requests pass through freely.
-// Every other service (Secrets Manager) passes through unchanged. `make dev`
-// and every test that uses moto (testenv.Main) go through it.
+// DynamoDB the isolation real DynamoDB has, and, for the fault suite, the
+// failures real DynamoDB has: throttling, 500s, latency and dropped
+// connections.
+//
+// moto's TransactWriteItems deep-copies the tables and, when a condition
+// fails, puts the copies back: a transaction failing while another write
+// commits erases that write. Real DynamoDB serializes transactions, so this
+// proxy runs each TransactWriteItems alone, while other requests pass
+// through freely. Every other service (Secrets Manager) passes through
+// unchanged, unless a fault names it. `make dev` and every test that uses
+// moto (testenv.Main) go through it.
 package dynamoproxy
 
 import (
+	"context"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 )
 
-// New returns a reverse proxy to target (moto's URL).
-func New(target *url.URL) http.Handler {
+// Fault makes matching requests fail. It is consumed Count times.
+type Fault struct {
+	// Op is the operation to fail: a DynamoDB one ("TransactWriteItems",
+	// "GetItem"), a Secrets Manager one ("GetSecretValue"), or "" for any.
+	Op string
+	// Kind is "throttle" (DynamoDB's ProvisionedThroughputExceeded, which
+	// the SDK retries), "500" (InternalServerError), "latency" (wait Delay,
+	// then serve) or "drop" (close the connection with no answer).
+	Kind  string
+	Count int
+	Delay time.Duration
+	// After serves the request first, then drops the answer: the write
+	// lands and the caller never learns it.
+	After bool
+	// OnMatch, when set, runs as a matching request arrives, before the
+	// fault acts (a test kills a process here).
+	OnMatch func()
+}
+
+// Proxy forwards to moto, serializing transactions and acting out faults.
+type Proxy struct {
+	rp  *httputil.ReverseProxy
+	txn sync.RWMutex
+
+	mu     sync.Mutex
+	faults []*Fault
+	hits   map[string]int
+}
+
+// New returns a proxy to target (moto's URL).
+func New(target *url.URL) *Proxy {
 	rp := httputil.NewSingleHostReverseProxy(target)
 	// A connection per request: moto cuts responses on reused keep-alive
 	// connections under load.
 	rp.Transport = &http.Transport{DisableKeepAlives: true}
-	var mu sync.RWMutex
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		op := r.Header.Get("X-Amz-Target")
-		switch {
-		case op == "DynamoDB_20120810.TransactWriteItems":
-			mu.Lock()
-			defer mu.Unlock()
-		case strings.HasPrefix(op, "DynamoDB_20120810."):
-			mu.RLock()
-			defer mu.RUnlock()
+	rp.ErrorLog = log.New(io.Discard, "", 0) // callers that give up are the point of some faults
+	return &Proxy{rp: rp, hits: map[string]int{}}
+}
+
+// Inject adds a fault; faults match in the order they were added.
+func (p *Proxy) Inject(f Fault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.faults = append(p.faults, &f)
+}
+
+// Clear removes the faults not yet consumed and returns how many there were.
+func (p *Proxy) Clear() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.faults)
+	p.faults = nil
+	return n
+}
+
+// Hits returns how many requests of an operation ("" for all) arrived.
+func (p *Proxy) Hits(op string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if op == "" {
+		n := 0
+		for _, c := range p.hits {
+			n += c
 		}
-		rp.ServeHTTP(w, r)
-	})
+		return n
+	}
+	return p.hits[op]
+}
+
+// operation names a request by its X-Amz-Target: "DynamoDB_20120810.GetItem"
+// and "secretsmanager.GetSecretValue" are GetItem and GetSecretValue.
+func operation(r *http.Request) (service, op string) {
+	target := r.Header.Get("X-Amz-Target")
+	service, op, _ = strings.Cut(target, ".")
+	return service, op
+}
+
+func (p *Proxy) take(op string) *Fault {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hits[op]++
+	for i, f := range p.faults {
+		if f.Op == "" || f.Op == op {
+			f.Count--
+			if f.Count <= 0 {
+				p.faults = append(p.faults[:i], p.faults[i+1:]...)
+			}
+			return f
+		}
+	}
+	return nil
+}
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	service, op := operation(r)
+	f := p.take(op)
+	if f != nil && f.OnMatch != nil {
+		f.OnMatch()
+	}
+	if f != nil {
+		switch {
+		case f.Kind == "latency":
+			// If the caller gives up meanwhile, the request still goes
+			// through, as one already sent to DynamoDB would.
+			time.Sleep(f.Delay)
+			r = r.WithContext(context.WithoutCancel(r.Context()))
+		case f.Kind == "drop" && f.After:
+			rec := httptest.NewRecorder()
+			p.forward(rec, r, service, op)
+			drop(w)
+			return
+		case f.Kind == "drop":
+			drop(w)
+			return
+		case f.Kind == "throttle":
+			awsError(w, http.StatusBadRequest, service, "ProvisionedThroughputExceededException",
+				"The level of configured provisioned throughput for the table was exceeded (injected).")
+			return
+		case f.Kind == "500":
+			awsError(w, http.StatusInternalServerError, service, "InternalServerError", "Internal server error (injected).")
+			return
+		}
+	}
+	p.forward(w, r, service, op)
+}
+
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, service, op string) {
+	switch {
+	case service == "DynamoDB_20120810" && op == "TransactWriteItems":
+		p.txn.Lock()
+		defer p.txn.Unlock()
+	case service == "DynamoDB_20120810":
+		p.txn.RLock()
+		defer p.txn.RUnlock()
+	}
+	p.rp.ServeHTTP(w, r)
+}
+
+// awsError answers as the AWS JSON protocols do.
+func awsError(w http.ResponseWriter, status int, service, code, msg string) {
+	prefix := "com.amazonaws.dynamodb.v20120810#"
+	if service != "DynamoDB_20120810" {
+		prefix = ""
+	}
+	body := fmt.Sprintf(`{"__type":%q,"message":%q}`, prefix+code, msg)
+	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+	w.Header().Set("X-Amzn-ErrorType", code)
+	w.Header().Set("X-Amz-Crc32", fmt.Sprint(crc32.ChecksumIEEE([]byte(body))))
+	w.WriteHeader(status)
+	io.WriteString(w, body)
+}
+
+// drop closes the connection without an answer.
+func drop(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	_ = conn.Close()
 }

@@ -35,6 +35,16 @@ func (s *Server) InjectFault(f Fault) {
 	s.faults = append(s.faults, &f)
 }
 
+// ClearFaults removes the faults not yet consumed and returns how many
+// there were.
+func (s *Server) ClearFaults() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.faults)
+	s.faults = nil
+	return n
+}
+
 // Fault is a request failure to inject; see InjectFault.
 type Fault = fault
 

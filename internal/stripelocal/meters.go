@@ -1,6 +1,7 @@
 package stripelocal
 
 import (
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -106,9 +107,8 @@ func (s *Server) listMeters(r *request) (any, *apiError) {
 	})
 }
 
-// createMeterEvent records usage. An identifier seen before is answered
-// with the first event and counted once: Stripe deduplicates identifiers
-// over at least 24 hours (asynchronously; see MODEL.md).
+// createMeterEvent records usage. An identifier seen before is refused
+// with a 400 and not counted again, as Stripe does for at least 24 hours.
 func (s *Server) createMeterEvent(r *request) (any, *apiError) {
 	eventName := r.p.str("event_name")
 	if eventName == "" {
@@ -135,8 +135,9 @@ func (s *Server) createMeterEvent(r *request) (any, *apiError) {
 	if identifier == "" {
 		identifier = randomHex(16)
 	}
-	if prev, dup := s.state.meterEvents[identifier]; dup {
-		return prev, nil
+	if _, dup := s.state.meterEvents[identifier]; dup {
+		return nil, &apiError{Status: 400, Type: "invalid_request_error",
+			Message: fmt.Sprintf("An event already exists with identifier %s.", identifier)}
 	}
 	ev := obj{"object": "billing.meter_event", "created": now.Unix(), "event_name": eventName,
 		"identifier": identifier, "livemode": false, "payload": payload, "timestamp": ts}

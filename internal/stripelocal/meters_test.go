@@ -1,6 +1,8 @@
 package stripelocal_test
 
 import (
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,20 +32,26 @@ func mustMeter(t *testing.T, e *env, eventName string) *stripe.BillingMeter {
 func TestMeters_EventIdentifierCountsOnce(t *testing.T) {
 	e := newEnv(t)
 	m := mustMeter(t, e, "ns.gpu_minutes")
-	send := func(identifier, value string) {
+	send := func(identifier, value string) error {
 		t.Helper()
 		_, err := e.sc.BillingMeterEvents.New(&stripe.BillingMeterEventParams{
 			EventName: stripe.String("ns.gpu_minutes"), Identifier: stripe.String(identifier),
 			Payload: map[string]string{"stripe_customer_id": "cus_1", "value": value},
 		})
-		if err != nil {
-			t.Fatal(err)
+		return err
+	}
+	if err := send("req-1", "30"); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // retries: Stripe refuses a known identifier
+		var se *stripe.Error
+		if err := send("req-1", "30"); !errors.As(err, &se) || se.HTTPStatusCode != 400 || !strings.Contains(se.Msg, "already exists with identifier req-1") {
+			t.Fatalf("a repeated identifier: %v, want Stripe's 400", err)
 		}
 	}
-	send("req-1", "30")
-	send("req-1", "30") // a retry
-	send("req-1", "30")
-	send("req-2", "12")
+	if err := send("req-2", "12"); err != nil {
+		t.Fatal(err)
+	}
 	now := e.srv.Now().Unix()
 	it := e.sc.BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{
 		ID: stripe.String(m.ID), Customer: stripe.String("cus_1"), StartTime: stripe.Int64(now - 3600), EndTime: stripe.Int64(now + 60),

@@ -193,6 +193,21 @@ func Main(m *testing.M, setup func(awsURL string)) {
 	os.Exit(code)
 }
 
+// FaultProxy starts a dynamoproxy in front of upstream (the URL testenv.Main
+// gave) on a free port, for a test to inject DynamoDB and Secrets Manager
+// faults into, and stops it when the test ends.
+func FaultProxy(t testing.TB, upstream string) (*dynamoproxy.Proxy, string) {
+	t.Helper()
+	target, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := dynamoproxy.New(target)
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return p, srv.URL
+}
+
 // stripeMockPath finds stripe-mock: $STRIPE_MOCK, ./bin (where `make test`
 // installs it), then $PATH.
 func stripeMockPath() (string, error) {

@@ -263,7 +263,9 @@ func (s *Service) Run(ctx context.Context, cmd Command) Response {
 			return r
 		}
 	}
-	resp := s.dispatch(ctx, cmd)
+	work, cancel := withAnswerTime(ctx)
+	resp := s.dispatch(work, cmd)
+	cancel()
 	if resp.Error != nil && resp.Error.Retryable {
 		if err := s.store.AbandonRequest(ctx, cmd.RequestID); err != nil {
 			s.log.WarnContext(ctx, "could not release request_id; it frees itself when its lease lapses", "request_id", cmd.RequestID, "error", err.Error())
@@ -275,6 +277,19 @@ func (s *Service) Run(ctx context.Context, cmd Command) Response {
 		s.log.WarnContext(ctx, "could not store the request's answer; a retry runs it again", "request_id", cmd.RequestID, "error", err.Error())
 	}
 	return resp
+}
+
+// withAnswerTime returns ctx with an earlier deadline, keeping back a
+// quarter of the time left (at most a second): when Stripe is slower than
+// the invocation, the work gives up first and there is still time to
+// release the request_id and answer unavailable, instead of Lambda killing
+// the invocation with the request_id held until its lease lapses.
+func withAnswerTime(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-min(time.Until(deadline)/4, time.Second)))
 }
 
 func (s *Service) dispatch(ctx context.Context, cmd Command) Response {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -333,16 +334,30 @@ func (s *Service) recordUsage(ctx context.Context, cmd Command) error {
 			return Errorf(CodeInvalidRequest, "timestamp: must be within the past 35 days and at most 5 minutes ahead")
 		}
 	}
+	// The identifier makes Stripe count the request_id once. The
+	// idempotency key also covers the timestamp: a retry without one sends
+	// another "now", which under the same key Stripe would refuse.
 	identifier := keyHash(s.cfg.Namespace, "usage", cmd.RequestID)
 	err = s.withStripe(ctx, func(api *stripeAPI) error {
 		p := &stripe.BillingMeterEventParams{EventName: stripe.String(m.MeterEventName), Identifier: stripe.String(identifier),
 			Timestamp: stripe.Int64(at), Payload: map[string]string{"stripe_customer_id": sub.CustomerID, "value": stripeInt(*cmd.Minutes)}}
 		p.Context = ctx
-		p.SetIdempotencyKey(s.stripeKey(cmd, "record usage"))
+		p.SetIdempotencyKey(s.stripeKey(cmd, "record usage at "+stripeInt(at)))
 		_, err := api.BillingMeterEvents.New(p)
 		return err
 	})
+	if meterEventExists(err) {
+		return nil // an earlier attempt of this request_id was counted
+	}
 	return fromStripe("record usage", err)
+}
+
+// meterEventExists reports Stripe's refusal of a meter event whose
+// identifier it already holds. The error has no code; its message says
+// "An event already exists with identifier …".
+func meterEventExists(err error) bool {
+	var se *stripe.Error
+	return errors.As(err, &se) && se.HTTPStatusCode == http.StatusBadRequest && strings.Contains(se.Msg, "already exists with identifier")
 }
 
 func (s *Service) cancel(ctx context.Context, cmd Command) (Status, error) {
