@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -62,6 +64,32 @@ func (r *RIE) Write(p []byte) (int, error) {
 	defer r.mu.Unlock()
 	r.log = append(r.log, p...)
 	return len(p), nil
+}
+
+// FunctionPID returns the process ID of the function's bootstrap, which
+// aws-lambda-rie starts at the first invocation, or 0 when none runs.
+func (r *RIE) FunctionPID() int {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at ')'.
+		_, rest, ok := strings.Cut(string(stat), ") ")
+		fields := strings.Fields(rest)
+		if !ok || len(fields) < 2 || fields[0] == "Z" {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(fields[1]); ppid == r.cmd.Process.Pid {
+			return pid
+		}
+	}
+	return 0
 }
 
 // StartRIE runs bootstrap under aws-lambda-rie with exactly env (plus PATH)
