@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -175,14 +176,17 @@ func TestWebhookProcess_KilledBetweenStripeAndTheWriteThenRedeliveryConverges(t 
 		"metadata": map[string]string{"org_id": "org_kill", "billing_namespace": namespace}, "items": map[string]any{"data": []any{}}}
 	event := delivery("evt_kill", "customer.subscription.updated", "2024-06-20", obj)
 
-	killed := 0
+	// The hook runs on the proxy's goroutine; the answer that invoke reads
+	// travels through another process, which the race detector cannot see.
+	var killedPID atomic.Int64
 	w.proxy.Inject(dynamoproxy.Fault{Op: "TransactWriteItems", Kind: "drop", Count: 1, OnMatch: func() {
 		if pid := rie.FunctionPID(); pid != 0 && syscall.Kill(pid, syscall.SIGKILL) == nil {
-			killed = pid
+			killedPID.Store(int64(pid))
 		}
 	}})
 	w.stripe.ResetCounts()
 	status, body := invoke(t, rie, event)
+	killed := int(killedPID.Load())
 	if killed == 0 {
 		t.Fatalf("the function was not killed mid-event (answer %d %s)\n%s", status, body, rie.Log())
 	}
