@@ -19,7 +19,7 @@ LAMBDA_GOFLAGS := -tags lambda.norpc -trimpath -ldflags=-s
 LAMBDA_ENV     := CGO_ENABLED=0 GOOS=linux GOARCH=arm64
 
 export SAM_CLI_TELEMETRY := 0
-export MOTO_SERVER       := $(VENV)/bin/moto_server
+export MOTO_SERVER       := $(CURDIR)/scripts/moto-server
 export STRIPE_MOCK       := $(BIN)/stripe-mock
 export AWS_LAMBDA_RIE    := $(BIN)/aws-lambda-rie
 

@@ -44,7 +44,7 @@ func run() error {
 		Namespace:    os.Getenv("BILLING_NAMESPACE"),
 		StripeAPIKey: os.Getenv("STRIPE_API_KEY"), PublishableKey: os.Getenv("STRIPE_PUBLISHABLE_KEY"),
 		EndpointSecret: os.Getenv("STRIPE_ENDPOINT_SECRET"),
-		MotoServer:     envOr("MOTO_SERVER", filepath.Join(root, ".venv", "bin", "moto_server")),
+		MotoServer:     envOr("MOTO_SERVER", filepath.Join(root, "scripts", "moto-server")),
 		RIE:            envOr("AWS_LAMBDA_RIE", filepath.Join(root, "bin", "aws-lambda-rie")),
 		Out:            os.Stdout,
 	}

@@ -243,3 +243,10 @@ func (s *Server) RevokeKey(key string) {
 	defer s.mu.Unlock()
 	s.revoked[key] = true
 }
+
+// EventCount returns how many events the server has made.
+func (s *Server) EventCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.state.events)
+}

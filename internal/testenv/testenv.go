@@ -67,13 +67,14 @@ func RepoRoot() string {
 }
 
 // motoServerPath finds moto's server: $MOTO_SERVER, the project virtualenv
-// that `make test` creates, then $PATH.
+// that `make test` creates (through scripts/moto-server, which fixes the
+// cost of moto's transactions), then $PATH.
 func motoServerPath() (string, error) {
 	if p := os.Getenv("MOTO_SERVER"); p != "" {
 		return p, nil
 	}
-	if p := filepath.Join(RepoRoot(), ".venv", "bin", "moto_server"); fileExists(p) {
-		return p, nil
+	if fileExists(filepath.Join(RepoRoot(), ".venv", "bin", "python")) {
+		return filepath.Join(RepoRoot(), "scripts", "moto-server"), nil
 	}
 	if p, err := exec.LookPath("moto_server"); err == nil {
 		return p, nil
