@@ -49,6 +49,23 @@ func wantError(t *testing.T, resp billing.Response, code billing.Code) {
 	}
 }
 
+// meteredMinutes is what Stripe's meter of an instance type counted for a
+// customer within the hour around now.
+func (f *fixture) meteredMinutes(instanceType, customer string) float64 {
+	f.t.Helper()
+	m, err := f.store.GetProductMapping(context.Background(), instanceType)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	now := time.Now().Unix()
+	it := f.sc().BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{ID: stripe.String(m.MeterID),
+		Customer: stripe.String(customer), StartTime: stripe.Int64(now - 3600), EndTime: stripe.Int64(now + 3600)})
+	if !it.Next() {
+		f.t.Fatalf("no meter event summary for %s (err %v)", customer, it.Err())
+	}
+	return it.BillingMeterEventSummary().AggregatedValue
+}
+
 var reqSeq atomic.Int64
 
 func req(action, org string, fields ...any) map[string]any {
@@ -313,12 +330,8 @@ func TestRecordUsage_RetriedThreeTimesCountsOnce(t *testing.T) {
 	wantError(t, f.call(r), "unavailable")
 	f.ok(r)
 	f.ok(r)
-	m, _ := f.store.GetProductMapping(context.Background(), "gpu-a100")
-	now := time.Now().Unix()
-	it := f.sc().BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{ID: stripe.String(m.MeterID),
-		Customer: stripe.String(*strPtr(st["customer_id"])), StartTime: stripe.Int64(now - 3600), EndTime: stripe.Int64(now + 3600)})
-	if !it.Next() || it.BillingMeterEventSummary().AggregatedValue != 42 {
-		t.Fatalf("metered usage %v, want 42 once (err %v)", it.BillingMeterEventSummary(), it.Err())
+	if got := f.meteredMinutes("gpu-a100", *strPtr(st["customer_id"])); got != 42 {
+		t.Fatalf("metered usage %v, want 42 once", got)
 	}
 	wantError(t, f.call(req("record_usage", "org_u", "instance_type", "gpu-t4", "minutes", 1)), "not_found")
 }
