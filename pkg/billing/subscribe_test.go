@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -532,7 +533,14 @@ func TestSubscribe_HostileInputGetsAClearErrorAndNoWrite(t *testing.T) {
 		"not an object":       `[1,2,3]`,
 		"empty":               ``,
 	}
-	for _, field := range []string{"org_id", "request_id", "tier", "email", "name", "instance_types", "trial_days"} {
+	// Every field of the request, read from Command itself, so that a new
+	// field is covered too; the later key wins in JSON.
+	commandType := reflect.TypeFor[billing.Command]()
+	for i := range commandType.NumField() {
+		field, _, _ := strings.Cut(commandType.Field(i).Tag.Get("json"), ",")
+		if field == "" || field == "-" {
+			continue
+		}
 		cases["wrong type in "+field] = fmt.Sprintf(`{"action":"subscribe","org_id":"o","request_id":"r","tier":"starter","email":"a@b.co","%s":{"x":[1]}}`, field)
 	}
 	for name, raw := range cases {
