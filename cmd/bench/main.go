@@ -54,33 +54,31 @@ func run() error {
 		fmt.Printf("  %-48s %12.3f %s\n", f.Name, f.Value, f.Unit)
 	}
 
-	fmt.Println("cold starts under aws-lambda-rie (median of 10, this machine's architecture):")
+	fmt.Printf("cold starts under aws-lambda-rie (median of %d, interleaved with the baseline, this machine's architecture):\n", coldRounds)
 	rie := envOr("AWS_LAMBDA_RIE", filepath.Join(root, "bin", "aws-lambda-rie"))
-	hello, err := build(root, tmp, "./cmd/bench/hello", "hello", "")
-	if err != nil {
-		return err
-	}
-	base, conns, err := coldStarts(rie, hello, `{}`)
-	if err != nil {
-		return err
-	}
-	add(figure{Name: "cold start: hello-world baseline", Value: base, Unit: "ms INIT"})
+	targets := []coldTarget{{name: "hello", pkg: "./cmd/bench/hello", payload: `{}`}}
 	for _, fn := range []struct{ name, payload string }{
 		{"webhook", `{"version":"2.0","headers":{},"body":"{}"}`},
 		{"subscribe", `{"action":"get_config"}`},
 		{"upsert-products", `{"dry_run":"not a bool"}`},
 	} {
-		bin, err := build(root, tmp, "./functions/"+fn.name, fn.name, "")
-		if err != nil {
+		targets = append(targets, coldTarget{name: fn.name, pkg: "./functions/" + fn.name, payload: fn.payload})
+	}
+	for i := range targets {
+		if targets[i].bin, err = build(root, tmp, targets[i].pkg, targets[i].name, ""); err != nil {
 			return err
 		}
-		ms, n, err := coldStarts(rie, bin, fn.payload)
-		if err != nil {
-			return err
-		}
-		conns += n
+	}
+	medians, conns, err := coldStarts(rie, targets)
+	if err != nil {
+		return err
+	}
+	base := medians[0]
+	add(figure{Name: "cold start: hello-world baseline", Value: base, Unit: "ms INIT"})
+	for i, t := range targets[1:] {
+		ms := medians[i+1]
 		ratio := ms / base
-		add(figure{Name: "cold start: " + fn.name, Value: ms, Unit: "ms INIT", Target: "≤ 2× baseline",
+		add(figure{Name: "cold start: " + t.name, Value: ms, Unit: "ms INIT", Target: "≤ 2× baseline",
 			Met: ptr(ratio <= 2), Note: fmt.Sprintf("%.2f× the baseline", ratio)})
 	}
 	add(figure{Name: "network connections during INIT and a no-I/O invoke", Value: float64(conns), Unit: "connections",
@@ -146,13 +144,22 @@ func build(root, dir, pkg, name, arch string) (string, error) {
 
 var initReport = regexp.MustCompile(`INIT REPORT\(durationMs: ([0-9.]+)\)`)
 
-// coldStarts starts bin under RIE ten times, invokes it once each time and
-// returns the median INIT duration and the connections made to the AWS and
-// Stripe endpoints it was given (a listener that counts them).
-func coldStarts(rie, bin, payload string) (float64, int, error) {
+// coldRounds is how many cold starts each binary gets. The machine is
+// shared: rounds interleave the binaries, so that a slow minute slows the
+// baseline as much as the functions, and the median drops the outliers.
+const coldRounds = 21
+
+// coldTarget is one binary whose cold start is measured.
+type coldTarget struct{ name, pkg, bin, payload string }
+
+// coldStarts starts each target under RIE coldRounds times, round by round,
+// invokes it once each time, and returns each target's median INIT
+// duration and the connections made to the AWS and Stripe endpoints they
+// were given (a listener that counts them).
+func coldStarts(rie string, targets []coldTarget) ([]float64, int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
 	defer ln.Close()
 	var conns atomic.Int64
@@ -170,16 +177,22 @@ func coldStarts(rie, bin, payload string) (float64, int, error) {
 	env := []string{"PATH=" + os.Getenv("PATH"), "STAGE=dev", "BILLING_NAMESPACE=bench", "TABLE_NAME=bench",
 		"STRIPE_API_KEY=sk_test_bench", "STRIPE_ENDPOINT_SECRET=whsec_bench", "STRIPE_API_BASE=" + sink,
 		"AWS_ENDPOINT_URL=" + sink, "AWS_REGION=us-east-1", "AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=x"}
-	var samples []float64
-	for range 10 {
-		ms, err := coldStart(rie, bin, payload, env)
-		if err != nil {
-			return 0, 0, err
+	samples := make([][]float64, len(targets))
+	for range coldRounds {
+		for i, t := range targets {
+			ms, err := coldStart(rie, t.bin, t.payload, env)
+			if err != nil {
+				return nil, 0, err
+			}
+			samples[i] = append(samples[i], ms)
 		}
-		samples = append(samples, ms)
 	}
-	sort.Float64s(samples)
-	return (samples[4] + samples[5]) / 2, int(conns.Load()), nil
+	medians := make([]float64, len(targets))
+	for i, s := range samples {
+		sort.Float64s(s)
+		medians[i] = s[len(s)/2]
+	}
+	return medians, int(conns.Load()), nil
 }
 
 func coldStart(rie, bin, payload string, env []string) (float64, error) {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,8 +69,7 @@ func ParseCatalog(raw []byte) (Catalog, error) {
 }
 
 var (
-	keyPattern      = regexp.MustCompile(`^[a-z0-9-]{1,40}$`)
-	amountPattern   = regexp.MustCompile(`^\d{1,12}(\.\d{1,12})?$`)
+	keyPattern      = newPattern(`^[a-z0-9-]+$`, 1, 40)
 	knownIntervals  = []string{"day", "week", "month", "year"}
 	knownCurrencies = []string{"usd", "eur", "gbp", "cad", "aud", "chf", "jpy", "sek", "nok", "dkk", "nzd", "sgd", "hkd", "inr", "brl", "mxn"}
 )
@@ -114,7 +112,7 @@ func (c Catalog) Validate() error {
 		}
 		if strings.HasPrefix(strings.TrimSpace(e.UnitAmountDecimal), "-") {
 			bad("%s: the price %q is negative", at, e.UnitAmountDecimal)
-		} else if !amountPattern.MatchString(e.UnitAmountDecimal) {
+		} else if !validAmount(e.UnitAmountDecimal) {
 			bad("%s: the price %q is not a non-negative decimal number of cents", at, e.UnitAmountDecimal)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -48,8 +47,8 @@ type Config struct {
 }
 
 var (
-	namespacePattern = regexp.MustCompile(`^[a-z0-9-]{3,40}$`)
-	tableNamePattern = regexp.MustCompile(`^[a-zA-Z0-9_.-]{3,255}$`)
+	namespacePattern = newPattern(`^[a-z0-9-]+$`, 3, 40)
+	tableNamePattern = newPattern(`^[a-zA-Z0-9_.-]+$`, 3, 255)
 )
 
 // LoadConfig reads the configuration through getenv (os.Getenv in Lambda).

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -63,9 +62,8 @@ var actions = map[string]struct {
 }
 
 var (
-	orgIDPattern     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-	requestIDPattern = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,128}$`)
-	emailPattern     = regexp.MustCompile(`^[^@\s]{1,64}@[^@\s]{1,255}$`)
+	orgIDPattern     = newPattern(`^[A-Za-z0-9_-]+$`, 1, 64)
+	requestIDPattern = newPattern(`^[A-Za-z0-9_.:-]+$`, 1, 128)
 )
 
 // MaxCommandSize bounds a request; a real one is a few hundred bytes.
@@ -126,7 +124,7 @@ func DecodeCommand(raw []byte) (Command, error) {
 
 func (c Command) validate() error {
 	switch {
-	case c.Email != "" && (len(c.Email) > 254 || !emailPattern.MatchString(c.Email)):
+	case c.Email != "" && (len(c.Email) > 254 || !validEmail(c.Email)):
 		return Errorf(CodeInvalidRequest, "email: not an email address")
 	case slices.Contains(c.fields, "email") && c.Email == "":
 		return Errorf(CodeInvalidRequest, "email: must not be empty")
