@@ -6,6 +6,7 @@ proportion to the table's size. A soak of 10,000 webhook deliveries slows to
 a few per second. This launcher replaces that backup with an undo log of the
 items the transaction changes, restored in reverse order when the
 transaction is cancelled: the same all-or-nothing outcome, the same errors.
+Each item's condition is also evaluated once, where moto evaluates it twice.
 
 Any other moto version runs unchanged, with a warning: the replacement
 mirrors 5.2.5's code and is only applied to it.
@@ -83,28 +84,18 @@ def transact_write_items(self, transact_items):
                 before = models.copy.deepcopy(current.to_json()["Attributes"]) if current else None
                 undo.append((table_name, key, before))
 
+            # The condition was checked above against this same item, so
+            # the write itself is unconditional: moto's methods would parse
+            # and check it a second time.
             if op_type == "Put":
-                self.put_item(
-                    table_name,
-                    op["Item"],
-                    condition_expression=condition_expression,
-                    expression_attribute_names=names,
-                    expression_attribute_values=values,
-                )
+                self.put_item(table_name, op["Item"])
             elif op_type == "Delete":
-                self.delete_item(
-                    table_name,
-                    key,
-                    condition_expression=condition_expression,
-                    expression_attribute_names=names,
-                    expression_attribute_values=values,
-                )
+                self.delete_item(table_name, key)
             elif op_type == "Update":
                 self.update_item(
                     table_name,
                     key,
                     update_expression=op["UpdateExpression"],
-                    condition_expression=condition_expression,
                     expression_attribute_names=names,
                     expression_attribute_values=values,
                 )

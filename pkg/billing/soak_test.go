@@ -5,13 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,56 +47,114 @@ func TestSoak_TenThousandDeliveriesThenReconcileFindsNoDifference(t *testing.T) 
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	other, _, _ := newService(t, "soak-other", f.url, nil) // its own table, as another deployment has
-	other.SetMetricsOutput(discard{})
+	other.SetMetricsOutput(io.Discard)
 	if _, err := other.UpsertProducts(context.Background(), billing.UpsertRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	start := time.Now()
 
-	// The drive: each organization is one of ours, or every 20th another
-	// deployment's.
-	type org struct {
-		id  string
-		svc *billing.Service
-	}
-	orgs := make([]org, 200)
+	// Each organization is one of ours, or every 20th another deployment's.
+	orgs := make([]soakOrg, 200)
+	foreignOrgs := 0
 	for i := range orgs {
-		orgs[i] = org{fmt.Sprintf("org_%03d", i), f.svc}
+		orgs[i] = soakOrg{fmt.Sprintf("org_%03d", i), f.svc}
 		if i%20 == 19 {
 			orgs[i].svc = other
+			foreignOrgs++
 		}
 	}
-	types := []string{"gpu-t4", "gpu-a10g", "gpu-a100", "gpu-h100", "cpu-1x4", "cpu-8x32"}
-	// run sends each step's request to subscribe, four at a time: the
-	// organizations are independent, and their order within a month does
-	// not matter.
-	type step struct {
-		o org
-		r map[string]any
-	}
-	run := func(steps []step) []billing.Response {
-		answers := make([]billing.Response, len(steps))
-		failures := make([]error, len(steps))
-		slots := make(chan struct{}, 4)
-		var wg sync.WaitGroup
-		for i, s := range steps {
-			wg.Add(1)
-			slots <- struct{}{}
-			go func() {
-				defer func() { <-slots; wg.Done() }()
-				raw, _ := json.Marshal(s.r)
-				answers[i], failures[i] = s.o.svc.HandleSubscribe(context.Background(), raw)
-			}()
+	start := time.Now()
+	f.soakDrive(rng, orgs, target*10/11) // 10% are delivered twice
+	driven := time.Since(start)
+	evs := f.allEvents()
+	schedule, moved := soakSchedule(rng, evs, target)
+	res := f.soakDeliver(schedule)
+
+	delivered := len(res.latencies) - res.retried
+	foreign := 0
+	for _, d := range schedule {
+		if bytes.Contains(d.payload, []byte(`"billing_namespace":"soak-other"`)) {
+			foreign++
 		}
-		wg.Wait()
-		for i, s := range steps {
-			if failures[i] != nil || !answers[i].OK {
-				t.Fatalf("%s %v: %+v %v", s.o.id, s.r["action"], answers[i].Error, failures[i])
+	}
+	lat := res.latencies
+	t.Logf("soak: %d organizations (%d another deployment's), %d events over the drive (%s); %d deliveries (%d events twice, %d moved out of order by up to 200 places, %d another deployment's) by 8 workers in %s: %.0f deliveries/s",
+		len(orgs), foreignOrgs, len(evs), driven.Round(time.Second), delivered, len(schedule)-len(evs), 2*moved, foreign, res.took.Round(time.Second), float64(delivered)/res.took.Seconds())
+	t.Logf("soak: answers %v; %d DynamoDB reads and %d writes; %d answered 500 and were redelivered; latency p50 %s, p99 %s, max %s",
+		res.outcomes, res.reads, res.writes, res.retried, lat[len(lat)/2].Round(time.Millisecond), lat[len(lat)*99/100].Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	if delivered != len(schedule) || delivered < target {
+		t.Fatalf("%d deliveries answered of %d scheduled, want at least %d", delivered, len(schedule), target)
+	}
+	if n := res.outcomes["400"] + res.outcomes["503"] + res.outcomes["413"]; n != 0 {
+		t.Fatalf("%d deliveries were refused: %v", n, res.outcomes)
+	}
+
+	rep := f.reconcile(billing.ReconcileOptions{})
+	t.Logf("soak: reconcile compared %d organizations: %d differences", rep.Organizations, len(rep.Differences))
+	if rep.Organizations != len(orgs)-foreignOrgs || len(rep.Differences) != 0 {
+		for i, d := range rep.Differences {
+			if i < 20 {
+				t.Errorf("difference: %+v", d)
 			}
 		}
-		return answers
+		t.Fatalf("reconcile after the soak: %d organizations, %d differences", rep.Organizations, len(rep.Differences))
 	}
+	for _, o := range orgs {
+		if o.svc != f.svc {
+			if m := f.mirror(o.id); m.Customer != nil || m.Subscription != nil {
+				t.Fatalf("another deployment's %s is in this mirror: %+v", o.id, m)
+			}
+		}
+	}
+}
+
+// soakOrg is an organization of the soak and the deployment it belongs to.
+type soakOrg struct {
+	id  string
+	svc *billing.Service
+}
+
+// soakStep is one subscribe request of an organization.
+type soakStep struct {
+	o soakOrg
+	r map[string]any
+}
+
+// soakRun sends each step's request to its deployment's subscribe, four at
+// a time: the organizations are independent, and their order within a
+// month does not matter.
+func (f *fixture) soakRun(steps []soakStep) []billing.Response {
+	f.t.Helper()
+	answers := make([]billing.Response, len(steps))
+	failures := make([]error, len(steps))
+	slots := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for i, s := range steps {
+		wg.Add(1)
+		slots <- struct{}{}
+		go func() {
+			defer func() { <-slots; wg.Done() }()
+			raw, _ := json.Marshal(s.r)
+			answers[i], failures[i] = s.o.svc.HandleSubscribe(context.Background(), raw)
+		}()
+	}
+	wg.Wait()
+	for i, s := range steps {
+		if failures[i] != nil || !answers[i].OK {
+			f.t.Fatalf("%s %v: %+v %v", s.o.id, s.r["action"], answers[i].Error, failures[i])
+		}
+	}
+	return answers
+}
+
+// soakDrive subscribes every organization, then lets months pass, with a
+// few changes each month and every fifth month's renewals failing first,
+// until the local Stripe has made events events. Decisions come from rng
+// in order, so a run makes the same events every time.
+func (f *fixture) soakDrive(rng *rand.Rand, orgs []soakOrg, events int) {
+	f.t.Helper()
+	start := time.Now()
+	types := []string{"gpu-t4", "gpu-a10g", "gpu-a100", "gpu-h100", "cpu-1x4", "cpu-8x32"}
 	someTypes := func() []string {
 		out := []string{}
 		for _, ty := range types {
@@ -106,24 +164,24 @@ func TestSoak_TenThousandDeliveriesThenReconcileFindsNoDifference(t *testing.T) 
 		}
 		return out
 	}
-	var subscribes []step
+	var subscribes []soakStep
 	for i, o := range orgs {
-		subscribes = append(subscribes, step{o, req("subscribe", o.id, "tier", []string{"starter", "business"}[i%2], "email", o.id+"@example.com", "instance_types", someTypes())})
+		subscribes = append(subscribes, soakStep{o, req("subscribe", o.id, "tier", []string{"starter", "business"}[i%2], "email", o.id+"@example.com", "instance_types", someTypes())})
 	}
 	subscriptionID := map[string]string{}
-	for i, resp := range run(subscribes) {
+	for i, resp := range f.soakRun(subscribes) {
 		st, ok := resp.Result.(billing.Status)
 		if !ok || st.Subscription == nil {
-			t.Fatalf("subscribe %s answered %#v", orgs[i].id, resp.Result)
+			f.t.Fatalf("subscribe %s answered %#v", orgs[i].id, resp.Result)
 		}
 		subscriptionID[orgs[i].id] = st.Subscription.ID
 	}
 	subscribed := time.Since(start)
+
 	var advancing time.Duration
-	unique := target * 10 / 11 // with 10% delivered twice
 	canceled := map[string]bool{}
-	for month := 0; f.stripe.EventCount() < unique; month++ {
-		var changes []step
+	for month := 0; f.stripe.EventCount() < events; month++ {
+		var changes []soakStep
 		for _, o := range orgs {
 			if canceled[o.id] {
 				continue
@@ -132,18 +190,17 @@ func TestSoak_TenThousandDeliveriesThenReconcileFindsNoDifference(t *testing.T) 
 			// makes the events.
 			switch rng.IntN(40) {
 			case 0:
-				changes = append(changes, step{o, req("change_tier", o.id, "tier", []string{"starter", "business"}[rng.IntN(2)])})
+				changes = append(changes, soakStep{o, req("change_tier", o.id, "tier", []string{"starter", "business"}[rng.IntN(2)])})
 			case 1, 2:
-				changes = append(changes, step{o, req("set_instance_types", o.id, "instance_types", someTypes())})
+				changes = append(changes, soakStep{o, req("set_instance_types", o.id, "instance_types", someTypes())})
 			case 3:
 				if month > 1 {
-					changes = append(changes, step{o, req("cancel", o.id)})
+					changes = append(changes, soakStep{o, req("cancel", o.id)})
 					canceled[o.id] = true
 				}
 			}
 		}
-		run(changes)
-		// A month passes; every fifth month's renewals fail first.
+		f.soakRun(changes)
 		failing := month%5 == 4
 		f.stripe.SetAutoPay(!failing)
 		t0 := time.Now()
@@ -153,33 +210,38 @@ func TestSoak_TenThousandDeliveriesThenReconcileFindsNoDifference(t *testing.T) 
 			for _, o := range orgs {
 				if !canceled[o.id] {
 					if err := f.stripe.Settle(subscriptionID[o.id], []string{"failed", "paid"}[rng.IntN(2)]); err != nil {
-						t.Fatalf("settle %s: %v", o.id, err)
+						f.t.Fatalf("settle %s: %v", o.id, err)
 					}
 				}
 			}
 		}
 		if month > 40 {
-			t.Fatalf("after %d months, only %d events", month, f.stripe.EventCount())
+			f.t.Fatalf("after %d months, only %d events", month, f.stripe.EventCount())
 		}
 	}
 	f.stripe.SetAutoPay(true)
-	driven := time.Since(start)
-	t.Logf("soak: drive: %s subscribing, %s advancing the clock", subscribed.Round(time.Second), advancing.Round(time.Second))
+	f.t.Logf("soak: drive: %s subscribing, %s advancing the clock", subscribed.Round(time.Second), advancing.Round(time.Second))
+}
 
-	// The schedule: every event once, 10% twice, a fifth swapped.
-	evs := f.allEvents()
-	type delivery struct {
-		payload  []byte
-		withNext bool // sent at the same moment as the next delivery
-	}
-	var schedule []delivery
+// soakDelivery is one webhook delivery of the schedule.
+type soakDelivery struct {
+	payload  []byte
+	withNext bool // sent at the same moment as the next delivery
+}
+
+// soakSchedule delivers every event once and 10% twice (half of those at
+// the same moment), swaps a fifth of the deliveries with another up to 200
+// places away, and tops the schedule up to target with duplicates of
+// random events. It returns the schedule and the number of swaps.
+func soakSchedule(rng *rand.Rand, evs [][]byte, target int) ([]soakDelivery, int) {
+	var schedule []soakDelivery
 	for _, ev := range evs {
-		schedule = append(schedule, delivery{payload: ev})
+		schedule = append(schedule, soakDelivery{payload: ev})
 		if rng.IntN(10) == 0 {
 			if rng.IntN(2) == 0 {
 				schedule[len(schedule)-1].withNext = true // both copies at once
 			}
-			schedule = append(schedule, delivery{payload: ev})
+			schedule = append(schedule, soakDelivery{payload: ev})
 		}
 	}
 	paired := func(i int) bool { return schedule[i].withNext || i > 0 && schedule[i-1].withNext }
@@ -191,20 +253,30 @@ func TestSoak_TenThousandDeliveriesThenReconcileFindsNoDifference(t *testing.T) 
 			moved++
 		}
 	}
-	// Every event is delivered; duplicates of random events top the
-	// schedule up to the target.
 	for len(schedule) < target {
-		schedule = append(schedule, delivery{payload: evs[rng.IntN(len(evs))]})
+		schedule = append(schedule, soakDelivery{payload: evs[rng.IntN(len(evs))]})
 	}
+	return schedule, moved
+}
 
-	// Delivery: 8 workers; a 500 goes back to the queue, as Stripe retries.
-	outcomes := map[string]int{}
+// soakResult is what the deliveries of a soak got.
+type soakResult struct {
+	outcomes      map[string]int // webhook status, or the HTTP code of a refusal
+	retried       int            // 500s, each delivered again
+	latencies     []time.Duration
+	took          time.Duration
+	reads, writes int // DynamoDB requests
+}
+
+// soakDeliver sends the schedule to the webhook with 8 workers; a pair
+// marked withNext goes at the same moment, and a 500 goes back to the
+// queue, as Stripe retries.
+func (f *fixture) soakDeliver(schedule []soakDelivery) soakResult {
+	res := soakResult{outcomes: map[string]int{}}
 	var mu sync.Mutex
-	var retried atomic.Int64
-	var latencies []time.Duration
-	queue := make(chan []delivery, len(schedule))
+	queue := make(chan []soakDelivery, len(schedule))
 	for i := 0; i < len(schedule); i++ {
-		batch := []delivery{schedule[i]}
+		batch := []soakDelivery{schedule[i]}
 		if schedule[i].withNext && i+1 < len(schedule) {
 			batch = append(batch, schedule[i+1])
 			i++
@@ -214,29 +286,27 @@ func TestSoak_TenThousandDeliveriesThenReconcileFindsNoDifference(t *testing.T) 
 	var pending sync.WaitGroup
 	pending.Add(len(queue))
 	f.db.reset()
-	deliverStart := time.Now()
-	send := func(d delivery) {
+	start := time.Now()
+	send := func(d soakDelivery) {
 		t0 := time.Now()
 		resp, _ := f.svc.HandleWebhook(context.Background(), events.APIGatewayV2HTTPRequest{Body: string(d.payload),
 			Headers: map[string]string{"stripe-signature": signed(d.payload, fixtureSecret, time.Now())}})
 		took := time.Since(t0)
 		mu.Lock()
-		latencies = append(latencies, took)
+		defer mu.Unlock()
+		res.latencies = append(res.latencies, took)
 		switch resp.StatusCode {
 		case http.StatusOK:
 			var body struct{ Status string }
 			_ = json.Unmarshal([]byte(resp.Body), &body)
-			outcomes[body.Status]++
+			res.outcomes[body.Status]++
 		case http.StatusInternalServerError:
-			retried.Add(1)
-			mu.Unlock()
+			res.retried++
 			pending.Add(1)
-			queue <- []delivery{d}
-			return
+			queue <- []soakDelivery{d}
 		default:
-			outcomes[strconv.Itoa(resp.StatusCode)]++
+			res.outcomes[strconv.Itoa(resp.StatusCode)]++
 		}
-		mu.Unlock()
 	}
 	var workers sync.WaitGroup
 	for range 8 {
@@ -257,48 +327,11 @@ func TestSoak_TenThousandDeliveriesThenReconcileFindsNoDifference(t *testing.T) 
 	pending.Wait()
 	close(queue)
 	workers.Wait()
-	took := time.Since(deliverStart)
-	reads, writes := f.db.reset()
-
-	slices.Sort(latencies)
-	delivered := len(latencies) - int(retried.Load())
-	foreign := 0
-	for _, d := range schedule {
-		if bytes.Contains(d.payload, []byte(`"billing_namespace":"soak-other"`)) {
-			foreign++
-		}
-	}
-	t.Logf("soak: %d organizations (%d another deployment's), %d events over the drive (%s); %d deliveries (%d events twice, %d moved out of order by up to 200 places, %d another deployment's) by 8 workers in %s: %.0f deliveries/s",
-		len(orgs), len(orgs)/20, len(evs), driven.Round(time.Second), delivered, len(schedule)-len(evs), 2*moved, foreign, took.Round(time.Second), float64(delivered)/took.Seconds())
-	t.Logf("soak: answers %v; %d DynamoDB reads and %d writes; %d answered 500 and were redelivered; latency p50 %s, p99 %s, max %s",
-		outcomes, reads, writes, retried.Load(), latencies[len(latencies)/2].Round(time.Millisecond), latencies[len(latencies)*99/100].Round(time.Millisecond), latencies[len(latencies)-1].Round(time.Millisecond))
-	if delivered != len(schedule) || delivered < target {
-		t.Fatalf("%d deliveries answered of %d scheduled, want at least %d", delivered, len(schedule), target)
-	}
-	if n := outcomes["400"] + outcomes["503"] + outcomes["413"]; n != 0 {
-		t.Fatalf("%d deliveries were refused: %v", n, outcomes)
-	}
-
-	rep := f.reconcile(billing.ReconcileOptions{})
-	t.Logf("soak: reconcile compared %d organizations: %d differences", rep.Organizations, len(rep.Differences))
-	if rep.Organizations != len(orgs)-len(orgs)/20 || len(rep.Differences) != 0 {
-		for i, d := range rep.Differences {
-			if i < 20 {
-				t.Errorf("difference: %+v", d)
-			}
-		}
-		t.Fatalf("reconcile after the soak: %d organizations, %d differences", rep.Organizations, len(rep.Differences))
-	}
-	for i := 19; i < len(orgs); i += 20 {
-		if m := f.mirror(orgs[i].id); m.Customer != nil || m.Subscription != nil {
-			t.Fatalf("another deployment's %s is in this mirror: %+v", orgs[i].id, m)
-		}
-	}
+	res.took = time.Since(start)
+	res.reads, res.writes = f.db.reset()
+	slices.Sort(res.latencies)
+	return res
 }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // allEvents returns every event the local Stripe made, oldest first, as
 // the JSON Stripe delivers.
