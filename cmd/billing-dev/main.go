@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -47,6 +48,10 @@ func run() error {
 		MotoServer:     envOr("MOTO_SERVER", filepath.Join(root, "scripts", "moto-server")),
 		RIE:            envOr("AWS_LAMBDA_RIE", filepath.Join(root, "bin", "aws-lambda-rie")),
 		Out:            os.Stdout,
+	}
+	if v := os.Getenv("DEV_BUILD_FLAGS"); v != "" {
+		// The tests build the bootstraps as they build everything else.
+		opts.BuildFlags = strings.Fields(v)
 	}
 	if opts.Namespace == "" && opts.StripeAPIKey != "" {
 		// A real test account is shared: never use the default namespace there.

@@ -4,40 +4,29 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-
 	"github.com/baseten/billing-functions/internal/stripelocal"
 	"github.com/baseten/billing-functions/internal/testenv"
-	"github.com/baseten/billing-functions/pkg/table"
 )
 
-var motoURL string
-
-func TestMain(m *testing.M) { testenv.Main(m, func(url string) { motoURL = url }) }
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 
 // upsertFunction runs the real upsert-products bootstrap under
 // aws-lambda-rie, against moto and a local Stripe, and returns the target
 // billingctl should call.
 func upsertFunction(t *testing.T) (target, *stripelocal.Server) {
 	t.Helper()
-	ddb := dynamodb.NewFromConfig(testenv.AWSConfig(motoURL))
-	name := testenv.UniqueName(t, "billing")
-	if err := table.CreateTable(context.Background(), ddb, name); err != nil {
-		t.Fatal(err)
-	}
-	srv := stripelocal.New(stripelocal.Options{})
-	hs := httptest.NewServer(srv)
-	t.Cleanup(func() { hs.Close(); srv.Close() })
+	motoURL := testenv.Moto(t)
+	name := testenv.NewTable(t)
+	srv, stripeURL := testenv.LocalStripe(t, stripelocal.Options{})
 	rie := testenv.StartRIE(t, testenv.BuildBootstrap(t, "upsert-products"), map[string]string{
 		"STAGE": "dev", "BILLING_NAMESPACE": "ctl-test", "TABLE_NAME": name,
-		"STRIPE_API_KEY": "sk_test_ctl", "STRIPE_API_BASE": hs.URL,
+		"STRIPE_API_KEY": "sk_test_ctl", "STRIPE_API_BASE": stripeURL,
 		"AWS_ENDPOINT_URL": motoURL, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x",
 	})
 	return target{endpoint: rie.URL, function: "function"}, srv

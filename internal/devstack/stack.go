@@ -43,7 +43,10 @@ type Options struct {
 	// secret `stripe listen` prints.
 	StripeAPIKey, PublishableKey, EndpointSecret string
 	MotoServer, RIE                              string // binaries
-	Out                                          io.Writer
+	// BuildFlags, when set, are the go build flags of the bootstraps
+	// instead of the Makefile's.
+	BuildFlags []string
+	Out        io.Writer
 }
 
 // The local stage's fixed values.
@@ -236,6 +239,7 @@ var functionDirs = []struct{ name, logicalID string }{
 
 // startFunctions builds the three bootstraps as the Makefile's build-*
 // targets do, but for this machine, and runs each under aws-lambda-rie.
+// Options.BuildFlags replace the Makefile's flags (the tests add -race).
 func (s *Stack) startFunctions(ctx context.Context) error {
 	env := []string{
 		"PATH=" + os.Getenv("PATH"), "STAGE=" + Stage, "BILLING_NAMESPACE=" + s.opts.Namespace, "TABLE_NAME=" + TableName,
@@ -247,9 +251,13 @@ func (s *Stack) startFunctions(ctx context.Context) error {
 	}
 	for _, fd := range functionDirs {
 		bin := filepath.Join(s.opts.StateDir, "build", fd.name, "bootstrap")
-		build := exec.CommandContext(ctx, "go", "build", "-tags", "lambda.norpc", "-trimpath", "-ldflags=-s", "-o", bin, "./functions/"+fd.name)
+		flags, buildEnv := s.opts.BuildFlags, os.Environ()
+		if flags == nil {
+			flags, buildEnv = []string{"-tags", "lambda.norpc", "-trimpath", "-ldflags=-s"}, append(buildEnv, "CGO_ENABLED=0")
+		}
+		build := exec.CommandContext(ctx, "go", append(append([]string{"build"}, flags...), "-o", bin, "./functions/"+fd.name)...)
 		build.Dir = s.opts.Root
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		build.Env = buildEnv
 		if out, err := build.CombinedOutput(); err != nil {
 			return fmt.Errorf("build %s: %w\n%s", fd.name, err, out)
 		}

@@ -60,21 +60,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func buildTool(t *testing.T, pkg string) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", bin, "./"+pkg)
-	cmd.Dir = testenv.RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", pkg, err, out)
-	}
-	return bin
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 
 // startStack runs billing-dev as `make dev` does and waits for READY.
 func startStack(t *testing.T) *stack {
 	t.Helper()
-	bin := buildTool(t, "cmd/billing-dev")
+	testenv.Need(t, "the whole stack: moto, aws-lambda-rie and the Python tools")
+	bin := testenv.Build(t, "cmd/billing-dev")
 	s := &stack{t: t, stateDir: t.TempDir(), out: &syncBuffer{}, exited: make(chan struct{})}
 	for range 4 {
 		p, _ := testenv.FreePort()
@@ -83,6 +75,7 @@ func startStack(t *testing.T) *stack {
 	s.cmd = exec.Command(bin)
 	s.cmd.Dir = testenv.RepoRoot()
 	s.cmd.Env = append(os.Environ(), "BILLING_NAMESPACE=local-e2e", "DEV_STATE_DIR="+s.stateDir, "STRIPE_API_KEY=",
+		"DEV_BUILD_FLAGS="+strings.Join(testenv.TestBuildFlags, " "),
 		fmt.Sprintf("DEV_GATEWAY_PORT=%d", s.ports[0]), fmt.Sprintf("DEV_INVOKE_PORT=%d", s.ports[1]),
 		fmt.Sprintf("DEV_STRIPE_PORT=%d", s.ports[2]), fmt.Sprintf("DEV_MOTO_PORT=%d", s.ports[3]))
 	pr, pw := io.Pipe()
@@ -314,7 +307,7 @@ func (s *stack) meterUsage(t *testing.T, eventName, customer string) float64 {
 }
 
 func (s *stack) boto3(t *testing.T) {
-	python := filepath.Join(testenv.RepoRoot(), ".venv", "bin", "python")
+	python := testenv.VenvTool(t, "python")
 	script := `
 import boto3, json, sys
 c = boto3.client("lambda", endpoint_url=sys.argv[1], region_name="us-east-1", aws_access_key_id="local", aws_secret_access_key="local")
@@ -351,7 +344,7 @@ print(json.dumps({"sub": sub, "same": sub == again, "status": status, "unknown":
 }
 
 func (s *stack) billingctl(t *testing.T) {
-	bin := buildTool(t, "cmd/billingctl")
+	bin := testenv.Build(t, "cmd/billingctl")
 	ctl := func(args ...string) string {
 		t.Helper()
 		out, err := exec.Command(bin, append([]string{"--endpoint", s.invokeURL}, args...)...).CombinedOutput()
@@ -391,7 +384,7 @@ func (s *stack) billingctl(t *testing.T) {
 }
 
 func (s *stack) reconcile(t *testing.T) {
-	bin := buildTool(t, "cmd/billingctl")
+	bin := testenv.Build(t, "cmd/billingctl")
 	ctl := func(args ...string) (string, error) {
 		out, err := exec.Command(bin, append([]string{"--endpoint", s.invokeURL, "reconcile"}, args...)...).CombinedOutput()
 		return string(out), err

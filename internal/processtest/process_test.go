@@ -15,7 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -41,9 +41,7 @@ const (
 	webhookSecret = "whsec_process"
 )
 
-var motoURL string
-
-func TestMain(m *testing.M) { testenv.Main(m, func(url string) { motoURL = url }) }
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 
 // world is a table in moto, a local Stripe with the catalog, and a fault
 // proxy in front of moto for the function under test.
@@ -59,17 +57,10 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{t: t, ddb: dynamodb.NewFromConfig(testenv.AWSConfig(motoURL))}
-	name := testenv.UniqueName(t, "billing")
-	if err := table.CreateTable(context.Background(), w.ddb, name); err != nil {
-		t.Fatal(err)
-	}
-	w.store = table.New(w.ddb, name)
-	w.stripe = stripelocal.New(stripelocal.Options{})
-	hs := httptest.NewServer(w.stripe)
-	t.Cleanup(func() { hs.Close(); w.stripe.Close() })
-	w.url = hs.URL
-	w.proxy, w.awsURL = testenv.FaultProxy(t, motoURL)
+	w := &world{t: t, ddb: testenv.DynamoDB(t)}
+	w.store = table.New(w.ddb, testenv.NewTable(t))
+	w.stripe, w.url = testenv.LocalStripe(t, stripelocal.Options{})
+	w.proxy, w.awsURL = testenv.FaultProxy(t, testenv.Moto(t))
 	return w
 }
 
@@ -225,7 +216,7 @@ func TestWebhookProcess_KilledBetweenStripeAndTheWriteThenRedeliveryConverges(t 
 func TestColdStart_SecretsManagerDownAnswersUnavailableAndProcessesNothing(t *testing.T) {
 	w := newWorld(t)
 	sub := w.liveSubscription("org_sm")
-	sm := secretsmanager.NewFromConfig(testenv.AWSConfig(motoURL))
+	sm := testenv.SecretsManager(t)
 	secret, err := sm.CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{Name: aws.String(testenv.UniqueName(t, "stripe")),
 		SecretString: aws.String(`{"api_key":"sk_test_process","publishable_key":"pk_test_process","webhook_secret":"` + webhookSecret + `"}`)})
 	if err != nil {

@@ -35,7 +35,7 @@ func (s *Server) createProduct(r *request) (any, *apiError) {
 	p := obj{
 		"id": id, "object": "product", "active": active, "created": now, "updated": now,
 		"name": name, "description": nullable(r.p.str("description")), "metadata": obj{},
-		"livemode": false, "default_price": nil, "images": []any{}, "marketing_features": []any{},
+		"livemode": false, "default_price": nil, "images": []any{}, "features": []any{},
 		"package_dimensions": nil, "shippable": nil, "statement_descriptor": nil, "tax_code": nil,
 		"type": "service", "unit_label": nil, "url": nil,
 	}

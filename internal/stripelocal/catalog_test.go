@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stripe/stripe-go/v76"
+
+	"github.com/baseten/billing-functions/internal/testenv"
 )
 
 func TestProducts_CreateWithOwnIDRetrieveUpdateAndList(t *testing.T) {
@@ -118,10 +120,23 @@ func TestPrices_LookupKeyTransfersToANewPrice(t *testing.T) {
 
 func TestPrices_AmountsAreImmutable(t *testing.T) {
 	// stripe-mock refuses unit_amount on an update before this server sees
-	// it; without the validator, this server refuses it too.
-	for name, validator := range map[string]string{"with stripe-mock": stripeMockURL, "alone": ""} {
+	// it; without the referee, this server refuses it too.
+	for name, refereed := range map[string]bool{"with stripe-mock": true, "alone": false} {
 		t.Run(name, func(t *testing.T) {
-			e := newEnvWith(t, localOpts(validator))
+			var e *env
+			if refereed {
+				ref := testenv.StripeMock(t)
+				o := testOpts()
+				o.Validator, o.MeterValidator = ref.Core, ref.Meters
+				e = newBareEnv(t, o)
+				t.Cleanup(func() {
+					if v := e.srv.Violations(); len(v) != 1 {
+						t.Errorf("violations = %v, want the refused update", v)
+					}
+				})
+			} else {
+				e = newBareEnv(t, testOpts())
+			}
 			mustProduct(t, e, "p")
 			price, err := e.sc.Prices.New(&stripe.PriceParams{Product: stripe.String("p"), Currency: stripe.String("usd"), UnitAmount: stripe.Int64(100)})
 			if err != nil {

@@ -50,37 +50,36 @@ func (s *Server) takeFault(method, path, pattern string) *fault {
 	return nil
 }
 
-// apply acts out the fault and reports whether the request is finished.
-// A delay only slows the request down.
-func (f *fault) apply(w http.ResponseWriter) bool {
+// apply acts out the fault. done says the request is finished: with the
+// answer (status and body) to send, or a nil body when the connection was
+// dropped. A delay only slows the request down.
+func (f *fault) apply(w http.ResponseWriter) (status int, raw []byte, done bool) {
+	fail := func(status int, e *apiError) (int, []byte, bool) {
+		return status, mustJSON(map[string]any{"error": e}), true
+	}
 	switch f.Kind {
 	case "429":
 		w.Header().Set("Stripe-Should-Retry", "false")
-		writeJSON(w, 429, map[string]any{"error": &apiError{Type: "invalid_request_error", Code: "rate_limit",
-			Message: "Too many requests hit the API too quickly (injected by the local Stripe)."}})
-		return true
+		return fail(429, &apiError{Type: "invalid_request_error", Code: "rate_limit",
+			Message: "Too many requests hit the API too quickly (injected by the local Stripe)."})
 	case "400":
-		writeJSON(w, 400, map[string]any{"error": &apiError{Type: "invalid_request_error", Code: "parameter_invalid",
-			Message: "Refused (injected by the local Stripe)."}})
-		return true
+		return fail(400, &apiError{Type: "invalid_request_error", Code: "parameter_invalid",
+			Message: "Refused (injected by the local Stripe)."})
 	case "card_declined":
-		writeJSON(w, 402, map[string]any{"error": &apiError{Type: "card_error", Code: "card_declined",
-			Message: "Your card was declined (injected by the local Stripe)."}})
-		return true
+		return fail(402, &apiError{Type: "card_error", Code: "card_declined",
+			Message: "Your card was declined (injected by the local Stripe)."})
 	case "500":
-		writeJSON(w, 500, map[string]any{"error": &apiError{Type: "api_error",
-			Message: "An unknown error occurred (injected by the local Stripe)."}})
-		return true
+		return fail(500, &apiError{Type: "api_error", Message: "An unknown error occurred (injected by the local Stripe)."})
 	case "drop":
 		if hj, ok := w.(http.Hijacker); ok {
 			if conn, _, err := hj.Hijack(); err == nil {
 				_ = conn.Close()
-				return true
+				return 0, nil, true
 			}
 		}
 		panic(http.ErrAbortHandler) // no hijacking: abort the response instead
 	case "delay":
 		time.Sleep(time.Duration(f.DelayMS) * time.Millisecond)
 	}
-	return false
+	return 0, nil, false
 }

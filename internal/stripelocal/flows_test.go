@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -107,15 +106,11 @@ func TestLive_CatalogAndSubscription(t *testing.T) {
 }
 
 func TestStandalone_StartsOnAFreePortAndServes(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "stripelocal")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/stripelocal")
-	build.Dir = testenv.RepoRoot()
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testenv.Build(t, "cmd/stripelocal")
+	ref := testenv.StripeMock(t)
 	port, _ := testenv.FreePort()
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	cmd := exec.Command(bin, "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-validator", stripeMockURL)
+	cmd := exec.Command(bin, "-addr", fmt.Sprintf("127.0.0.1:%d", port), "-validator", ref.Core)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

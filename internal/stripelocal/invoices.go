@@ -16,7 +16,17 @@ func (s *Server) newInvoice(sub obj, reason string, amount int64) obj {
 		"attempt_count": 0, "attempted": false, "paid": false, "currency": sub["currency"],
 		"created": now, "period_start": sub["current_period_start"], "period_end": sub["current_period_end"],
 		"billing_reason": reason, "collection_method": "charge_automatically", "livemode": false,
-		"metadata": obj{}, "next_payment_attempt": nil, "hosted_invoice_url": nil,
+		"metadata": obj{}, "next_payment_attempt": nil, "hosted_invoice_url": nil, "invoice_pdf": nil, "number": nil,
+		"amount_shipping": 0, "automatic_tax": obj{"enabled": false, "status": nil}, "default_tax_rates": []any{},
+		"issuer": obj{"type": "self"}, "paid_out_of_band": false, "starting_balance": 0, "ending_balance": nil,
+		"payment_settings":                 obj{"default_mandate": nil, "payment_method_options": nil, "payment_method_types": nil},
+		"status_transitions":               obj{"finalized_at": now, "marked_uncollectible_at": nil, "paid_at": nil, "voided_at": nil},
+		"post_payment_credit_notes_amount": 0, "pre_payment_credit_notes_amount": 0,
+		"subtotal": amount, "subtotal_excluding_tax": amount, "total": amount, "total_excluding_tax": amount,
+		"tax": nil, "total_tax_amounts": []any{}, "total_discount_amounts": []any{}, "discount": nil, "discounts": []any{},
+		"payment_intent": nil, "charge": nil, "account_country": "US", "account_name": "Local Stripe",
+		"customer_email": nil, "customer_name": nil, "description": nil, "due_date": nil, "effective_at": now,
+		"application": nil, "application_fee_amount": nil, "auto_advance": true,
 		"subscription_details": obj{"metadata": clone(sub["metadata"].(obj))},
 		"lines":                obj{"object": "list", "data": []any{}, "has_more": false, "url": "/v1/invoices/lines"},
 	}
@@ -32,6 +42,7 @@ func (s *Server) newInvoice(sub obj, reason string, amount int64) obj {
 func (s *Server) payInvoice(inv obj, quiet bool) {
 	before := clone(inv)
 	inv["status"], inv["paid"], inv["attempted"] = "paid", true, true
+	inv["status_transitions"].(obj)["paid_at"] = s.now().Unix()
 	inv["attempt_count"] = toInt(inv["attempt_count"]) + 1
 	inv["amount_paid"], inv["amount_remaining"] = inv["amount_due"], 0
 	s.emit("invoice.paid", inv, diff(before, inv))

@@ -4,16 +4,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stripe/stripe-go/v76"
-
-	"github.com/baseten/billing-functions/internal/stripelocal"
 )
-
-func localOpts(validator string) stripelocal.Options {
-	return stripelocal.Options{Validator: validator, RetryBase: 20 * time.Millisecond, MaxAttempts: 4}
-}
 
 func mustMeter(t *testing.T, e *env, eventName string) *stripe.BillingMeter {
 	t.Helper()

@@ -7,8 +7,9 @@
 //
 // When Options.Validator names a stripe-mock server, every /v1 request is
 // first sent there, and one that stripe-mock rejects as invalid is refused
-// and recorded as a violation: the requests stay true to Stripe's published
-// spec even where this server is more lenient.
+// and recorded as a violation; Options.CheckResponse does the same for the
+// answers. The tests run it so (internal/testenv), pinned to the spec of our
+// API version: a green test means the requests and answers are Stripe's.
 package stripelocal
 
 import (
@@ -33,9 +34,17 @@ const APIVersion = "2023-10-16"
 
 // Options configure a Server. The zero value is usable.
 type Options struct {
-	// Validator is a stripe-mock base URL (http://127.0.0.1:12111). Empty
-	// disables validation.
+	// Validator is a stripe-mock base URL (http://127.0.0.1:12111) that
+	// checks every request but the billing meters' (MeterValidator's).
+	// Empty disables validation.
 	Validator string
+	// MeterValidator checks the requests to /v1/billing/meter*; empty
+	// means Validator.
+	MeterValidator string
+	// CheckResponse, when set, checks each answer (method, request URI,
+	// status, body) against Stripe's spec; an error is recorded as a
+	// violation, and the answer is still sent.
+	CheckResponse func(method, requestURI string, status int, body []byte) error
 	// RetryBase is the first webhook retry delay; each retry doubles it.
 	// Default 1s.
 	RetryBase time.Duration
@@ -49,9 +58,10 @@ type Options struct {
 // Server is the local Stripe. It is an http.Handler; Close stops its
 // webhook deliveries.
 type Server struct {
-	opts   Options
-	mux    *http.ServeMux
-	client *http.Client
+	opts     Options
+	mux      *http.ServeMux
+	client   *http.Client
+	patterns []string // the Stripe API routes served, as "GET /v1/products/{id}"
 
 	mu          sync.Mutex
 	state       *state
@@ -98,6 +108,10 @@ func New(opts Options) *Server {
 	s.routes()
 	return s
 }
+
+// Routes returns the Stripe API routes the server models, as
+// "GET /v1/products/{id}".
+func Routes() []string { return New(Options{}).patterns }
 
 // Close stops retrying webhooks and waits for deliveries in flight.
 func (s *Server) Close() {
@@ -150,6 +164,7 @@ type handlerFunc func(r *request) (any, *apiError)
 
 // api registers a Stripe API route. The handler runs under s.mu.
 func (s *Server) api(pattern string, h handlerFunc) {
+	s.patterns = append(s.patterns, pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) { s.serveAPI(w, r, pattern, h) })
 }
 
@@ -163,13 +178,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 	revoked := s.revoked[apiKey(r)]
 	s.mu.Unlock()
 	if !authorized(r) || revoked {
-		writeJSON(w, 401, map[string]any{"error": &apiError{Type: "invalid_request_error",
-			Message: "Invalid API Key provided. This server accepts any secret test key (sk_test_…)."}})
+		s.respond(w, r, 401, mustJSON(map[string]any{"error": &apiError{Type: "invalid_request_error",
+			Message: "Invalid API Key provided. This server accepts any secret test key (sk_test_…)."}}))
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
-		writeJSON(w, 400, map[string]any{"error": invalid("", "unreadable body")})
+		s.respond(w, r, 400, mustJSON(map[string]any{"error": invalid("", "unreadable body")}))
 		return
 	}
 	s.mu.Lock()
@@ -178,7 +193,8 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 	s.mu.Unlock()
 
 	if f != nil && !f.After {
-		if f.apply(w) {
+		if status, raw, done := f.apply(w); done {
+			s.respond(w, r, status, raw)
 			return
 		}
 	}
@@ -229,10 +245,34 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 	s.mu.Unlock()
 	s.dispatch(pending)
 
-	if f != nil && f.After && f.apply(w) {
+	if f != nil && f.After {
+		if fstatus, fraw, done := f.apply(w); done {
+			s.respond(w, r, fstatus, fraw)
+			return
+		}
+	}
+	s.respond(w, r, status, raw)
+}
+
+// respond writes an answer of the API, checked against Stripe's spec when
+// the server has a CheckResponse. A dropped connection (raw nil) writes
+// nothing.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, status int, raw []byte) {
+	if raw == nil {
 		return
 	}
+	if s.opts.CheckResponse != nil {
+		if err := s.opts.CheckResponse(r.Method, r.URL.RequestURI(), status, raw); err != nil {
+			s.recordViolation(fmt.Sprintf("%s %s: answer %d breaks the spec: %v", r.Method, r.URL.Path, status, err))
+		}
+	}
 	writeRaw(w, status, raw)
+}
+
+func (s *Server) recordViolation(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.violations = append(s.violations, msg)
 }
 
 type idemEntry struct {
@@ -272,7 +312,11 @@ func apiKey(r *http.Request) string {
 // validate sends the request to stripe-mock and returns an error when
 // stripe-mock finds it invalid. The violation is kept for Violations.
 func (s *Server) validate(r *http.Request, body []byte) *apiError {
-	u := strings.TrimRight(s.opts.Validator, "/") + r.URL.RequestURI()
+	base := s.opts.Validator
+	if strings.HasPrefix(r.URL.Path, "/v1/billing/meter") && s.opts.MeterValidator != "" {
+		base = s.opts.MeterValidator
+	}
+	u := strings.TrimRight(base, "/") + r.URL.RequestURI()
 	vreq, err := http.NewRequest(r.Method, u, bytes.NewReader(body))
 	if err != nil {
 		return &apiError{Status: 500, Type: "api_error", Message: "validator: " + err.Error()}
@@ -299,15 +343,14 @@ func (s *Server) validate(r *http.Request, body []byte) *apiError {
 	// spec does not allow; it never knows whether an object exists.
 	if resp.StatusCode == 400 || (resp.StatusCode == 404 && strings.Contains(e.Error.Message, "Unrecognized request URL")) {
 		msg := fmt.Sprintf("%s %s: stripe-mock: %s", r.Method, r.URL.Path, e.Error.Message)
-		s.mu.Lock()
-		s.violations = append(s.violations, msg)
-		s.mu.Unlock()
+		s.recordViolation(msg)
 		return &apiError{Status: resp.StatusCode, Type: "invalid_request_error", Message: msg}
 	}
 	return nil
 }
 
-// Violations returns every request stripe-mock rejected so far.
+// Violations returns every request stripe-mock rejected and every answer
+// that broke the spec, so far.
 func (s *Server) Violations() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -9,10 +9,15 @@ import (
 	"testing"
 
 	"github.com/stripe/stripe-go/v76"
+
+	"github.com/baseten/billing-functions/internal/testenv"
 )
 
 func TestValidator_RefusesAndRecordsWhatStripeMockRejects(t *testing.T) {
-	e := newEnvWith(t, localOpts(stripeMockURL))
+	ref := testenv.StripeMock(t)
+	o := testOpts()
+	o.Validator = ref.Core
+	e := newBareEnv(t, o)
 	resp := rawPost(t, e, "/v1/products", url.Values{"name": {"x"}, "not_a_stripe_param": {"1"}}, "")
 	if resp.StatusCode != 400 {
 		t.Fatalf("an unknown parameter answered %d, want 400", resp.StatusCode)

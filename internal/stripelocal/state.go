@@ -111,14 +111,6 @@ func clone(o obj) obj {
 	return c
 }
 
-func metadataObj(m map[string]string) obj {
-	o := obj{}
-	for k, v := range m {
-		o[k] = v
-	}
-	return o
-}
-
 // applyMetadata merges an update into o's metadata; "" deletes a key.
 func applyMetadata(o obj, update map[string]string) {
 	md, _ := o["metadata"].(obj)

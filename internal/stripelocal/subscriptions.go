@@ -40,6 +40,14 @@ func (s *Server) createSubscription(r *request) (any, *apiError) {
 		"collection_method": "charge_automatically", "currency": nil, "metadata": obj{},
 		"trial_start": nil, "trial_end": nil, "latest_invoice": nil, "pending_update": nil,
 		"current_period_start": now.Unix(), "status": "incomplete",
+		"application": nil, "application_fee_percent": nil, "automatic_tax": obj{"enabled": false},
+		"billing_thresholds": nil, "cancellation_details": obj{"comment": nil, "feedback": nil, "reason": nil},
+		"days_until_due": nil, "default_payment_method": nil, "default_source": nil, "default_tax_rates": []any{},
+		"description": nil, "discount": nil, "next_pending_invoice_item_invoice": nil, "on_behalf_of": nil,
+		"pause_collection": nil, "pending_invoice_item_interval": nil, "pending_setup_intent": nil, "schedule": nil,
+		"test_clock": nil, "transfer_data": nil,
+		"payment_settings": obj{"payment_method_options": nil, "payment_method_types": nil, "save_default_payment_method": "off"},
+		"trial_settings":   obj{"end_behavior": obj{"missing_payment_method": "create_invoice"}},
 	}
 	var items []any
 	for i, spec := range specs {

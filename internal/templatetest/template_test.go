@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/baseten/billing-functions/internal/testenv"
@@ -28,13 +29,11 @@ var functions = map[string]string{
 	"UpsertProductsFunction": "functions/upsert-products",
 }
 
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
+
 func venvTool(t *testing.T, name string) string {
 	t.Helper()
-	p := filepath.Join(testenv.RepoRoot(), ".venv", "bin", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%s is not installed in .venv: run `make test`, which installs it", name)
-	}
-	return p
+	return testenv.VenvTool(t, name)
 }
 
 // tmpl is template.yaml as JSON, decoded by cfn-lint so that the short
@@ -51,20 +50,31 @@ type tmpl struct {
 	Outputs map[string]map[string]any
 }
 
+var decoded struct {
+	once sync.Once
+	tp   tmpl
+	err  error
+}
+
+// load decodes the template once per run: each decode starts Python.
 func load(t *testing.T) tmpl {
 	t.Helper()
-	cmd := exec.Command(venvTool(t, "python"), "-c",
-		"import json,sys\nfrom cfnlint.decode import decode\nt,m=decode(sys.argv[1])\nassert not m, m\nprint(json.dumps(t))",
-		filepath.Join(testenv.RepoRoot(), "template.yaml"))
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("decode template: %v", err)
+	python := venvTool(t, "python")
+	decoded.once.Do(func() {
+		cmd := exec.Command(python, "-c",
+			"import json,sys\nfrom cfnlint.decode import decode\nt,m=decode(sys.argv[1])\nassert not m, m\nprint(json.dumps(t))",
+			filepath.Join(testenv.RepoRoot(), "template.yaml"))
+		out, err := cmd.Output()
+		if err != nil {
+			decoded.err = fmt.Errorf("decode template: %w", err)
+			return
+		}
+		decoded.err = json.Unmarshal(out, &decoded.tp)
+	})
+	if decoded.err != nil {
+		t.Fatal(decoded.err)
 	}
-	var tp tmpl
-	if err := json.Unmarshal(out, &tp); err != nil {
-		t.Fatal(err)
-	}
-	return tp
+	return decoded.tp
 }
 
 func TestTemplate_CfnLintReportsNoErrors(t *testing.T) {
@@ -304,8 +314,8 @@ func TestSamconfig_HasEveryStageAndConfirmsProd(t *testing.T) {
 			t.Errorf("samconfig.toml has no %s environment", env)
 		}
 	}
-	prod := cfg[strings.Index(cfg, "[prod.deploy.parameters]"):]
-	if !strings.Contains(prod, "confirm_changeset = true") || !strings.Contains(prod, `Stage=\"prod\"`) {
+	_, prod, found := strings.Cut(cfg, "[prod.deploy.parameters]")
+	if !found || !strings.Contains(prod, "confirm_changeset = true") || !strings.Contains(prod, `Stage=\"prod\"`) {
 		t.Error("prod must confirm its change set and deploy Stage=prod")
 	}
 }

@@ -15,18 +15,56 @@ import (
 	"time"
 )
 
-// BuildBootstrap builds a function (./functions/<name>) as `sam build`
-// does, but for this machine's architecture, and returns the binary's path.
+// TestBuildFlags are how the tests build binaries: without the RPC shim, as
+// the Makefile's build-* targets do, but for this machine and with the race
+// detector, so that the real function binaries under aws-lambda-rie are
+// checked for races too. `make test` vets and tests with the same settings,
+// so every package is compiled once for all of them.
+var TestBuildFlags = []string{"-race", "-tags", "lambda.norpc", "-ldflags=-s"}
+
+var (
+	buildDir lazy[string]
+	builds   sync.Map // package path -> *lazy[string]
+)
+
+// Build builds the command at pkg (a path from the repository root, such as
+// "functions/webhook" or "cmd/billing-dev") once per process and returns
+// the binary's path. Under -short the test is skipped.
+func Build(t testing.TB, pkg string) string {
+	t.Helper()
+	Need(t, "a build of "+pkg)
+	dir, err := buildDir.get(func() (string, error) {
+		d, err := os.MkdirTemp("", "billing-test-bin-")
+		if err == nil {
+			cleanups.add(func() { _ = os.RemoveAll(d) })
+		}
+		return d, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := builds.LoadOrStore(pkg, &lazy[string]{})
+	bin, err := l.(*lazy[string]).get(func() (string, error) {
+		out := filepath.Join(dir, strings.ReplaceAll(pkg, "/", "_"), filepath.Base(pkg))
+		args := append(append([]string{"build"}, TestBuildFlags...), "-o", out, "./"+pkg)
+		cmd := exec.Command("go", args...)
+		cmd.Dir = RepoRoot()
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("build %s: %v\n%s", pkg, err, b)
+		}
+		return out, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// BuildBootstrap builds a function (./functions/<name>) and returns the
+// binary's path; see Build.
 func BuildBootstrap(t testing.TB, name string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), name, "bootstrap")
-	cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-ldflags=-s", "-o", out, "./functions/"+name)
-	cmd.Dir = RepoRoot()
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", name, err, b)
-	}
-	return out
+	return Build(t, "functions/"+name)
 }
 
 func riePath() (string, error) {
@@ -96,6 +134,7 @@ func (r *RIE) FunctionPID() int {
 // on free 127.0.0.1 ports, and stops it when the test ends.
 func StartRIE(t testing.TB, bootstrap string, env map[string]string) *RIE {
 	t.Helper()
+	Need(t, "aws-lambda-rie")
 	bin, err := riePath()
 	if err != nil {
 		t.Fatal(err)

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/stripe/stripe-go/v76"
 
+	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -21,38 +21,6 @@ import (
 // allocations. `make bench` collects them into bench/REPORT.md.
 
 func benchFixture(b *testing.B) *fixture { return newFixture(b, ns) }
-
-func (f *fixture) requests() (dynamo, stripeReqs int) {
-	r, w := f.db.reset()
-	n := 0
-	for _, v := range f.stripe.Counts() {
-		n += v
-	}
-	f.stripe.ResetCounts()
-	return r + w, n
-}
-
-// liveSubscriptions makes n subscriptions in the local Stripe, one org each.
-func (f *fixture) liveSubscriptions(n int) []*stripe.Subscription {
-	f.upsert(billing.UpsertRequest{})
-	m, _ := f.store.GetProductMapping(context.Background(), "business")
-	sc := f.sc()
-	var out []*stripe.Subscription
-	for i := range n {
-		meta := map[string]string{"org_id": fmt.Sprintf("org_live%d", i), "billing_namespace": ns}
-		c, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: meta}})
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Params: stripe.Params{Metadata: meta},
-			Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(m.PriceID)}}})
-		if err != nil {
-			f.t.Fatal(err)
-		}
-		out = append(out, sub)
-	}
-	return out
-}
 
 func reportRequests(b *testing.B, f *fixture, n int) {
 	d, s := f.requests()
@@ -113,14 +81,6 @@ func BenchmarkWebhookRequests(b *testing.B) {
 	}
 }
 
-// acceptDB accepts every write at once: BenchmarkWebhookCPU measures the
-// webhook's own work, not DynamoDB's.
-type acceptDB struct{ table.DB }
-
-func (acceptDB) TransactWriteItems(context.Context, *dynamodb.TransactWriteItemsInput, ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
-	return &dynamodb.TransactWriteItemsOutput{}, nil
-}
-
 // BenchmarkWebhookCPU is verify + decode + decide for a 5 KB subscription
 // event of ours, up to the (instant) DynamoDB write: no I/O.
 func BenchmarkWebhookCPU(b *testing.B) {
@@ -134,7 +94,10 @@ func BenchmarkWebhookCPU(b *testing.B) {
 	cfg, _ := billing.LoadConfig(func(k string) string {
 		return map[string]string{"STAGE": "dev", "BILLING_NAMESPACE": ns, "TABLE_NAME": "unused", "STRIPE_API_KEY": "sk_test_x", "STRIPE_ENDPOINT_SECRET": fixtureSecret}[k]
 	})
-	svc := billing.NewService(cfg, billing.NewKeySource(cfg, nil), table.New(acceptDB{}, "unused"), discardLogger())
+	// Every write is accepted at once: this measures the webhook's own
+	// work, not DynamoDB's.
+	accept := &testenv.DB{Intercept: func(string) (bool, error) { return true, nil }}
+	svc := billing.NewService(cfg, billing.NewKeySource(cfg, nil), table.New(accept, "unused"), discardLogger())
 	sig := signed(payload, fixtureSecret, time.Now())
 	b.ReportMetric(float64(len(payload)), "event-bytes")
 	b.ReportAllocs()
@@ -219,7 +182,7 @@ func BenchmarkUpsertProducts(b *testing.B) {
 						writes += v
 					}
 				}
-				r, w := f.db.reset()
+				r, w := f.db.Reset()
 				dynamo += r + w
 			}
 			b.ReportMetric(float64(writes)/float64(b.N), "stripe-writes/op")
@@ -234,7 +197,7 @@ func BenchmarkUpsertProducts(b *testing.B) {
 func BenchmarkSecretsWarm(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
-		counting := &countingSecrets{SecretsClient: sm}
+		counting := &countingSecrets{SecretsClient: testenv.SecretsManager(b)}
 		cfg := billing.Config{Stage: billing.StageStaging, Namespace: ns, TableName: "t", StripeSecretID: createSecret(b, stagingSecret)}
 		svc := billing.NewService(cfg, billing.NewKeySource(cfg, counting), nil, discardLogger())
 		b.StartTimer()

@@ -8,45 +8,18 @@ package billing_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/baseten/billing-functions/internal/dynamoproxy"
 	"github.com/baseten/billing-functions/internal/stripelocal"
-	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
-	"github.com/baseten/billing-functions/pkg/table"
 )
-
-// viaFaultProxy points the fixture's service at a fault-injecting proxy in
-// front of moto, with the SDK's default retries, as deployed.
-func (f *fixture) viaFaultProxy() *dynamoproxy.Proxy {
-	f.t.Helper()
-	proxy, url := testenv.FaultProxy(f.t, motoURL)
-	store := table.New(dynamodb.NewFromConfig(testenv.AWSConfig(url)), f.store.Name())
-	f.svc = billing.NewService(f.svc.Config(), billing.NewKeySource(f.svc.Config(), nil), store, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	f.svc.SetMetricsOutput(io.Discard)
-	return proxy
-}
-
-func (f *fixture) callWith(ctx context.Context, r map[string]any) billing.Response {
-	f.t.Helper()
-	raw, _ := json.Marshal(r)
-	resp, err := f.svc.HandleSubscribe(ctx, raw)
-	if err != nil {
-		f.t.Fatalf("HandleSubscribe returned a Lambda error: %v", err)
-	}
-	return resp
-}
 
 // wantCleanFailure checks a failed answer is the retryable unavailable
 // error and says nothing internal.
@@ -110,8 +83,10 @@ func mayFail(t *testing.T, resp billing.Response) {
 }
 
 func TestFaults_StripeFailureDuringSubscribeThenRetryMakesOneSubscription(t *testing.T) {
+	t.Parallel()
 	for _, fc := range stripeFaults {
 		t.Run(fc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, ns)
 			f.upsert(billing.UpsertRequest{})
 			r := req("subscribe", "org_f", "tier", "business", "email", "f@example.com", "instance_types", []string{"gpu-t4"})
@@ -142,8 +117,10 @@ func TestFaults_StripeFailureDuringSubscribeThenRetryMakesOneSubscription(t *tes
 }
 
 func TestFaults_StripeFailureDuringRecordUsageThenRetryCountsOnce(t *testing.T) {
+	t.Parallel()
 	for _, fc := range stripeFaults {
 		t.Run(fc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, ns)
 			f.upsert(billing.UpsertRequest{})
 			st := f.ok(req("subscribe", "org_u", "tier", "starter", "email", "u@example.com", "instance_types", []string{"gpu-a100"}))
@@ -159,8 +136,10 @@ func TestFaults_StripeFailureDuringRecordUsageThenRetryCountsOnce(t *testing.T) 
 }
 
 func TestFaults_StripeFailureDuringUpsertThenRerunMakesNoDuplicate(t *testing.T) {
+	t.Parallel()
 	for _, fc := range stripeFaults {
 		t.Run(fc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, ns)
 			fault := fc
 			fault.fault.Skip = 4 // fail in the middle of the run
@@ -190,8 +169,10 @@ func TestFaults_StripeFailureDuringUpsertThenRerunMakesNoDuplicate(t *testing.T)
 }
 
 func TestFaults_StripeFailureDuringWebhookRefetchAnswers500ThenConverges(t *testing.T) {
+	t.Parallel()
 	for _, fc := range stripeFaults {
 		t.Run(fc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, ns)
 			sub := f.liveSubscription("org_1")
 			// Another API version: the webhook must re-fetch from Stripe.
@@ -221,6 +202,7 @@ func TestFaults_StripeFailureDuringWebhookRefetchAnswers500ThenConverges(t *test
 // DynamoDB failures during a webhook delivery: the delivery answers 500
 // with nothing internal, and Stripe's redelivery converges to one effect.
 func TestFaults_DynamoDBFailureDuringWebhookAnswers500ThenRedeliveryConverges(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name    string
 		fault   dynamoproxy.Fault
@@ -236,6 +218,7 @@ func TestFaults_DynamoDBFailureDuringWebhookAnswers500ThenRedeliveryConverges(t 
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, ns)
 			proxy := f.viaFaultProxy()
 			payload := eventJSON("evt_d", "customer.subscription.created", 100, stripe.APIVersion, subscriptionObject("sub_1", "org_1", "active", false, "starter"))
@@ -282,6 +265,7 @@ func TestFaults_DynamoDBFailureDuringWebhookAnswers500ThenRedeliveryConverges(t 
 // deliveries answer 500, Stripe retries them, and the mirror ends equal to
 // Stripe with every event delivered.
 func TestFaults_DynamoDBThrottlingDuringRealDeliveriesConverges(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	proxy := f.viaFaultProxy()

@@ -3,29 +3,15 @@ package billing_test
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"testing"
 
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/baseten/billing-functions/pkg/billing"
-	"github.com/baseten/billing-functions/pkg/table"
 )
 
-// disabledService has no Stripe key at all, as most dev setups do.
-func disabledService(t *testing.T) *billing.Service {
-	t.Helper()
-	cfg, err := billing.LoadConfig(func(k string) string {
-		return map[string]string{"STAGE": "dev", "BILLING_NAMESPACE": "local-dev", "TABLE_NAME": "billing-local"}[k]
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return billing.NewService(cfg, billing.NewKeySource(cfg, nil), table.New(nil, cfg.TableName), slog.New(slog.NewTextHandler(io.Discard, nil)))
-}
-
 func TestWebhook_BillingDisabledAnswers503(t *testing.T) {
+	t.Parallel()
 	resp, err := disabledService(t).HandleWebhook(context.Background(), events.APIGatewayV2HTTPRequest{Body: `{"id":"evt_1"}`})
 	if err != nil {
 		t.Fatalf("a disabled webhook must answer, not fail: %v", err)
@@ -36,6 +22,7 @@ func TestWebhook_BillingDisabledAnswers503(t *testing.T) {
 }
 
 func TestInvokedFunctions_BillingDisabledIsAClearEnvelope(t *testing.T) {
+	t.Parallel()
 	svc := disabledService(t)
 	for name, handle := range map[string]func(context.Context, json.RawMessage) (billing.Response, error){
 		"subscribe":       svc.HandleSubscribe,

@@ -14,39 +14,12 @@ import (
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
 )
 
-func (f *fixture) reconcile(opts billing.ReconcileOptions) billing.ReconcileReport {
-	f.t.Helper()
-	rep, err := f.svc.Reconcile(context.Background(), opts)
-	if err != nil {
-		f.t.Fatalf("reconcile: %v", err)
-	}
-	return rep
-}
-
-// subscribed puts orgs on the starter tier through subscribe, and waits
-// until Stripe's webhooks for it are delivered.
-func (f *fixture) subscribed(orgs ...string) {
-	f.t.Helper()
-	for _, org := range orgs {
-		f.ok(req("subscribe", org, "tier", "starter", "email", org+"@example.com", "instance_types", []string{"gpu-a10g"}))
-	}
-	f.stripe.WaitDeliveries()
-}
-
-func fields(diffs []billing.Difference, org string) map[string]billing.Difference {
-	out := map[string]billing.Difference{}
-	for _, d := range diffs {
-		if d.OrgID == org {
-			out[d.Field] = d
-		}
-	}
-	return out
-}
-
 func TestReconcile_ReportsEachDifferenceAndRepairClearsThem(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.gatewayFor()
 	f.upsert(billing.UpsertRequest{})
@@ -73,7 +46,7 @@ func TestReconcile_ReportsEachDifferenceAndRepairClearsThem(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A lost write: the mirror of org_lost no longer has its subscription.
-	if _, err := ddb.DeleteItem(context.Background(), &dynamodb.DeleteItemInput{TableName: aws.String(f.store.Name()), Key: map[string]ddbtypes.AttributeValue{
+	if _, err := testenv.DynamoDB(t).DeleteItem(context.Background(), &dynamodb.DeleteItemInput{TableName: aws.String(f.store.Name()), Key: map[string]ddbtypes.AttributeValue{
 		"pk": &ddbtypes.AttributeValueMemberS{Value: "ORG#org_lost"}, "sk": &ddbtypes.AttributeValueMemberS{Value: "SUBSCRIPTION"}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -85,9 +58,9 @@ func TestReconcile_ReportsEachDifferenceAndRepairClearsThem(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	f.db.reset()
+	f.db.Reset()
 	rep := f.reconcile(billing.ReconcileOptions{})
-	if _, writes := f.db.reset(); writes != 0 {
+	if _, writes := f.db.Reset(); writes != 0 {
 		t.Fatalf("a reconcile without repair wrote %d times", writes)
 	}
 	if d := fields(rep.Differences, "org_tier"); d["tier"].Mirror != "starter" || d["tier"].Stripe != "business" || d["items"].Field == "" {
@@ -128,6 +101,7 @@ func TestReconcile_ReportsEachDifferenceAndRepairClearsThem(t *testing.T) {
 }
 
 func TestReconcile_ReplayRecoversEventsWhoseDeliveriesFailed(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	// The only endpoint is down: every delivery fails until Stripe gives up.
@@ -170,11 +144,12 @@ func TestReconcile_ReplayRecoversEventsWhoseDeliveriesFailed(t *testing.T) {
 }
 
 func TestReconcile_ActionLogsAndCountsDrift(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.gatewayFor()
 	f.upsert(billing.UpsertRequest{})
 	f.subscribed("org_1")
-	if _, err := ddb.DeleteItem(context.Background(), &dynamodb.DeleteItemInput{TableName: aws.String(f.store.Name()), Key: map[string]ddbtypes.AttributeValue{
+	if _, err := testenv.DynamoDB(t).DeleteItem(context.Background(), &dynamodb.DeleteItemInput{TableName: aws.String(f.store.Name()), Key: map[string]ddbtypes.AttributeValue{
 		"pk": &ddbtypes.AttributeValueMemberS{Value: "ORG#org_1"}, "sk": &ddbtypes.AttributeValueMemberS{Value: "SUBSCRIPTION"}}}); err != nil {
 		t.Fatal(err)
 	}

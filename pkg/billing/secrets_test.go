@@ -5,7 +5,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,41 +14,13 @@ import (
 	"github.com/baseten/billing-functions/pkg/billing"
 )
 
-// countingSecrets counts GetSecretValue calls on their way to moto.
-type countingSecrets struct {
-	billing.SecretsClient
-	calls atomic.Int64
-}
-
-func (c *countingSecrets) GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
-	c.calls.Add(1)
-	return c.SecretsClient.GetSecretValue(ctx, in, opts...)
-}
-
-func createSecret(t testing.TB, value string) string {
-	t.Helper()
-	name := testenv.UniqueName(t, "billing/stripe")
-	if _, err := sm.CreateSecret(context.Background(), &secretsmanager.CreateSecretInput{Name: &name, SecretString: &value}); err != nil {
-		t.Fatal(err)
-	}
-	return name
-}
-
-func putSecret(t testing.TB, name, value string) {
-	t.Helper()
-	if _, err := sm.PutSecretValue(context.Background(), &secretsmanager.PutSecretValueInput{SecretId: &name, SecretString: &value}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-const stagingSecret = `{"api_key":"sk_test_one","publishable_key":"pk_test_one","webhook_secret":"whsec_one"}`
-
 func cfgFor(secretID string) billing.Config {
 	return billing.Config{Stage: billing.StageStaging, Namespace: "baseten-staging", TableName: "t", StripeSecretID: secretID, SecretTTL: 10 * time.Minute}
 }
 
 func TestKeySource_ReadsSecretOnceForManyWarmCalls(t *testing.T) {
-	client := &countingSecrets{SecretsClient: sm}
+	t.Parallel()
+	client := &countingSecrets{SecretsClient: testenv.SecretsManager(t)}
 	src := billing.NewKeySource(cfgFor(createSecret(t, stagingSecret)), client)
 	if client.calls.Load() != 0 {
 		t.Fatal("NewKeySource read the secret: a cold start must do no network I/O")
@@ -72,9 +43,10 @@ func TestKeySource_ReadsSecretOnceForManyWarmCalls(t *testing.T) {
 }
 
 func TestKeySource_RereadsAfterTTLAndOnRefresh(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	name := createSecret(t, stagingSecret)
-	client := &countingSecrets{SecretsClient: sm}
+	client := &countingSecrets{SecretsClient: testenv.SecretsManager(t)}
 	src := billing.NewKeySource(cfgFor(name), client)
 	now := time.Unix(1_800_000_000, 0)
 	src.SetClock(func() time.Time { return now })
@@ -106,9 +78,10 @@ func TestKeySource_RereadsAfterTTLAndOnRefresh(t *testing.T) {
 }
 
 func TestKeySource_OverridesTakePrecedence(t *testing.T) {
+	t.Parallel()
 	cfg := cfgFor(createSecret(t, stagingSecret))
 	cfg.Overrides = billing.Keys{WebhookSecret: "whsec_local"}
-	k, err := billing.NewKeySource(cfg, sm).Keys(context.Background())
+	k, err := billing.NewKeySource(cfg, testenv.SecretsManager(t)).Keys(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +91,7 @@ func TestKeySource_OverridesTakePrecedence(t *testing.T) {
 }
 
 func TestKeySource_EmptyKeyMeansBillingDisabled(t *testing.T) {
+	t.Parallel()
 	cfg := billing.Config{Stage: billing.StageDev, Namespace: "local-dev", TableName: "t"}
 	k, err := billing.NewKeySource(cfg, nil).Keys(context.Background())
 	if err != nil {
@@ -126,15 +100,16 @@ func TestKeySource_EmptyKeyMeansBillingDisabled(t *testing.T) {
 	if k.Enabled() {
 		t.Fatal("billing enabled with no API key")
 	}
-	k, err = billing.NewKeySource(cfgFor(createSecret(t, `{"api_key":"","publishable_key":"","webhook_secret":""}`)), sm).Keys(context.Background())
+	k, err = billing.NewKeySource(cfgFor(createSecret(t, `{"api_key":"","publishable_key":"","webhook_secret":""}`)), testenv.SecretsManager(t)).Keys(context.Background())
 	if err != nil || k.Enabled() {
 		t.Fatalf("a secret with an empty api_key: enabled=%v err=%v, want disabled and no error", k.Enabled(), err)
 	}
 }
 
 func TestKeySource_LiveKeyInStagingSecretIsRefused(t *testing.T) {
+	t.Parallel()
 	const live = `{"api_key":"sk_live_REAL","publishable_key":"pk_live_x","webhook_secret":"whsec_x"}`
-	_, err := billing.NewKeySource(cfgFor(createSecret(t, live)), sm).Keys(context.Background())
+	_, err := billing.NewKeySource(cfgFor(createSecret(t, live)), testenv.SecretsManager(t)).Keys(context.Background())
 	if billing.ErrorCode(err) != billing.CodeInternal || !strings.Contains(err.Error(), "live-mode") {
 		t.Fatalf("got %v, want an internal misconfiguration naming the live-mode key", err)
 	}
@@ -144,7 +119,8 @@ func TestKeySource_LiveKeyInStagingSecretIsRefused(t *testing.T) {
 }
 
 func TestKeySource_MalformedSecretDoesNotLeakIt(t *testing.T) {
-	_, err := billing.NewKeySource(cfgFor(createSecret(t, `{"api_key": "sk_test_LEAK", "oops": `)), sm).Keys(context.Background())
+	t.Parallel()
+	_, err := billing.NewKeySource(cfgFor(createSecret(t, `{"api_key": "sk_test_LEAK", "oops": `)), testenv.SecretsManager(t)).Keys(context.Background())
 	if billing.ErrorCode(err) != billing.CodeInternal {
 		t.Fatalf("got %v, want internal", err)
 	}
@@ -154,7 +130,8 @@ func TestKeySource_MalformedSecretDoesNotLeakIt(t *testing.T) {
 }
 
 func TestKeySource_MissingSecretIsNotRetryable(t *testing.T) {
-	_, err := billing.NewKeySource(cfgFor("billing/does-not-exist"), sm).Keys(context.Background())
+	t.Parallel()
+	_, err := billing.NewKeySource(cfgFor("billing/does-not-exist"), testenv.SecretsManager(t)).Keys(context.Background())
 	e := billing.AsError(err)
 	if e.Code != billing.CodeInternal || e.Retryable {
 		t.Fatalf("got %+v, want a non-retryable internal error", e)
@@ -162,6 +139,7 @@ func TestKeySource_MissingSecretIsNotRetryable(t *testing.T) {
 }
 
 func TestKeySource_SecretsManagerDownIsUnavailable(t *testing.T) {
+	t.Parallel()
 	port, _ := testenv.FreePort() // nothing listens there
 	down := secretsmanager.NewFromConfig(testenv.AWSConfig("http://127.0.0.1:"+strconv.Itoa(port)), func(o *secretsmanager.Options) {
 		o.RetryMaxAttempts = 1
@@ -173,9 +151,10 @@ func TestKeySource_SecretsManagerDownIsUnavailable(t *testing.T) {
 }
 
 func TestKeySource_ServesExpiredKeysWhileSecretsManagerIsDown(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	name := createSecret(t, stagingSecret)
-	flaky := &switchableSecrets{SecretsClient: sm}
+	flaky := &switchableSecrets{SecretsClient: testenv.SecretsManager(t)}
 	src := billing.NewKeySource(cfgFor(name), flaky)
 	now := time.Unix(1_800_000_000, 0)
 	src.SetClock(func() time.Time { return now })

@@ -10,81 +10,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
 )
-
-// call invokes the subscribe handler with a JSON request.
-func (f *fixture) call(req map[string]any) billing.Response {
-	f.t.Helper()
-	raw, _ := json.Marshal(req)
-	resp, err := f.svc.HandleSubscribe(context.Background(), raw)
-	if err != nil {
-		f.t.Fatalf("HandleSubscribe returned a Lambda error: %v", err)
-	}
-	return resp
-}
-
-func (f *fixture) ok(req map[string]any) map[string]any {
-	f.t.Helper()
-	resp := f.call(req)
-	if !resp.OK {
-		f.t.Fatalf("%v: %+v", req["action"], resp.Error)
-	}
-	raw, _ := json.Marshal(resp.Result)
-	var out map[string]any
-	_ = json.Unmarshal(raw, &out)
-	return out
-}
-
-func wantError(t *testing.T, resp billing.Response, code billing.Code) {
-	t.Helper()
-	if resp.OK || resp.Error.Code != code {
-		t.Fatalf("got %+v, want error %s", resp, code)
-	}
-}
-
-// meteredMinutes is what Stripe's meter of an instance type counted for a
-// customer within the hour around now.
-func (f *fixture) meteredMinutes(instanceType, customer string) float64 {
-	f.t.Helper()
-	m, err := f.store.GetProductMapping(context.Background(), instanceType)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	now := time.Now().Unix()
-	it := f.sc().BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{ID: stripe.String(m.MeterID),
-		Customer: stripe.String(customer), StartTime: stripe.Int64(now - 3600), EndTime: stripe.Int64(now + 3600)})
-	if !it.Next() {
-		f.t.Fatalf("no meter event summary for %s (err %v)", customer, it.Err())
-	}
-	return it.BillingMeterEventSummary().AggregatedValue
-}
-
-var reqSeq atomic.Int64
-
-func req(action, org string, fields ...any) map[string]any {
-	r := map[string]any{"action": action, "org_id": org, "request_id": fmt.Sprintf("req-%d-%d", time.Now().UnixNano(), reqSeq.Add(1))}
-	for i := 0; i+1 < len(fields); i += 2 {
-		r[fields[i].(string)] = fields[i+1]
-	}
-	return r
-}
-
-func subscriptionOf(t *testing.T, result map[string]any) map[string]any {
-	t.Helper()
-	sub, ok := result["subscription"].(map[string]any)
-	if !ok {
-		t.Fatalf("no subscription in %v", result)
-	}
-	return sub
-}
 
 func strs(v any) []string {
 	var out []string
@@ -92,15 +25,6 @@ func strs(v any) []string {
 		out = append(out, x.(string))
 	}
 	return out
-}
-
-func (f *fixture) stripeSub(id string) *stripe.Subscription {
-	f.t.Helper()
-	s, err := f.sc().Subscriptions.Get(id, nil)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return s
 }
 
 func itemsByKey(sub *stripe.Subscription) map[string]string {
@@ -112,6 +36,7 @@ func itemsByKey(sub *stripe.Subscription) map[string]string {
 }
 
 func TestSubscribe_EveryActionSucceeds(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 
@@ -172,6 +97,7 @@ func TestSubscribe_EveryActionSucceeds(t *testing.T) {
 }
 
 func TestSubscribe_ErrorCodes(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	cases := []struct {
@@ -235,6 +161,7 @@ func disabledCall(t *testing.T, r map[string]any) billing.Response {
 }
 
 func TestSubscribe_BillingDisabledIsClearAndGetConfigSaysSo(t *testing.T) {
+	t.Parallel()
 	for _, action := range []string{"subscribe", "get_status", "record_usage"} {
 		r := req(action, "org_1", "tier", "starter", "email", "a@b.co")
 		if action != "subscribe" {
@@ -253,6 +180,7 @@ func TestSubscribe_BillingDisabledIsClearAndGetConfigSaysSo(t *testing.T) {
 }
 
 func TestSubscribe_ReplayWithTheSameRequestIDReturnsTheFirstResult(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	r := req("subscribe", "org_r", "tier", "business", "email", "r@example.com", "instance_types", []string{"gpu-t4"})
@@ -268,6 +196,7 @@ func TestSubscribe_ReplayWithTheSameRequestIDReturnsTheFirstResult(t *testing.T)
 }
 
 func TestSubscribe_SameRequestIDWithOtherFieldsIsConflict(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	r := req("ensure_customer", "org_m", "email", "m@example.com")
@@ -281,6 +210,7 @@ func TestSubscribe_SameRequestIDWithOtherFieldsIsConflict(t *testing.T) {
 }
 
 func TestSubscribe_TenConcurrentCallsMakeOneCustomerAndOneSubscription(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	var wg sync.WaitGroup
@@ -322,6 +252,7 @@ func TestSubscribe_TenConcurrentCallsMakeOneCustomerAndOneSubscription(t *testin
 }
 
 func TestRecordUsage_RetriedThreeTimesCountsOnce(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	st := f.ok(req("subscribe", "org_u", "tier", "starter", "email", "u@example.com", "instance_types", []string{"gpu-a100"}))
@@ -337,16 +268,15 @@ func TestRecordUsage_RetriedThreeTimesCountsOnce(t *testing.T) {
 	wantError(t, f.call(req("record_usage", "org_u", "instance_type", "gpu-t4", "minutes", 1)), "not_found")
 }
 
-func strPtr(v any) *string { s, _ := v.(string); return &s }
-
 func TestGetStatus_MakesNoStripeRequest(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	f.ok(req("subscribe", "org_s", "tier", "starter", "email", "s@example.com"))
 	f.stripe.ResetCounts()
-	f.db.reset()
+	f.db.Reset()
 	f.ok(map[string]any{"action": "get_status", "org_id": "org_s"})
-	reads, writes := f.db.reset()
+	reads, writes := f.db.Reset()
 	t.Logf("get_status: %d DynamoDB requests, %d Stripe requests", reads+writes, len(f.stripe.Counts()))
 	if c := f.stripe.Counts(); len(c) != 0 || reads != 1 || writes != 0 {
 		t.Fatalf("get_status made Stripe requests %v and %d DynamoDB reads, %d writes", c, reads, writes)
@@ -354,6 +284,7 @@ func TestGetStatus_MakesNoStripeRequest(t *testing.T) {
 }
 
 func TestSubscribe_WebhooksForTheSameChangeAreDuplicatesOrOlder(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	var logs safeBuffer
 	f.svc = billing.NewService(f.svc.Config(), billing.NewKeySource(f.svc.Config(), nil), f.store, slog.New(slog.NewJSONHandler(&logs, nil)))
@@ -388,24 +319,8 @@ func TestSubscribe_WebhooksForTheSameChangeAreDuplicatesOrOlder(t *testing.T) {
 	}
 }
 
-type safeBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *safeBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *safeBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestChangeTier_SwapsTheTierItemAndKeepsInstanceTypes(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	st := f.ok(req("subscribe", "org_t", "tier", "starter", "email", "t@example.com", "instance_types", []string{"gpu-t4", "cpu-2x8"}))
@@ -422,6 +337,7 @@ func TestChangeTier_SwapsTheTierItemAndKeepsInstanceTypes(t *testing.T) {
 }
 
 func TestSetInstanceTypes_AddsAndRemovesExactlyTheDifference(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	st := f.ok(req("subscribe", "org_i", "tier", "starter", "email", "i@example.com", "instance_types", []string{"gpu-t4", "cpu-1x2"}))
@@ -449,6 +365,7 @@ func TestSetInstanceTypes_AddsAndRemovesExactlyTheDifference(t *testing.T) {
 }
 
 func TestSubscribe_TransientStripeFailureThenRetryMakesNoDuplicate(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	r := req("subscribe", "org_f", "tier", "business", "email", "f@example.com")
@@ -471,12 +388,13 @@ func TestSubscribe_TransientStripeFailureThenRetryMakesNoDuplicate(t *testing.T)
 }
 
 func TestSubscribe_StripeAuthErrorRefreshesTheSecretOnce(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	secretID := createSecret(t, `{"api_key":"sk_test_old","publishable_key":"pk_test_x","webhook_secret":"whsec_x"}`)
 	cfg := f.svc.Config()
 	cfg.StripeSecretID, cfg.Overrides = secretID, billing.Keys{}
-	counting := &countingSecrets{SecretsClient: sm}
+	counting := &countingSecrets{SecretsClient: testenv.SecretsManager(t)}
 	svc := billing.NewService(cfg, billing.NewKeySource(cfg, counting), f.store, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	raw, _ := json.Marshal(req("ensure_customer", "org_k", "email", "k@example.com"))
 	if resp, _ := svc.HandleSubscribe(context.Background(), raw); !resp.OK {
@@ -494,6 +412,7 @@ func TestSubscribe_StripeAuthErrorRefreshesTheSecretOnce(t *testing.T) {
 }
 
 func TestSubscribe_LogsCarryNoPersonalData(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	var logs safeBuffer
@@ -514,10 +433,11 @@ func TestSubscribe_LogsCarryNoPersonalData(t *testing.T) {
 }
 
 func TestSubscribe_HostileInputGetsAClearErrorAndNoWrite(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	f.stripe.ResetCounts()
-	f.db.reset()
+	f.db.Reset()
 	huge := strings.Repeat("A", 20000)
 	cases := map[string]string{
 		"json bomb":           `{"action":"subscribe","org_id":"o","request_id":"r","tier":` + strings.Repeat(`[`, 100000) + `}`,
@@ -555,7 +475,7 @@ func TestSubscribe_HostileInputGetsAClearErrorAndNoWrite(t *testing.T) {
 			}
 		})
 	}
-	if _, writes := f.db.reset(); writes != 0 {
+	if _, writes := f.db.Reset(); writes != 0 {
 		t.Fatalf("hostile input caused %d DynamoDB writes", writes)
 	}
 	if c := f.stripe.Counts(); len(c) != 0 {

@@ -8,61 +8,10 @@ import (
 	"testing"
 
 	"github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/client"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
 	"github.com/baseten/billing-functions/pkg/billing"
 )
-
-const ns = "test-ns"
-
-func (f *fixture) upsert(req billing.UpsertRequest) billing.UpsertResult {
-	f.t.Helper()
-	res, err := f.svc.UpsertProducts(context.Background(), req)
-	if err != nil {
-		f.t.Fatalf("UpsertProducts: %v", err)
-	}
-	return res
-}
-
-func (f *fixture) sc() *client.API {
-	b := stripe.GetBackendWithConfig(stripe.APIBackend, &stripe.BackendConfig{URL: stripe.String(f.url), LeveledLogger: &stripe.LeveledLogger{Level: stripe.LevelNull}})
-	return client.New("sk_test_inspect", &stripe.Backends{API: b, Connect: b, Uploads: b})
-}
-
-// stripeState is what the test reads back from Stripe. Reading counts as
-// requests too: take the function's counts before calling read.
-type stripeState struct {
-	products map[string]*stripe.Product
-	prices   []*stripe.Price
-	meters   []*stripe.BillingMeter
-}
-
-func (f *fixture) read() stripeState {
-	f.t.Helper()
-	st := stripeState{products: map[string]*stripe.Product{}}
-	sc := f.sc()
-	for it := sc.Products.List(&stripe.ProductListParams{ListParams: stripe.ListParams{Limit: stripe.Int64(100)}}); it.Next(); {
-		st.products[it.Product().ID] = it.Product()
-	}
-	for it := sc.Prices.List(&stripe.PriceListParams{ListParams: stripe.ListParams{Limit: stripe.Int64(100)}}); it.Next(); {
-		st.prices = append(st.prices, it.Price())
-	}
-	for it := sc.BillingMeters.List(&stripe.BillingMeterListParams{ListParams: stripe.ListParams{Limit: stripe.Int64(100)}}); it.Next(); {
-		st.meters = append(st.meters, it.BillingMeter())
-	}
-	return st
-}
-
-func (st stripeState) activePricesOf(product string) []*stripe.Price {
-	var out []*stripe.Price
-	for _, p := range st.prices {
-		if p.Product.ID == product && p.Active {
-			out = append(out, p)
-		}
-	}
-	return out
-}
 
 func writesAndReads(counts map[string]int) (writes, reads int) {
 	for k, v := range counts {
@@ -76,6 +25,7 @@ func writesAndReads(counts map[string]int) (writes, reads int) {
 }
 
 func TestUpsert_FirstRunCreatesElevenProductsPricesAndNineMeters(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	res := f.upsert(billing.UpsertRequest{})
 	if res.Created != 11 || res.Updated+res.Archived+res.Unchanged != 0 || len(res.Plan) != 11 {
@@ -115,17 +65,18 @@ func TestUpsert_FirstRunCreatesElevenProductsPricesAndNineMeters(t *testing.T) {
 }
 
 func TestUpsert_SecondRunWritesNothing(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	f.stripe.ResetCounts()
-	f.db.reset()
+	f.db.Reset()
 
 	res := f.upsert(billing.UpsertRequest{})
 	if res.Unchanged != 11 || res.Created+res.Updated+res.Archived != 0 {
 		t.Fatalf("second run %+v", res)
 	}
 	writes, reads := writesAndReads(f.stripe.Counts())
-	dbReads, dbWrites := f.db.reset()
+	dbReads, dbWrites := f.db.Reset()
 	t.Logf("steady state: %d Stripe writes, %d Stripe reads %v; DynamoDB %d reads, %d writes", writes, reads, f.stripe.Counts(), dbReads, dbWrites)
 	if writes != 0 || dbWrites != 0 {
 		t.Fatalf("steady state wrote: Stripe %d, DynamoDB %d; want 0 and 0", writes, dbWrites)
@@ -158,6 +109,7 @@ func planOf(res billing.UpsertResult) map[string]billing.PlanItem {
 }
 
 func TestUpsert_RenameUpdatesOnlyTheRenamedProduct(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	before := f.read()
@@ -188,6 +140,7 @@ func TestUpsert_RenameUpdatesOnlyTheRenamedProduct(t *testing.T) {
 }
 
 func TestUpsert_PriceChangeReplacesThePriceAndMovesTheLookupKey(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	old := f.read().activePricesOf("bf_test-ns_business")[0]
@@ -217,6 +170,7 @@ func TestUpsert_PriceChangeReplacesThePriceAndMovesTheLookupKey(t *testing.T) {
 }
 
 func TestUpsert_RemovedEntryIsArchivedNotDeleted(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
 	cat := withEntry(billing.DefaultCatalog(), "cpu-1x2", nil)
@@ -245,6 +199,7 @@ func TestUpsert_RemovedEntryIsArchivedNotDeleted(t *testing.T) {
 }
 
 func TestUpsert_OtherNamespacesAreLeftUntouched(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	other := f.withNamespace("other-ns")
 	if _, err := other.UpsertProducts(context.Background(), billing.UpsertRequest{}); err != nil {
@@ -280,6 +235,7 @@ func TestUpsert_OtherNamespacesAreLeftUntouched(t *testing.T) {
 }
 
 func TestUpsert_InterruptionAtEachStepConvergesWithoutDuplicates(t *testing.T) {
+	t.Parallel()
 	// Count the first run's writes, then interrupt a fresh run at each one:
 	// before Stripe acts (500) and after it acted but the answer was lost
 	// (500 after). A second run must converge to exactly the clean state.
@@ -290,6 +246,7 @@ func TestUpsert_InterruptionAtEachStepConvergesWithoutDuplicates(t *testing.T) {
 	for i := 0; i < totalWrites; i++ {
 		for _, after := range []bool{false, true} {
 			t.Run(fmt.Sprintf("write%02d_after=%v", i, after), func(t *testing.T) {
+				t.Parallel()
 				f := newFixture(t, ns)
 				f.stripe.InjectFault(stripelocal.Fault{Method: "POST", Kind: "500", Skip: i, Count: 1, After: after})
 				_, err := f.svc.UpsertProducts(context.Background(), billing.UpsertRequest{})
@@ -321,13 +278,14 @@ func TestUpsert_InterruptionAtEachStepConvergesWithoutDuplicates(t *testing.T) {
 }
 
 func TestUpsert_DryRunWritesNothing(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	res := f.upsert(billing.UpsertRequest{DryRun: true})
 	if res.Created != 11 || !res.DryRun {
 		t.Fatalf("dry run plan %+v", res)
 	}
 	writes, reads := writesAndReads(f.stripe.Counts())
-	_, dbWrites := f.db.reset()
+	_, dbWrites := f.db.Reset()
 	t.Logf("dry run: %d Stripe reads", reads)
 	if writes != 0 || dbWrites != 0 {
 		t.Fatalf("dry run wrote: Stripe %d, DynamoDB %d", writes, dbWrites)
@@ -338,6 +296,7 @@ func TestUpsert_DryRunWritesNothing(t *testing.T) {
 }
 
 func TestUpsert_InvalidCatalogListsProblemsAndWritesNothing(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	raw := json.RawMessage(`{"catalog": {"version": 1, "entries": [
 		{"key": "a", "kind": "tier", "name": "", "currency": "usd", "interval": "month", "unit_amount_decimal": "1"},
@@ -354,12 +313,13 @@ func TestUpsert_InvalidCatalogListsProblemsAndWritesNothing(t *testing.T) {
 	if c := f.stripe.Counts(); len(c) != 0 {
 		t.Fatalf("an invalid catalog reached Stripe: %v", c)
 	}
-	if r, w := f.db.reset(); r+w != 0 {
+	if r, w := f.db.Reset(); r+w != 0 {
 		t.Fatalf("an invalid catalog reached DynamoDB: %d reads, %d writes", r, w)
 	}
 }
 
 func TestUpsert_HandlerAnswersTheContract(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	resp, err := f.svc.HandleUpsertProducts(context.Background(), json.RawMessage(`{"dry_run": false, "catalog": null}`))
 	if err != nil || !resp.OK {
@@ -388,6 +348,7 @@ func TestUpsert_HandlerAnswersTheContract(t *testing.T) {
 }
 
 func TestUpsert_StripeRateLimitIsRetryableUnavailable(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.stripe.InjectFault(stripelocal.Fault{Kind: "429", Path: "/v1/products", Count: 5})
 	resp, _ := f.svc.HandleUpsertProducts(context.Background(), nil)
@@ -397,6 +358,7 @@ func TestUpsert_StripeRateLimitIsRetryableUnavailable(t *testing.T) {
 }
 
 func TestUpsert_BillingDisabledMakesNoCalls(t *testing.T) {
+	t.Parallel()
 	svc := disabledService(t)
 	resp, err := svc.HandleUpsertProducts(context.Background(), nil)
 	if err != nil || resp.OK || resp.Error.Code != "billing_disabled" {

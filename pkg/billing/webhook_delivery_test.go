@@ -2,40 +2,17 @@ package billing_test
 
 import (
 	"context"
-	"encoding/json"
-	"net/http/httptest"
 	"testing"
 	"time"
 
-	"github.com/aws/aws-lambda-go/events"
 	"github.com/stripe/stripe-go/v76"
 
-	"github.com/baseten/billing-functions/internal/gateway"
 	"github.com/baseten/billing-functions/internal/stripelocal"
 	"github.com/baseten/billing-functions/pkg/billing"
 )
 
-// gatewayFor serves the webhook handler behind the local API Gateway
-// emulation and registers it with the local Stripe.
-func (f *fixture) gatewayFor() {
-	f.t.Helper()
-	gw := httptest.NewServer(gateway.New(gateway.Route{Method: "POST", Path: "/integrations/stripe/webhooks",
-		Invoke: func(ctx context.Context, event []byte) ([]byte, error) {
-			var req events.APIGatewayV2HTTPRequest
-			if err := json.Unmarshal(event, &req); err != nil {
-				return nil, err
-			}
-			resp, err := f.svc.HandleWebhook(ctx, req)
-			if err != nil {
-				return nil, err
-			}
-			return json.Marshal(resp)
-		}}))
-	f.t.Cleanup(gw.Close)
-	f.stripe.AddWebhookEndpoint(gw.URL+"/integrations/stripe/webhooks", []string{fixtureSecret}, nil, "")
-}
-
 func TestWebhook_RealDeliveriesFromTheLocalStripeKeepTheMirror(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	f.gatewayFor()
 	f.stripe.SetDelivery(stripelocal.DeliveryMode{Mode: "shuffled", Duplicate: true, JitterMS: 50})

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,84 +19,20 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/stripe/stripe-go/v76"
-	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
 	"github.com/baseten/billing-functions/pkg/table"
 )
 
-const fixtureSecret = "whsec_fixture"
-
-// eventJSON renders a Stripe event around object.
-func eventJSON(id, typ string, created int64, apiVersion string, object any) []byte {
-	raw, _ := json.Marshal(map[string]any{
-		"id": id, "object": "event", "type": typ, "created": created, "api_version": apiVersion,
-		"livemode": false, "data": map[string]any{"object": object}, "request": map[string]any{"id": nil, "idempotency_key": nil},
-	})
-	return raw
-}
-
-func subscriptionObject(id, org, status string, cancelAtEnd bool, items ...string) map[string]any {
-	var data []any
-	for i, key := range items {
-		kind := "instance_type"
-		if key == "starter" || key == "business" {
-			kind = "tier"
-		}
-		data = append(data, map[string]any{"id": fmt.Sprintf("si_%s_%d", key, i), "object": "subscription_item",
-			"price": map[string]any{"id": "price_" + key, "object": "price", "metadata": map[string]any{"billing_key": key, "billing_kind": kind, "billing_namespace": ns}}})
-	}
-	return map[string]any{"id": id, "object": "subscription", "customer": "cus_" + org, "status": status, "created": 50,
-		"current_period_end": 5000, "cancel_at_period_end": cancelAtEnd,
-		"metadata": map[string]any{"org_id": org, "billing_namespace": ns},
-		"items":    map[string]any{"object": "list", "data": data}}
-}
-
-func signed(payload []byte, secret string, at time.Time) string {
-	return webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: secret, Timestamp: at}).Header
-}
-
-// deliver sends payload to the handler as API Gateway would.
-func (f *fixture) deliver(payload []byte, signature string) events.APIGatewayV2HTTPResponse {
-	f.t.Helper()
-	req := events.APIGatewayV2HTTPRequest{Body: string(payload), Headers: map[string]string{}}
-	if signature != "" {
-		req.Headers["stripe-signature"] = signature
-	}
-	resp, err := f.svc.HandleWebhook(context.Background(), req)
-	if err != nil {
-		f.t.Fatalf("HandleWebhook returned a Lambda error: %v", err)
-	}
-	return resp
-}
-
-func (f *fixture) send(payload []byte) events.APIGatewayV2HTTPResponse {
-	return f.deliver(payload, signed(payload, fixtureSecret, time.Now()))
-}
-
-func (f *fixture) mirror(org string) table.Mirror {
-	f.t.Helper()
-	m, err := f.store.GetMirror(context.Background(), org)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return m
-}
-
-func wantStatus(t *testing.T, resp events.APIGatewayV2HTTPResponse, code int, body string) {
-	t.Helper()
-	if resp.StatusCode != code || (body != "" && resp.Body != body) {
-		t.Fatalf("answered %d %s, want %d %s", resp.StatusCode, resp.Body, code, body)
-	}
-}
-
 func TestWebhook_NewEventIsMirroredWithOneDynamoDBRequest(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
-	f.db.reset()
+	f.db.Reset()
 	payload := eventJSON("evt_1", "customer.subscription.created", 100, stripe.APIVersion, subscriptionObject("sub_1", "org_1", "active", false, "business", "gpu-t4"))
 	wantStatus(t, f.send(payload), 200, `{"status":"processed"}`)
-	reads, writes := f.db.reset()
+	reads, writes := f.db.Reset()
 	stripeCalls := len(f.stripe.Counts())
 	t.Logf("new event of ours: %d DynamoDB requests, %d Stripe requests", reads+writes, stripeCalls)
 	if reads+writes != 1 || stripeCalls != 0 {
@@ -106,17 +43,17 @@ func TestWebhook_NewEventIsMirroredWithOneDynamoDBRequest(t *testing.T) {
 	if s == nil || s.SubscriptionID != "sub_1" || s.Status != "active" || s.Tier != "business" || len(s.Items) != 2 || s.CurrentPeriodEnd != 5000 {
 		t.Fatalf("mirror %+v", s)
 	}
-	f.db.reset() // the test's own read
+	f.db.Reset() // the test's own read
 
 	wantStatus(t, f.send(payload), 200, `{"status":"duplicate"}`)
-	reads, writes = f.db.reset()
+	reads, writes = f.db.Reset()
 	t.Logf("duplicate: %d DynamoDB requests, %d Stripe requests", reads+writes, len(f.stripe.Counts()))
 	if reads+writes != 1 {
 		t.Fatalf("duplicate: %d DynamoDB requests, want 1", reads+writes)
 	}
 	older := eventJSON("evt_0", "customer.subscription.created", 90, stripe.APIVersion, subscriptionObject("sub_1", "org_1", "incomplete", false, "business"))
 	wantStatus(t, f.send(older), 200, `{"status":"ignored"}`)
-	reads, writes = f.db.reset()
+	reads, writes = f.db.Reset()
 	t.Logf("stale: %d DynamoDB requests, %d Stripe requests", reads+writes, len(f.stripe.Counts()))
 	if reads+writes != 1 || f.mirror("org_1").Subscription.Status != "active" {
 		t.Fatalf("stale: %d DynamoDB requests; status %s", reads+writes, f.mirror("org_1").Subscription.Status)
@@ -124,6 +61,7 @@ func TestWebhook_NewEventIsMirroredWithOneDynamoDBRequest(t *testing.T) {
 }
 
 func TestWebhook_DuplicateDeliveredTwentyTimesConcurrentlyHasOneEffect(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	payload := eventJSON("evt_dup", "customer.subscription.updated", 100, stripe.APIVersion, subscriptionObject("sub_1", "org_1", "active", false, "starter"))
 	sig := signed(payload, fixtureSecret, time.Now())
@@ -173,6 +111,7 @@ func permutations(n int) [][]int {
 }
 
 func TestWebhook_EveryPermutationOfALifecycleEndsInTheRightState(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	perms := permutations(4)
 	if len(perms) != 24 {
@@ -198,38 +137,18 @@ func TestWebhook_EveryPermutationOfALifecycleEndsInTheRightState(t *testing.T) {
 	}
 }
 
-// liveSubscription makes a real subscription in the local Stripe, so that a
-// re-fetch has something to find.
-func (f *fixture) liveSubscription(org string) *stripe.Subscription {
-	f.t.Helper()
-	f.upsert(billing.UpsertRequest{})
-	sc := f.sc()
-	c, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: map[string]string{"org_id": org, "billing_namespace": ns}}})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	m, _ := f.store.GetProductMapping(context.Background(), "business")
-	sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(m.PriceID)}},
-		Params: stripe.Params{Metadata: map[string]string{"org_id": org, "billing_namespace": ns}}})
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.stripe.ResetCounts()
-	f.db.reset()
-	return sub
-}
-
 func TestWebhook_SameSecondTieRefetchesFromStripe(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	sub := f.liveSubscription("org_1")
 	first := eventJSON("evt_a", "customer.subscription.updated", 100, stripe.APIVersion, subscriptionObject(sub.ID, "org_1", "past_due", false, "business"))
 	wantStatus(t, f.send(first), 200, `{"status":"processed"}`)
-	f.db.reset()
+	f.db.Reset()
 	// Same second, a different snapshot: which is newer is unknown, so
 	// Stripe's current state (active) is stored.
 	second := eventJSON("evt_b", "customer.subscription.updated", 100, stripe.APIVersion, subscriptionObject(sub.ID, "org_1", "unpaid", false, "business"))
 	wantStatus(t, f.send(second), 200, `{"status":"processed"}`)
-	reads, writes := f.db.reset()
+	reads, writes := f.db.Reset()
 	counts := f.stripe.Counts()
 	t.Logf("same-second tie: %d DynamoDB requests, Stripe %v", reads+writes, counts)
 	if counts["GET /v1/subscriptions/{id}"] != 1 {
@@ -241,6 +160,7 @@ func TestWebhook_SameSecondTieRefetchesFromStripe(t *testing.T) {
 }
 
 func TestWebhook_APIVersionMismatchTakesTheRefetchPath(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	sub := f.liveSubscription("org_1")
 	// The payload is at another version and says something else entirely;
@@ -257,9 +177,10 @@ func TestWebhook_APIVersionMismatchTakesTheRefetchPath(t *testing.T) {
 }
 
 func TestWebhook_RotationAcceptsThePreviousSecretAndRefreshesOnce(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	secretID := createSecret(t, `{"api_key":"sk_test_rot","publishable_key":"pk_test_rot","webhook_secret":"whsec_new","webhook_secret_previous":"whsec_old"}`)
-	counting := &countingSecrets{SecretsClient: sm}
+	counting := &countingSecrets{SecretsClient: testenv.SecretsManager(t)}
 	cfg := f.svc.Config()
 	cfg.StripeSecretID, cfg.Overrides = secretID, billing.Keys{}
 	svc := billing.NewService(cfg, billing.NewKeySource(cfg, counting), f.store, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -288,6 +209,7 @@ func TestWebhook_RotationAcceptsThePreviousSecretAndRefreshesOnce(t *testing.T) 
 }
 
 func TestWebhook_TamperedExpiredAndUnsignedDeliveriesAreRejected(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	payload := eventJSON("evt_x", "customer.subscription.created", 100, stripe.APIVersion, subscriptionObject("sub_1", "org_1", "active", false, "starter"))
 	sig := signed(payload, fixtureSecret, time.Now())
@@ -310,6 +232,7 @@ func TestWebhook_TamperedExpiredAndUnsignedDeliveriesAreRejected(t *testing.T) {
 }
 
 func TestWebhook_Base64BodyIsAccepted(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	payload := eventJSON("evt_b64", "customer.subscription.created", 100, stripe.APIVersion, subscriptionObject("sub_1", "org_1", "active", false, "starter"))
 	resp, _ := f.svc.HandleWebhook(context.Background(), events.APIGatewayV2HTTPRequest{
@@ -320,6 +243,7 @@ func TestWebhook_Base64BodyIsAccepted(t *testing.T) {
 }
 
 func TestWebhook_OversizedBodyGets413(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	big := bytes.Repeat([]byte("x"), billing.MaxWebhookBody+1)
 	wantStatus(t, f.deliver(big, signed(big, fixtureSecret, time.Now())), 413, "")
@@ -328,12 +252,13 @@ func TestWebhook_OversizedBodyGets413(t *testing.T) {
 }
 
 func TestWebhook_ForeignNamespaceIsIgnoredWithoutAWrite(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
-	f.db.reset()
+	f.db.Reset()
 	obj := subscriptionObject("sub_f", "org_f", "active", false, "starter")
 	obj["metadata"] = map[string]any{"org_id": "org_f", "billing_namespace": "someone-else"}
 	wantStatus(t, f.send(eventJSON("evt_f", "customer.subscription.created", 100, stripe.APIVersion, obj)), 200, `{"status":"ignored"}`)
-	reads, writes := f.db.reset()
+	reads, writes := f.db.Reset()
 	t.Logf("foreign (by metadata): %d DynamoDB requests", reads+writes)
 	if reads+writes != 0 {
 		t.Fatalf("a foreign event made %d DynamoDB requests", reads+writes)
@@ -341,13 +266,14 @@ func TestWebhook_ForeignNamespaceIsIgnoredWithoutAWrite(t *testing.T) {
 	// No metadata and an unknown customer: one lookup, then ignored.
 	obj["metadata"] = map[string]any{}
 	wantStatus(t, f.send(eventJSON("evt_g", "customer.subscription.created", 100, stripe.APIVersion, obj)), 200, `{"status":"ignored"}`)
-	if _, writes := f.db.reset(); writes != 0 {
+	if _, writes := f.db.Reset(); writes != 0 {
 		t.Fatal("an unknown customer's event was written")
 	}
 	wantStatus(t, f.send(eventJSON("evt_h", "charge.succeeded", 100, stripe.APIVersion, map[string]any{"id": "ch_1"})), 200, `{"status":"ignored"}`)
 }
 
 func TestWebhook_KnownCustomerWithoutMetadataIsOurs(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	if err := f.store.CreateCustomer(context.Background(), table.Customer{OrgID: "org_k", CustomerID: "cus_org_k"}); err != nil {
 		t.Fatal(err)
@@ -361,6 +287,7 @@ func TestWebhook_KnownCustomerWithoutMetadataIsOurs(t *testing.T) {
 }
 
 func TestWebhook_LivemodeMismatchIsRejected(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	var ev map[string]any
 	_ = json.Unmarshal(eventJSON("evt_l", "customer.subscription.created", 100, stripe.APIVersion, subscriptionObject("sub_1", "org_1", "active", false, "starter")), &ev)
@@ -373,6 +300,7 @@ func TestWebhook_LivemodeMismatchIsRejected(t *testing.T) {
 }
 
 func TestWebhook_NoWebhookSecretFailsClosedWith503(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	cfg := f.svc.Config()
 	cfg.Overrides.WebhookSecret = ""
@@ -386,28 +314,18 @@ func TestWebhook_NoWebhookSecretFailsClosedWith503(t *testing.T) {
 	}
 }
 
-// failingDB makes the next n transactions fail as a throttled DynamoDB
-// would, after the SDK's retries.
-type failingDB struct {
-	table.DB
-	mu sync.Mutex
-	n  int
-}
-
-func (f *failingDB) TransactWriteItems(ctx context.Context, in *dynamodbTransactInput, o ...dynamodbOption) (*dynamodbTransactOutput, error) {
-	f.mu.Lock()
-	fail := f.n > 0
-	f.n--
-	f.mu.Unlock()
-	if fail {
-		return nil, &throttled{}
-	}
-	return f.DB.TransactWriteItems(ctx, in, o...)
-}
-
 func TestWebhook_DynamoDBFailureAnswers500AndTheRetryConverges(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
-	fdb := &failingDB{DB: ddb, n: 1}
+	// The next transaction fails as a throttled DynamoDB's would, after the
+	// SDK's retries.
+	var failed atomic.Bool
+	fdb := &testenv.DB{Next: testenv.DynamoDB(t), Intercept: func(op string) (bool, error) {
+		if op == "TransactWriteItems" && !failed.Swap(true) {
+			return false, &ddbtypes.ProvisionedThroughputExceededException{}
+		}
+		return false, nil
+	}}
 	svc := billing.NewService(f.svc.Config(), billing.NewKeySource(f.svc.Config(), nil), table.New(fdb, f.store.Name()), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	svc.SetMetricsOutput(io.Discard)
 	payload := eventJSON("evt_d", "customer.subscription.created", 100, stripe.APIVersion, subscriptionObject("sub_1", "org_1", "active", false, "starter"))
@@ -426,6 +344,7 @@ func TestWebhook_DynamoDBFailureAnswers500AndTheRetryConverges(t *testing.T) {
 }
 
 func TestWebhook_StripeFailureDuringRefetchAnswers500AndTheRetryConverges(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	sub := f.liveSubscription("org_1")
 	f.stripe.InjectFault(stripelocal.Fault{Kind: "500", Path: "/v1/subscriptions/", Count: 3}) // stripe-go retries reads twice
@@ -438,6 +357,7 @@ func TestWebhook_StripeFailureDuringRefetchAnswers500AndTheRetryConverges(t *tes
 }
 
 func TestWebhook_LogsOneSafeLineAndMetricsPerDelivery(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	var logs, metrics bytes.Buffer
 	svc := billing.NewService(f.svc.Config(), billing.NewKeySource(f.svc.Config(), nil), f.store, slog.New(slog.NewJSONHandler(&logs, nil)))
@@ -473,6 +393,7 @@ func TestWebhook_LogsOneSafeLineAndMetricsPerDelivery(t *testing.T) {
 }
 
 func TestWebhook_CatalogChangesOutsideUpsertAreFlaggedAsDrift(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	product := map[string]any{"id": "bf_test-ns_gpu-t4", "object": "product", "name": "Renamed in the dashboard",
 		"metadata": map[string]any{"billing_namespace": ns, "billing_key": "gpu-t4"}}
@@ -485,7 +406,7 @@ func TestWebhook_CatalogChangesOutsideUpsertAreFlaggedAsDrift(t *testing.T) {
 	foreign := map[string]any{"id": "bf_other_gpu-t4", "metadata": map[string]any{"billing_namespace": "other", "billing_key": "gpu-t4"}}
 	wantStatus(t, f.send(eventJSON("evt_other", "price.updated", 102, stripe.APIVersion, foreign)), 200, `{"status":"ignored"}`)
 
-	out, err := ddb.Query(context.Background(), &dynamodb.QueryInput{TableName: aws.String(f.store.Name()),
+	out, err := testenv.DynamoDB(t).Query(context.Background(), &dynamodb.QueryInput{TableName: aws.String(f.store.Name()),
 		KeyConditionExpression:    aws.String("pk = :pk AND begins_with(sk, :d)"),
 		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":pk": &ddbtypes.AttributeValueMemberS{Value: "CATALOG"}, ":d": &ddbtypes.AttributeValueMemberS{Value: "DRIFT#"}}})
 	if err != nil {
@@ -500,6 +421,7 @@ func TestWebhook_CatalogChangesOutsideUpsertAreFlaggedAsDrift(t *testing.T) {
 }
 
 func TestWebhook_CustomerDeletedIsMirrored(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	c := map[string]any{"id": "cus_del", "object": "customer", "metadata": map[string]any{"org_id": "org_del", "billing_namespace": ns}}
 	wantStatus(t, f.send(eventJSON("evt_c1", "customer.created", 100, stripe.APIVersion, c)), 200, `{"status":"processed"}`)
@@ -524,6 +446,7 @@ func TestWebhook_CustomerDeletedIsMirrored(t *testing.T) {
 }
 
 func TestWebhook_CheckoutCompletedMirrorsItsSubscription(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, ns)
 	sub := f.liveSubscription("org_co")
 	session := map[string]any{"id": "cs_1", "object": "checkout.session", "mode": "subscription", "subscription": sub.ID,
