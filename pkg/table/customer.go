@@ -3,7 +3,6 @@ package table
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -84,84 +83,4 @@ func (s *Store) OrgForStripeID(ctx context.Context, stripeID string) (string, er
 		return "", fmt.Errorf("table.OrgForStripeID %s: %w", stripeID, err)
 	}
 	return it.OrgID, nil
-}
-
-// Mirror is everything stored about one organization's billing.
-type Mirror struct {
-	Customer     *Customer     // nil when the org has no customer
-	Subscription *Subscription // nil when it never subscribed
-}
-
-// GetMirror reads an organization's customer and subscription in one
-// request. An unknown organization is an empty Mirror, not an error.
-func (s *Store) GetMirror(ctx context.Context, orgID string) (Mirror, error) {
-	out, err := s.db.Query(ctx, &dynamodb.QueryInput{
-		TableName:                 &s.name,
-		KeyConditionExpression:    aws.String("pk = :pk"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: orgPK(orgID)}},
-		ConsistentRead:            aws.Bool(true),
-	})
-	if err != nil {
-		return Mirror{}, fmt.Errorf("table.GetMirror %s: %w", orgID, translate(err))
-	}
-	var m Mirror
-	for _, item := range out.Items {
-		if err := m.add(item); err != nil {
-			return Mirror{}, fmt.Errorf("table.GetMirror %s: %w", orgID, err)
-		}
-	}
-	return m, nil
-}
-
-// add reads one of an organization's items into m.
-func (m *Mirror) add(item map[string]types.AttributeValue) error {
-	switch strAttr(item[AttrSK]) {
-	case skCustomer:
-		var c Customer
-		if err := attributevalue.UnmarshalMap(item, &c); err != nil {
-			return err
-		}
-		m.Customer = &c
-	case skSubscription:
-		var sub Subscription
-		if err := attributevalue.UnmarshalMap(item, &sub); err != nil {
-			return err
-		}
-		if sub.SubscriptionID != "" {
-			m.Subscription = &sub
-		}
-	}
-	return nil
-}
-
-// ListMirrors reads every organization's mirror, by organization ID, with
-// strongly consistent reads of the whole table (reconcile's view of it).
-func (s *Store) ListMirrors(ctx context.Context) (map[string]Mirror, error) {
-	mirrors := map[string]Mirror{}
-	in := &dynamodb.ScanInput{
-		TableName:                 &s.name,
-		FilterExpression:          aws.String("begins_with(pk, :org)"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":org": &types.AttributeValueMemberS{Value: orgPK("")}},
-		ConsistentRead:            aws.Bool(true),
-	}
-	for {
-		out, err := s.db.Scan(ctx, in)
-		if err != nil {
-			return nil, fmt.Errorf("table.ListMirrors: %w", translate(err))
-		}
-		for _, item := range out.Items {
-			org := strings.TrimPrefix(strAttr(item[AttrPK]), orgPK(""))
-			m := mirrors[org]
-			if err := m.add(item); err != nil {
-				return nil, fmt.Errorf("table.ListMirrors %s: %w", org, err)
-			}
-			if m.Customer != nil || m.Subscription != nil {
-				mirrors[org] = m
-			}
-		}
-		if len(out.LastEvaluatedKey) == 0 {
-			return mirrors, nil
-		}
-		in.ExclusiveStartKey = out.LastEvaluatedKey
-	}
 }

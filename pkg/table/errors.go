@@ -21,13 +21,30 @@ var (
 	// ErrUnavailable is returned when DynamoDB throttled or failed after the
 	// SDK's own retries. Retrying later may succeed.
 	ErrUnavailable = errors.New("table: unavailable")
+	// ErrTableExists is returned when a table to create exists already.
+	ErrTableExists = errors.New("table: table exists")
 )
 
+// ConditionError is a single write whose condition failed. Item is the
+// stored item as it was (nil when DynamoDB did not return it). It matches
+// ErrConditionFailed with errors.Is.
+type ConditionError struct {
+	Item    map[string]types.AttributeValue
+	message string
+}
+
+func (e *ConditionError) Error() string { return fmt.Sprintf("%v: %s", ErrConditionFailed, e.message) }
+
+func (e *ConditionError) Is(target error) bool { return target == ErrConditionFailed }
+
 // CanceledError describes a canceled transaction: Reasons holds the
-// cancellation code of each action, in order ("None" for those that passed).
-// It matches ErrConditionFailed or ErrTransactionConflict with errors.Is.
+// cancellation code of each action, in order ("None" for those that
+// passed), and Items the stored item of each action whose condition failed.
+// It matches ErrConditionFailed, ErrTransactionConflict or ErrUnavailable
+// with errors.Is.
 type CanceledError struct {
 	Reasons []string
+	Items   []map[string]types.AttributeValue
 	kind    error
 }
 
@@ -51,7 +68,11 @@ func translate(err error) error {
 	}
 	var ccf *types.ConditionalCheckFailedException
 	if errors.As(err, &ccf) {
-		return fmt.Errorf("%w: %s", ErrConditionFailed, msg(ccf.Message))
+		return &ConditionError{Item: ccf.Item, message: msg(ccf.Message)}
+	}
+	var inUse *types.ResourceInUseException
+	if errors.As(err, &inUse) {
+		return fmt.Errorf("%w: %s", ErrTableExists, msg(inUse.Message))
 	}
 	var tce *types.TransactionCanceledException
 	if errors.As(err, &tce) {
@@ -63,6 +84,7 @@ func translate(err error) error {
 				code = *r.Code
 			}
 			ce.Reasons = append(ce.Reasons, code)
+			ce.Items = append(ce.Items, r.Item)
 			switch code {
 			case "ConditionalCheckFailed":
 				conditionFailed = true

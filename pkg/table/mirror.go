@@ -2,10 +2,8 @@ package table
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"slices"
-	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -14,257 +12,125 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
-// Event records a processed Stripe webhook event. It is written in the same
-// transaction as the change the event causes, never before, and expires
-// (DynamoDB TTL) at ExpiresAt, which must be at least 30 days later.
-type Event struct {
-	EventID     string    `dynamodbav:"event_id"`
-	Type        string    `dynamodbav:"type"`
-	OrgID       string    `dynamodbav:"org_id,omitempty"`
-	ProcessedAt time.Time `dynamodbav:"processed_at"`
-	ExpiresAt   int64     `dynamodbav:"expires_at"`
+const skSubscription = "SUBSCRIPTION"
+
+// Item is one subscription item of the mirror: a plan tier or a metered
+// instance type, by catalog key.
+type Item struct {
+	Key     string `dynamodbav:"key"`
+	ItemID  string `dynamodbav:"item_id"`
+	PriceID string `dynamodbav:"price_id"`
 }
 
-// Change is one guarded change to the mirror. Exactly one field is set.
-type Change struct {
-	Subscription *SubscriptionSnapshot
-	Invoice      *InvoiceSnapshot
-	Customer     *CustomerSnapshot
-	Drift        *Drift
-}
-
-// SubscriptionSnapshot is a subscription as Stripe showed it at SourceTime
-// (the event's created time). It replaces the stored one only when it is
-// strictly newer, or, for a different subscription, when that subscription
-// was created later.
-type SubscriptionSnapshot struct {
-	OrgID, CustomerID, SubscriptionID, Status, Tier string
-	Items                                           []Item
-	Created, CurrentPeriodEnd                       int64
-	CancelAtPeriodEnd                               bool
-	SourceTime                                      int64
-}
-
-// InvoiceSnapshot is the latest invoice state of an organization's
-// subscription, ordered by its own SourceTime.
-type InvoiceSnapshot struct {
-	OrgID, SubscriptionID, InvoiceID, Status string
-	PaymentFailed                            bool
-	SourceTime                               int64
-}
-
-// CustomerSnapshot is the organization's customer at SourceTime.
-type CustomerSnapshot struct {
-	OrgID, CustomerID string
-	Deleted           bool
-	SourceTime        int64
-}
-
-// Drift records a catalog object changed outside upsert-products.
-type Drift struct {
-	Key, ObjectID, EventType string
-	At                       int64
-}
-
-var (
-	// ErrDuplicateEvent is returned when the event was already recorded.
-	ErrDuplicateEvent = errors.New("table: event already processed")
-	// ErrStale is returned when the stored state is newer than the change.
-	ErrStale = errors.New("table: stored state is newer")
-)
-
-// TieError is returned when the stored state has the same source time as
-// the change (Stripe's one-second resolution): which is newer is unknown.
-type TieError struct{ SourceTime int64 }
-
-func (e *TieError) Error() string { return fmt.Sprintf("table: tie at source time %d", e.SourceTime) }
-
-// ApplyEvent records ev and applies ch in one transaction, one request. The
-// event is recorded only if the change is applied, so a failed event is
-// never taken for processed, and concurrent deliveries of one event have one
-// effect. With allowEqual a change whose source time equals the stored one
-// applies (the caller re-fetched the object from Stripe).
+// Subscription is the mirror of an organization's current subscription and
+// its latest invoice (what the design note calls StripeSubscription).
 //
-// It returns ErrDuplicateEvent, ErrStale or a *TieError, and then writes
-// nothing; ErrTransactionConflict or ErrUnavailable when it may be retried.
-func (s *Store) ApplyEvent(ctx context.Context, ev Event, ch Change, allowEqual bool) error {
-	evItem, err := attributevalue.MarshalMap(struct {
-		PK string `dynamodbav:"pk"`
-		SK string `dynamodbav:"sk"`
-		Event
-	}{PK: "EVT#" + ev.EventID, SK: "EVENT", Event: ev})
+// SourceTime orders subscription snapshots and InvoiceTime invoice ones:
+// each is the created time (unix seconds) of the Stripe event the stored
+// state came from. Version counts the writes to the record.
+type Subscription struct {
+	OrgID               string    `dynamodbav:"org_id"`
+	SubscriptionID      string    `dynamodbav:"subscription_id"`
+	CustomerID          string    `dynamodbav:"customer_id"`
+	Status              string    `dynamodbav:"status"`
+	Tier                string    `dynamodbav:"tier"`
+	Items               []Item    `dynamodbav:"items"`
+	SubscriptionCreated int64     `dynamodbav:"subscription_created"`
+	CurrentPeriodEnd    int64     `dynamodbav:"current_period_end"`
+	CancelAtPeriodEnd   bool      `dynamodbav:"cancel_at_period_end"`
+	SourceTime          int64     `dynamodbav:"source_time"`
+	InvoiceSubscription string    `dynamodbav:"invoice_subscription_id"`
+	LatestInvoiceID     string    `dynamodbav:"latest_invoice_id"`
+	LatestInvoiceStatus string    `dynamodbav:"latest_invoice_status"`
+	InvoicePaymentFail  bool      `dynamodbav:"invoice_payment_failed"`
+	InvoiceTime         int64     `dynamodbav:"invoice_time"`
+	Version             int64     `dynamodbav:"version"`
+	UpdatedAt           time.Time `dynamodbav:"updated_at"`
+}
+
+// Delinquent reports whether the organization's payments are failing: the
+// subscription is past_due or unpaid, or its latest invoice failed.
+func (s Subscription) Delinquent() bool {
+	return s.Status == "past_due" || s.Status == "unpaid" ||
+		(s.InvoicePaymentFail && s.InvoiceSubscription == s.SubscriptionID)
+}
+
+// Mirror is everything stored about one organization's billing.
+type Mirror struct {
+	Customer     *Customer     // nil when the org has no customer
+	Subscription *Subscription // nil when it never subscribed
+}
+
+// GetMirror reads an organization's customer and subscription in one
+// request. An unknown organization is an empty Mirror, not an error.
+func (s *Store) GetMirror(ctx context.Context, orgID string) (Mirror, error) {
+	out, err := s.db.Query(ctx, &dynamodb.QueryInput{
+		TableName:                 &s.name,
+		KeyConditionExpression:    aws.String("pk = :pk"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: orgPK(orgID)}},
+		ConsistentRead:            aws.Bool(true),
+	})
 	if err != nil {
-		return fmt.Errorf("table.ApplyEvent %s: %w", ev.EventID, err)
+		return Mirror{}, fmt.Errorf("table.GetMirror %s: %w", orgID, translate(err))
 	}
-	items := []types.TransactWriteItem{{Put: &types.Put{TableName: &s.name, Item: evItem, ConditionExpression: aws.String("attribute_not_exists(pk)")}}}
-	upd, timeAttr, t := s.changeUpdate(ch, allowEqual, ev.ProcessedAt)
-	if upd != nil {
-		upd.ReturnValuesOnConditionCheckFailure = types.ReturnValuesOnConditionCheckFailureAllOld
-		items = append(items, types.TransactWriteItem{Update: upd})
-	}
-	_, err = s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
-	if err == nil {
-		return nil
-	}
-	var tce *types.TransactionCanceledException
-	if errors.As(err, &tce) && len(tce.CancellationReasons) == len(items) {
-		switch {
-		case code(tce.CancellationReasons[0]) == "ConditionalCheckFailed":
-			return fmt.Errorf("table.ApplyEvent %s: %w", ev.EventID, ErrDuplicateEvent)
-		case len(items) == 2 && code(tce.CancellationReasons[1]) == "ConditionalCheckFailed":
-			return fmt.Errorf("table.ApplyEvent %s: %w", ev.EventID, staleOrTie(ch, tce.CancellationReasons[1].Item, timeAttr, t))
+	var m Mirror
+	for _, item := range out.Items {
+		if err := m.add(item); err != nil {
+			return Mirror{}, fmt.Errorf("table.GetMirror %s: %w", orgID, err)
 		}
 	}
-	return fmt.Errorf("table.ApplyEvent %s: %w", ev.EventID, translate(err))
+	return m, nil
 }
 
-// staleOrTie classifies a failed guard from the stored item: a tie when it
-// has the same source time, is about the same object and says something
-// else; stale otherwise. A same-second snapshot equal to the stored one
-// carries nothing new (typically the webhook of subscribe's own change),
-// so it needs no re-fetch.
-func staleOrTie(ch Change, old map[string]types.AttributeValue, timeAttr string, t int64) error {
-	if old == nil || numAttr(old[timeAttr]) != t || !sameObject(ch, old) || sameState(ch, old) {
-		return ErrStale
+// add reads one of an organization's items into m.
+func (m *Mirror) add(item map[string]types.AttributeValue) error {
+	switch strAttr(item[AttrSK]) {
+	case skCustomer:
+		var c Customer
+		if err := attributevalue.UnmarshalMap(item, &c); err != nil {
+			return err
+		}
+		m.Customer = &c
+	case skSubscription:
+		var sub Subscription
+		if err := attributevalue.UnmarshalMap(item, &sub); err != nil {
+			return err
+		}
+		if sub.SubscriptionID != "" {
+			m.Subscription = &sub
+		}
 	}
-	return &TieError{SourceTime: t}
+	return nil
 }
 
-// sameState reports whether the stored item already says what ch says.
-func sameState(ch Change, old map[string]types.AttributeValue) bool {
-	switch {
-	case ch.Subscription != nil:
-		var cur Subscription
-		if attributevalue.UnmarshalMap(old, &cur) != nil {
-			return false
-		}
-		c := ch.Subscription
-		return cur.Status == c.Status && cur.Tier == c.Tier && cur.CurrentPeriodEnd == c.CurrentPeriodEnd &&
-			cur.CancelAtPeriodEnd == c.CancelAtPeriodEnd && cur.CustomerID == c.CustomerID && slices.Equal(cur.Items, c.Items)
-	case ch.Invoice != nil:
-		var cur Subscription
-		if attributevalue.UnmarshalMap(old, &cur) != nil {
-			return false
-		}
-		c := ch.Invoice
-		return cur.LatestInvoiceID == c.InvoiceID && cur.LatestInvoiceStatus == c.Status && cur.InvoicePaymentFail == c.PaymentFailed
-	case ch.Customer != nil:
-		b, _ := old["deleted"].(*types.AttributeValueMemberBOOL)
-		return b != nil && b.Value == ch.Customer.Deleted
+// ListMirrors reads every organization's mirror, by organization ID, with
+// strongly consistent reads of the whole table (reconcile's view of it).
+func (s *Store) ListMirrors(ctx context.Context) (map[string]Mirror, error) {
+	mirrors := map[string]Mirror{}
+	in := &dynamodb.ScanInput{
+		TableName:                 &s.name,
+		FilterExpression:          aws.String("begins_with(pk, :org)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":org": &types.AttributeValueMemberS{Value: orgPK("")}},
+		ConsistentRead:            aws.Bool(true),
 	}
-	return false
-}
-
-// sameObject reports whether the stored item is about the same Stripe
-// object as the change: only then is an equal time a tie.
-func sameObject(ch Change, old map[string]types.AttributeValue) bool {
-	switch {
-	case ch.Subscription != nil:
-		return strAttr(old["subscription_id"]) == ch.Subscription.SubscriptionID
-	case ch.Customer != nil:
-		return strAttr(old["customer_id"]) == ch.Customer.CustomerID
-	}
-	return true
-}
-
-func code(r types.CancellationReason) string { return aws.ToString(r.Code) }
-
-func numAttr(v types.AttributeValue) int64 {
-	n, ok := v.(*types.AttributeValueMemberN)
-	if !ok {
-		return -1
-	}
-	i, _ := strconv.ParseInt(n.Value, 10, 64)
-	return i
-}
-
-func strAttr(v types.AttributeValue) string {
-	s, _ := v.(*types.AttributeValueMemberS)
-	if s == nil {
-		return ""
-	}
-	return s.Value
-}
-
-// changeUpdate builds the guarded update for ch, and names the attribute
-// and value that order it.
-func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.Update, string, int64) {
-	older := "<"
-	if allowEqual {
-		older = "<="
-	}
-	str := func(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
-	boolean := func(v bool) types.AttributeValue { return &types.AttributeValueMemberBOOL{Value: v} }
-	vals := map[string]types.AttributeValue{":now": str(now.UTC().Format(time.RFC3339Nano))}
-	switch {
-	case ch.Subscription != nil:
-		c := ch.Subscription
-		items, _ := attributevalue.Marshal(c.Items)
-		if len(c.Items) == 0 {
-			items = &types.AttributeValueMemberL{Value: []types.AttributeValue{}}
+	for {
+		out, err := s.db.Scan(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("table.ListMirrors: %w", translate(err))
 		}
-		for k, v := range map[string]types.AttributeValue{
-			":org": str(c.OrgID), ":cus": str(c.CustomerID), ":sid": str(c.SubscriptionID), ":status": str(c.Status),
-			":tier": str(c.Tier), ":items": items, ":created": num(c.Created), ":cpe": num(c.CurrentPeriodEnd),
-			":cape": boolean(c.CancelAtPeriodEnd), ":t": num(c.SourceTime),
-		} {
-			vals[k] = v
+		for _, item := range out.Items {
+			org := strings.TrimPrefix(strAttr(item[AttrPK]), orgPK(""))
+			m := mirrors[org]
+			if err := m.add(item); err != nil {
+				return nil, fmt.Errorf("table.ListMirrors %s: %w", org, err)
+			}
+			if m.Customer != nil || m.Subscription != nil {
+				mirrors[org] = m
+			}
 		}
-		return &types.Update{
-			TableName: &s.name, Key: key(orgPK(c.OrgID), skSubscription),
-			UpdateExpression: aws.String("SET org_id = :org, customer_id = :cus, subscription_id = :sid, stripe_id = :sid, #status = :status, " +
-				"tier = :tier, #items = :items, subscription_created = :created, current_period_end = :cpe, " +
-				"cancel_at_period_end = :cape, source_time = :t, updated_at = :now ADD version :one"),
-			ConditionExpression: aws.String("attribute_not_exists(subscription_id) OR (subscription_id = :sid AND (attribute_not_exists(source_time) OR source_time " + older + " :t)) " +
-				"OR (subscription_id <> :sid AND subscription_created < :created)"),
-			ExpressionAttributeNames:  map[string]string{"#status": "status", "#items": "items"},
-			ExpressionAttributeValues: withOne(vals),
-		}, "source_time", c.SourceTime
-	case ch.Invoice != nil:
-		c := ch.Invoice
-		for k, v := range map[string]types.AttributeValue{
-			":org": str(c.OrgID), ":isid": str(c.SubscriptionID), ":inv": str(c.InvoiceID), ":istatus": str(c.Status),
-			":failed": boolean(c.PaymentFailed), ":t": num(c.SourceTime),
-		} {
-			vals[k] = v
+		if len(out.LastEvaluatedKey) == 0 {
+			return mirrors, nil
 		}
-		return &types.Update{
-			TableName: &s.name, Key: key(orgPK(c.OrgID), skSubscription),
-			UpdateExpression: aws.String("SET org_id = :org, invoice_subscription_id = :isid, latest_invoice_id = :inv, latest_invoice_status = :istatus, " +
-				"invoice_payment_failed = :failed, invoice_time = :t, updated_at = :now ADD version :one"),
-			ConditionExpression:       aws.String("attribute_not_exists(invoice_time) OR invoice_time " + older + " :t"),
-			ExpressionAttributeValues: withOne(vals),
-		}, "invoice_time", c.SourceTime
-	case ch.Customer != nil:
-		c := ch.Customer
-		for k, v := range map[string]types.AttributeValue{
-			":org": str(c.OrgID), ":cid": str(c.CustomerID), ":deleted": boolean(c.Deleted), ":t": num(c.SourceTime),
-		} {
-			vals[k] = v
-		}
-		return &types.Update{
-			TableName: &s.name, Key: key(orgPK(c.OrgID), skCustomer),
-			UpdateExpression: aws.String("SET org_id = :org, customer_id = :cid, stripe_id = :cid, deleted = :deleted, customer_time = :t, " +
-				"created_at = if_not_exists(created_at, :now)"),
-			ConditionExpression: aws.String("attribute_not_exists(customer_id) OR (customer_id = :cid AND " +
-				"(attribute_not_exists(customer_time) OR customer_time " + older + " :t))"),
-			ExpressionAttributeValues: vals,
-		}, "customer_time", c.SourceTime
-	case ch.Drift != nil:
-		c := ch.Drift
-		for k, v := range map[string]types.AttributeValue{":obj": str(c.ObjectID), ":type": str(c.EventType), ":at": num(c.At)} {
-			vals[k] = v
-		}
-		return &types.Update{
-			TableName: &s.name, Key: key(pkCatalog, "DRIFT#"+c.Key),
-			UpdateExpression:          aws.String("SET object_id = :obj, event_type = :type, changed_at = :at, flagged_at = :now ADD times :one"),
-			ExpressionAttributeValues: withOne(vals),
-		}, "", 0
+		in.ExclusiveStartKey = out.LastEvaluatedKey
 	}
-	return nil, "", 0
-}
-
-func withOne(vals map[string]types.AttributeValue) map[string]types.AttributeValue {
-	vals[":one"] = num(1)
-	return vals
 }

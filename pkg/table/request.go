@@ -51,11 +51,11 @@ func (s *Store) BeginRequest(ctx context.Context, requestID, fingerprint string,
 	if err == nil {
 		return Request{Fingerprint: fingerprint}, nil
 	}
-	var ccf *types.ConditionalCheckFailedException
-	if !errors.As(err, &ccf) {
-		return Request{}, fmt.Errorf("table.BeginRequest %s: %w", requestID, translate(err))
+	var failed *ConditionError
+	if err = translate(err); !errors.As(err, &failed) {
+		return Request{}, fmt.Errorf("table.BeginRequest %s: %w", requestID, err)
 	}
-	old := ccf.Item
+	old := failed.Item
 	if old == nil { // an older moto or DynamoDB without ALL_OLD: read it
 		out, gerr := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.name, Key: k, ConsistentRead: aws.Bool(true)})
 		if gerr != nil {
@@ -102,62 +102,4 @@ func (s *Store) AbandonRequest(ctx context.Context, requestID string) error {
 		return fmt.Errorf("table.AbandonRequest %s: %w", requestID, translate(err))
 	}
 	return nil
-}
-
-// ClaimSubscribe gives one invocation at a time the right to create the
-// organization's subscription. A claim lapses after lease; the same
-// request may re-claim at once. It returns ErrConditionFailed when another
-// request holds it.
-func (s *Store) ClaimSubscribe(ctx context.Context, orgID, requestID string, now time.Time, lease time.Duration) error {
-	k := key(orgPK(orgID), "SUBSCRIBE_CLAIM")
-	_, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: &s.name,
-		Item: map[string]types.AttributeValue{AttrPK: k[AttrPK], AttrSK: k[AttrSK],
-			"request_id": &types.AttributeValueMemberS{Value: requestID}, "lease_until": num(now.Add(lease).UnixMilli()),
-			AttrExpiresAt: num(now.Add(24 * time.Hour).Unix())},
-		ConditionExpression: aws.String("attribute_not_exists(pk) OR request_id = :rid OR lease_until < :now"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":rid": &types.AttributeValueMemberS{Value: requestID},
-			":now": num(now.UnixMilli())},
-	})
-	if err != nil {
-		return fmt.Errorf("table.ClaimSubscribe %s: %w", orgID, translate(err))
-	}
-	return nil
-}
-
-// ReleaseSubscribe drops requestID's claim, if it still holds it.
-func (s *Store) ReleaseSubscribe(ctx context.Context, orgID, requestID string) error {
-	_, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
-		TableName: &s.name, Key: key(orgPK(orgID), "SUBSCRIBE_CLAIM"),
-		ConditionExpression:       aws.String("request_id = :rid"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":rid": &types.AttributeValueMemberS{Value: requestID}},
-	})
-	if err != nil && !errors.Is(translate(err), ErrConditionFailed) {
-		return fmt.Errorf("table.ReleaseSubscribe %s: %w", orgID, translate(err))
-	}
-	return nil
-}
-
-// ApplyChange applies a guarded mirror change that no webhook event caused
-// (subscribe writing Stripe's answer). It returns ErrStale or a *TieError
-// when the stored state is newer or as new (unless allowEqual).
-func (s *Store) ApplyChange(ctx context.Context, ch Change, allowEqual bool, now time.Time) error {
-	upd, timeAttr, t := s.changeUpdate(ch, allowEqual, now)
-	if upd == nil {
-		return nil
-	}
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: upd.TableName, Key: upd.Key, UpdateExpression: upd.UpdateExpression,
-		ConditionExpression: upd.ConditionExpression, ExpressionAttributeNames: upd.ExpressionAttributeNames,
-		ExpressionAttributeValues:           upd.ExpressionAttributeValues,
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-	})
-	var ccf *types.ConditionalCheckFailedException
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &ccf):
-		return fmt.Errorf("table.ApplyChange: %w", staleOrTie(ch, ccf.Item, timeAttr, t))
-	}
-	return fmt.Errorf("table.ApplyChange: %w", translate(err))
 }

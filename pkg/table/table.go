@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -80,9 +81,8 @@ func CreateTable(ctx context.Context, db *dynamodb.Client, name string) error {
 			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
 		}},
 	})
-	var inUse *types.ResourceInUseException
-	if err != nil && !errors.As(err, &inUse) { // in use: an earlier attempt whose answer was lost made it
-		return fmt.Errorf("table.CreateTable %s: %w", name, translate(err))
+	if err = translate(err); err != nil && !errors.Is(err, ErrTableExists) { // an earlier attempt whose answer was lost made it
+		return fmt.Errorf("table.CreateTable %s: %w", name, err)
 	}
 	waiter := dynamodb.NewTableExistsWaiter(db)
 	if err := waiter.Wait(ctx, &dynamodb.DescribeTableInput{TableName: &name}, time.Minute); err != nil {
@@ -118,4 +118,25 @@ func (s *Store) getItem(ctx context.Context, k map[string]types.AttributeValue, 
 		return ErrNotFound
 	}
 	return attributevalue.UnmarshalMap(out.Item, v)
+}
+
+func num(n int64) types.AttributeValue {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
+}
+
+func numAttr(v types.AttributeValue) int64 {
+	n, ok := v.(*types.AttributeValueMemberN)
+	if !ok {
+		return -1
+	}
+	i, _ := strconv.ParseInt(n.Value, 10, 64)
+	return i
+}
+
+func strAttr(v types.AttributeValue) string {
+	s, _ := v.(*types.AttributeValueMemberS)
+	if s == nil {
+		return ""
+	}
+	return s.Value
 }

@@ -3,31 +3,22 @@ package table_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/table"
 )
 
-var db *dynamodb.Client
-
-func TestMain(m *testing.M) {
-	testenv.Main(m, func(motoURL string) { db = dynamodb.NewFromConfig(testenv.AWSConfig(motoURL)) })
-}
+func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 
 // newStore creates a fresh table on moto for one test.
 func newStore(t *testing.T) *table.Store {
 	t.Helper()
-	name := testenv.UniqueName(t, "billing")
-	if err := table.CreateTable(context.Background(), db, name); err != nil {
-		t.Fatalf("CreateTable: %v", err)
-	}
-	t.Cleanup(func() { _, _ = db.DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: &name}) })
-	return table.New(db, name)
+	return table.New(testenv.DynamoDB(t), testenv.NewTable(t))
 }
 
 func TestCustomer_SecondCreateForOrgIsConflict(t *testing.T) {
@@ -73,14 +64,13 @@ func TestCustomer_ReverseLookupByStripeID(t *testing.T) {
 	}
 }
 
-func TestSubscription_ConcurrentGuardedUpdatesHaveOneWinner(t *testing.T) {
+// TestApplyEvent_ConcurrentSnapshotsLeaveTheNewest delivers eight snapshots
+// of one subscription at once, each of another second: whatever order they
+// land in, the newest is what stays, and each other one either applied
+// before it or was refused as stale.
+func TestApplyEvent_ConcurrentSnapshotsLeaveTheNewest(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	base, err := s.SaveSubscription(ctx, table.Subscription{OrgID: "org_1", SubscriptionID: "sub_1", Status: "active", Tier: "starter"}, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	const writers = 8
 	var wg sync.WaitGroup
 	errs := make([]error, writers)
@@ -90,44 +80,27 @@ func TestSubscription_ConcurrentGuardedUpdatesHaveOneWinner(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			next := base
-			next.Tier = []string{"starter", "business"}[i%2]
-			next.Status = "past_due"
-			_, errs[i] = s.SaveSubscription(ctx, next, base.Version)
+			for {
+				errs[i] = s.ApplyEvent(ctx, ev(fmt.Sprintf("evt_%d", i)), sub("org_1", "sub_1", int64(100+i), fmt.Sprintf("status_%d", i)), false)
+				if !errors.Is(errs[i], table.ErrTransactionConflict) {
+					return
+				}
+			}
 		}()
 	}
 	close(start)
 	wg.Wait()
-
-	winners := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			winners++
-		case !errors.Is(err, table.ErrConditionFailed):
-			t.Fatalf("a loser failed with %v, want ErrConditionFailed", err)
+	for i, err := range errs {
+		if err != nil && !errors.Is(err, table.ErrStale) {
+			t.Fatalf("snapshot %d: %v, want applied or ErrStale", i, err)
 		}
 	}
-	if winners != 1 {
-		t.Fatalf("winners = %d, want exactly 1", winners)
-	}
-	got, err := s.GetSubscription(ctx, "org_1")
+	m, err := s.GetMirror(ctx, "org_1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Version != base.Version+1 || got.Status != "past_due" {
-		t.Fatalf("stored version %d status %q, want version %d status past_due", got.Version, got.Status, base.Version+1)
-	}
-}
-
-func TestSubscription_SecondInitialSaveIsConflict(t *testing.T) {
-	ctx := context.Background()
-	s := newStore(t)
-	if _, err := s.SaveSubscription(ctx, table.Subscription{OrgID: "org_1", SubscriptionID: "sub_1"}, 0); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.SaveSubscription(ctx, table.Subscription{OrgID: "org_1", SubscriptionID: "sub_2"}, 0); !errors.Is(err, table.ErrConditionFailed) {
-		t.Fatalf("got %v, want ErrConditionFailed", err)
+	if got := m.Subscription; got == nil || got.Status != "status_7" || got.SourceTime != 107 {
+		t.Fatalf("stored %+v, want the newest snapshot (status_7 at 107)", got)
 	}
 }
 
