@@ -13,7 +13,6 @@ type (
 		ID, Name, Description string
 		Active                bool
 		Metadata              map[string]string
-		Updated               int64
 		DefaultPrice          *stripePrice // nil when unset
 	}
 	stripePrice struct {
@@ -59,7 +58,7 @@ func (c stripeCatalog) listProducts(ctx context.Context, ids []string) (map[stri
 	it := c.api.Products.List(params)
 	for it.Next() {
 		p := it.Product()
-		sp := stripeProduct{ID: p.ID, Name: p.Name, Description: p.Description, Active: p.Active, Metadata: p.Metadata, Updated: p.Updated}
+		sp := stripeProduct{ID: p.ID, Name: p.Name, Description: p.Description, Active: p.Active, Metadata: p.Metadata}
 		if p.DefaultPrice != nil && p.DefaultPrice.ID != "" {
 			dp := toStripePrice(p.DefaultPrice)
 			sp.DefaultPrice = &dp

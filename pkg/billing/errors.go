@@ -21,6 +21,10 @@ const (
 	CodeInternal        Code = "internal"
 )
 
+// codes is the whole closed set; the JSON Schema's error codes are checked
+// against it.
+var codes = []Code{CodeInvalidRequest, CodeNotFound, CodeConflict, CodeBillingDisabled, CodePaymentRequired, CodeUnavailable, CodeInternal}
+
 // Error is the one error vocabulary of the billing core. Message is safe to
 // show to a caller: it never holds a secret, a stack or a vendor's error text.
 // Err keeps the underlying cause for logs.

@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,43 +13,18 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/table"
 )
 
-// downDB answers every request as a throttled DynamoDB would, so fuzzing
-// exercises parsing and deciding without I/O.
-type downDB struct{}
-
-func (downDB) GetItem(context.Context, *dynamodb.GetItemInput, ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
-	return nil, &types.ProvisionedThroughputExceededException{}
-}
-func (downDB) PutItem(context.Context, *dynamodb.PutItemInput, ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	return nil, &types.ProvisionedThroughputExceededException{}
-}
-func (downDB) UpdateItem(context.Context, *dynamodb.UpdateItemInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error) {
-	return nil, &types.ProvisionedThroughputExceededException{}
-}
-func (downDB) DeleteItem(context.Context, *dynamodb.DeleteItemInput, ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error) {
-	return nil, &types.ProvisionedThroughputExceededException{}
-}
-func (downDB) Query(context.Context, *dynamodb.QueryInput, ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error) {
-	return nil, &types.ProvisionedThroughputExceededException{}
-}
-func (downDB) Scan(context.Context, *dynamodb.ScanInput, ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error) {
-	return nil, &types.ProvisionedThroughputExceededException{}
-}
-func (downDB) TransactWriteItems(context.Context, *dynamodb.TransactWriteItemsInput, ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
-	return nil, &types.ProvisionedThroughputExceededException{}
-}
-
 const fuzzSecret = "whsec_fuzz"
 
-// fuzzService answers every Stripe re-fetch with an immediate 404, so a
-// fuzzed event never waits on network retries.
+// fuzzService answers every Stripe re-fetch with an immediate 404 and
+// every DynamoDB request as throttled (testenv.DB with nothing behind it),
+// so a fuzzed event runs its parsing and deciding with no I/O and never
+// waits on network retries.
 func fuzzService(f *testing.F) *Service {
 	stripe := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(404)
@@ -57,7 +33,7 @@ func fuzzService(f *testing.F) *Service {
 	f.Cleanup(stripe.Close)
 	cfg := Config{Stage: StageDev, Namespace: "fuzz-ns", TableName: "t", StripeAPIBase: stripe.URL,
 		Overrides: Keys{APIKey: "sk_test_fuzz", WebhookSecret: fuzzSecret}}
-	s := NewService(cfg, NewKeySource(cfg, nil), table.New(downDB{}, "t"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s := NewService(cfg, NewKeySource(cfg, nil), table.New(&testenv.DB{}, "t"), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	s.SetMetricsOutput(io.Discard)
 	return s
 }
@@ -98,7 +74,9 @@ func FuzzWebhookRequest(f *testing.F) {
 }
 
 // FuzzDecodeCommand feeds arbitrary requests to the subscribe decoder. It
-// must never panic, and what it accepts must hold the contract's limits.
+// must never panic, and what it accepts must hold the contract: the action
+// table's required fields and org rule, and the ID rules written out here
+// apart from the decoder's own patterns.
 func FuzzDecodeCommand(f *testing.F) {
 	f.Add([]byte(`{"action":"subscribe","org_id":"org_1","request_id":"r1","tier":"business","email":"a@b.co","instance_types":["gpu-t4"]}`))
 	f.Add([]byte(`{"action":"record_usage","org_id":"org_1","request_id":"r2","instance_type":"gpu-t4","minutes":9223372036854775807}`))
@@ -114,19 +92,42 @@ func FuzzDecodeCommand(f *testing.F) {
 			}
 			return
 		}
-		if _, ok := actions[c.Action]; !ok {
+		act, ok := actions[c.Action]
+		if !ok {
 			t.Fatalf("accepted unknown action %q", c.Action)
 		}
-		if c.Action != "get_config" && !orgIDPattern.MatchString(c.OrgID) {
+		if !act.noOrg && !contractID(c.OrgID, 64, "_-") {
 			t.Fatalf("accepted org_id %q", c.OrgID)
 		}
 		if c.Minutes != nil && (*c.Minutes < 1 || *c.Minutes > 1_000_000) {
 			t.Fatalf("accepted minutes %d", *c.Minutes)
 		}
-		if actions[c.Action].mutating && !requestIDPattern.MatchString(c.RequestID) {
+		if (act.mutating || c.RequestID != "") && !contractID(c.RequestID, 128, "_.:-") {
 			t.Fatalf("accepted request_id %q", c.RequestID)
 		}
+		var fields map[string]json.RawMessage
+		_ = json.Unmarshal(raw, &fields)
+		for _, f := range act.required {
+			if _, ok := fields[f]; !ok {
+				t.Fatalf("accepted %s without its required %s", c.Action, f)
+			}
+		}
 	})
+}
+
+// contractID is the contract's rule for org_id and request_id, written out
+// apart from the decoder's patterns: 1 to max bytes of ASCII letters,
+// digits and the given punctuation.
+func contractID(s string, max int, punct string) bool {
+	if len(s) < 1 || len(s) > max {
+		return false
+	}
+	for _, r := range s {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(punct, r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // FuzzCatalogValidate feeds arbitrary catalogs to parsing and validation:

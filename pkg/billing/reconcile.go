@@ -102,16 +102,16 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 	if err != nil {
 		return rep, fromTable("read the mirror", err)
 	}
-	fromStripe, readAt, err := s.stripeOrgs(ctx, mirrors)
+	inStripe, readAt, err := s.stripeOrgs(ctx, mirrors)
 	if err != nil {
 		return rep, err
 	}
-	orgs := orgIDs(mirrors, fromStripe)
+	orgs := orgIDs(mirrors, inStripe)
 	rep.Organizations = len(orgs)
 	rep.Differences = []Difference{}
 	var differing []string
 	for _, org := range orgs {
-		diffs := compareOrg(org, mirrors[org], fromStripe[org])
+		diffs := compareOrg(org, mirrors[org], inStripe[org])
 		rep.Differences = append(rep.Differences, diffs...)
 		if len(diffs) > 0 {
 			differing = append(differing, org)
@@ -119,7 +119,7 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 	}
 	if opts.Repair {
 		for _, org := range differing {
-			if err := s.repairOrg(ctx, org, mirrors[org], fromStripe[org], readAt); err != nil {
+			if err := s.repairOrg(ctx, org, mirrors[org], inStripe[org], readAt); err != nil {
 				return rep, err
 			}
 			rep.Repaired++
@@ -127,7 +127,7 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 			if err != nil {
 				return rep, fromTable("read the mirror", err)
 			}
-			rep.Remaining = append(rep.Remaining, compareOrg(org, m, fromStripe[org])...)
+			rep.Remaining = append(rep.Remaining, compareOrg(org, m, inStripe[org])...)
 		}
 	}
 	return rep, nil
@@ -148,7 +148,7 @@ func (s *Service) stripeOrgs(ctx context.Context, mirrors map[string]table.Mirro
 	orgs = map[string]stripeOrg{}
 	orgOfCustomer := map[string]string{}
 	readAt = time.Now().Unix()
-	err = s.withStripe(ctx, func(api *stripeAPI) error {
+	err = s.withStripe(ctx, "list customers and subscriptions", func(api *stripeAPI) error {
 		clear(orgs)
 		clear(orgOfCustomer)
 		ci := api.Customers.List(&stripe.CustomerListParams{ListParams: stripe.ListParams{Context: ctx, Limit: stripe.Int64(100)}})
@@ -195,17 +195,17 @@ func (s *Service) stripeOrgs(ctx context.Context, mirrors map[string]table.Mirro
 		return si.Err()
 	})
 	if err != nil {
-		return nil, 0, fromStripe("list customers and subscriptions", err)
+		return nil, 0, err
 	}
 	return orgs, readAt, nil
 }
 
-func orgIDs(mirrors map[string]table.Mirror, fromStripe map[string]stripeOrg) []string {
+func orgIDs(mirrors map[string]table.Mirror, inStripe map[string]stripeOrg) []string {
 	var orgs []string
 	for org := range mirrors {
 		orgs = append(orgs, org)
 	}
-	for org := range fromStripe {
+	for org := range inStripe {
 		if _, ok := mirrors[org]; !ok {
 			orgs = append(orgs, org)
 		}
@@ -285,11 +285,11 @@ func viewOfMirror(sub table.Subscription) mirrorView {
 // viewOfStripe maps a Stripe subscription as the webhook would, so that
 // the two views differ only where the mirror missed something.
 func viewOfStripe(sub *stripe.Subscription) mirrorView {
-	snap := subscriptionChange("", fromStripeSubscription(sub), 0).Subscription
+	snap := subscriptionChange("", asWireSubscription(sub), 0).Subscription
 	mirror := table.Subscription{SubscriptionID: snap.SubscriptionID, Status: snap.Status, Tier: snap.Tier, Items: snap.Items,
 		CurrentPeriodEnd: snap.CurrentPeriodEnd, CancelAtPeriodEnd: snap.CancelAtPeriodEnd}
 	if inv := sub.LatestInvoice; inv != nil && inv.ID != "" {
-		ch := invoiceChange("", fromStripeInvoice(inv), 0).Invoice
+		ch := invoiceChange("", asWireInvoice(inv), 0).Invoice
 		mirror.InvoiceSubscription, mirror.LatestInvoiceID, mirror.LatestInvoiceStatus, mirror.InvoicePaymentFail =
 			snap.SubscriptionID, ch.InvoiceID, ch.Status, ch.PaymentFailed
 	}
@@ -333,11 +333,11 @@ func (s *Service) repairOrg(ctx context.Context, org string, m table.Mirror, st 
 	if st.sub == nil {
 		return nil
 	}
-	if err := apply(subscriptionChange(org, fromStripeSubscription(st.sub), readAt)); err != nil {
+	if err := apply(subscriptionChange(org, asWireSubscription(st.sub), readAt)); err != nil {
 		return err
 	}
 	if inv := st.sub.LatestInvoice; inv != nil && inv.ID != "" {
-		return apply(invoiceChange(org, fromStripeInvoice(inv), readAt))
+		return apply(invoiceChange(org, asWireInvoice(inv), readAt))
 	}
 	return nil
 }
@@ -349,7 +349,7 @@ func (s *Service) repairOrg(ctx context.Context, org string, m table.Mirror, st 
 func (s *Service) replayFailedEvents(ctx context.Context, keys Keys) (ReplayReport, error) {
 	var rep ReplayReport
 	var evs []*stripe.Event
-	err := s.withStripe(ctx, func(api *stripeAPI) error {
+	err := s.withStripe(ctx, "list undelivered events", func(api *stripeAPI) error {
 		evs = evs[:0]
 		p := &stripe.EventListParams{ListParams: stripe.ListParams{Context: ctx, Limit: stripe.Int64(100)}, DeliverySuccess: stripe.Bool(false)}
 		it := api.Events.List(p)
@@ -359,7 +359,7 @@ func (s *Service) replayFailedEvents(ctx context.Context, keys Keys) (ReplayRepo
 		return it.Err()
 	})
 	if err != nil {
-		return rep, fromStripe("list undelivered events", err)
+		return rep, err
 	}
 	slices.Reverse(evs)
 	for _, e := range evs {

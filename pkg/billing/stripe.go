@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,21 +60,21 @@ func (c *stripeClients) get(key string) *stripeAPI {
 	return c.api
 }
 
-// withStripe runs fn with a Stripe client for the current key. When Stripe
-// answers 401, the secret is re-read once and fn runs once more, so a
+// withStripe runs fn with a Stripe client for the current key and returns
+// what fn returned, translated (fromStripe, naming op). When Stripe refuses
+// the key (401), the secret is re-read once and fn runs once more, so a
 // rotated key is picked up without a cold start. fn must be safe to run
 // twice.
-func (s *Service) withStripe(ctx context.Context, fn func(api *stripeAPI) error) error {
+func (s *Service) withStripe(ctx context.Context, op string, fn func(api *stripeAPI) error) error {
 	keys, err := s.enabledKeys(ctx)
 	if err != nil {
 		return err
 	}
-	err = fn(s.stripe.get(keys.APIKey))
-	var se *stripe.Error
-	if !errors.As(err, &se) || se.HTTPStatusCode != http.StatusUnauthorized {
+	err = fromStripe(op, fn(s.stripe.get(keys.APIKey)))
+	if !errors.Is(err, errKeyRejected) {
 		return err
 	}
-	s.log.WarnContext(ctx, "stripe rejected the API key; re-reading the secret once", "stripe_request_id", se.RequestID)
+	s.log.WarnContext(ctx, "stripe rejected the API key; re-reading the secret once", "stripe_request_id", AsError(err).StripeRequestID)
 	keys, rerr := s.keys.Refresh(ctx)
 	if rerr != nil {
 		return rerr
@@ -81,12 +82,16 @@ func (s *Service) withStripe(ctx context.Context, fn func(api *stripeAPI) error)
 	if !keys.Enabled() {
 		return ErrBillingDisabled
 	}
-	return fn(s.stripe.get(keys.APIKey))
+	return fromStripe(op, fn(s.stripe.get(keys.APIKey)))
 }
 
-// fromStripe translates a stripe-go error into the error vocabulary. The
-// message names the operation and Stripe's code, never Stripe's text, which
-// can echo input.
+// errKeyRejected marks Stripe's refusal of the API key (401).
+var errKeyRejected = errors.New("stripe rejected the API key")
+
+// fromStripe translates a stripe-go error into the error vocabulary: it is
+// the one place that reads Stripe's errors. The message names the
+// operation and Stripe's code, never Stripe's text, which can echo input.
+// An *Error passes through unchanged.
 func fromStripe(op string, err error) error {
 	if err == nil {
 		return nil
@@ -113,7 +118,13 @@ func fromStripe(op string, err error) error {
 	case se.HTTPStatusCode == http.StatusNotFound:
 		out.Code, out.Message = CodeNotFound, fmt.Sprintf("%s: not found in Stripe", op)
 	case se.HTTPStatusCode == http.StatusUnauthorized:
-		out.Code, out.Message = CodeInternal, op+": Stripe rejected the API key"
+		out.Code, out.Message, out.Err = CodeInternal, op+": Stripe rejected the API key", fmt.Errorf("%w: %w", errKeyRejected, err)
+	case se.Code == stripe.ErrorCodeResourceAlreadyExists:
+		out.Code, out.Message = CodeConflict, op+": the object exists already in Stripe"
+	case se.HTTPStatusCode == http.StatusBadRequest && strings.HasPrefix(se.Msg, "An event already exists with identifier"):
+		// Stripe's refusal of a meter event identifier it holds carries no
+		// code; its text is all there is.
+		out.Code, out.Message = CodeConflict, op+": Stripe counted this identifier already"
 	default:
 		out.Code, out.Message = CodeInternal, fmt.Sprintf("%s: Stripe refused the request (%s)", op, code)
 	}
@@ -130,13 +141,6 @@ func idempotencyKey(scope string, params stripe.ParamsContainer, from any) strin
 	prior, _ := json.Marshal(from)
 	sum := sha256.Sum256([]byte(scope + "\n" + values.Encode() + "\n" + string(prior)))
 	return "bf-" + hex.EncodeToString(sum[:20])
-}
-
-// isAlreadyExists reports whether Stripe refused a create because the ID is
-// taken.
-func isAlreadyExists(err error) bool {
-	var se *stripe.Error
-	return errors.As(err, &se) && se.Code == stripe.ErrorCodeResourceAlreadyExists
 }
 
 func stripeInt(n int64) string { return strconv.FormatInt(n, 10) }

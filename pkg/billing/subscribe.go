@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"sort"
 	"strings"
@@ -39,26 +38,50 @@ type Command struct {
 	fields []string // the fields present, for the fingerprint
 }
 
-// actions lists each action's fields besides action, org_id and
-// request_id, and whether it changes something (and so needs request_id).
-var actions = map[string]struct {
+// action is one subscribe action, declared once: its fields besides
+// action, org_id and request_id, which of them are required, whether it
+// changes something (and so needs a request_id and answers once per
+// request_id), whether it is about the whole deployment rather than one
+// organization, and what carries it out. The decoder, the dispatcher, the
+// JSON Schema test and the fuzz oracle all read this table.
+type action struct {
 	fields   []string
 	required []string
 	mutating bool
-	noOrg    bool // about the whole deployment, not one organization
-}{
-	"get_config":            {noOrg: true},
-	"ensure_customer":       {fields: []string{"email", "name"}, required: []string{"email"}, mutating: true},
-	"subscribe":             {fields: []string{"tier", "email", "name", "instance_types", "trial_days"}, required: []string{"tier", "email"}, mutating: true},
-	"change_tier":           {fields: []string{"tier", "proration"}, required: []string{"tier"}, mutating: true},
-	"set_instance_types":    {fields: []string{"instance_types"}, required: []string{"instance_types"}, mutating: true},
-	"record_usage":          {fields: []string{"instance_type", "minutes", "timestamp"}, required: []string{"instance_type", "minutes"}, mutating: true},
-	"cancel":                {fields: []string{"at_period_end"}, mutating: true},
-	"get_status":            {},
-	"create_portal_session": {fields: []string{"return_url"}, required: []string{"return_url"}},
+	noOrg    bool
+	// whenDisabled: the action answers when billing is disabled, instead
+	// of billing_disabled.
+	whenDisabled bool
+	run          func(s *Service, ctx context.Context, cmd Command) (any, error)
+}
+
+// actions are the subscribe function's actions, by name.
+var actions = map[string]action{
+	"get_config": {noOrg: true, whenDisabled: true, run: (*Service).getConfig},
+	"ensure_customer": {fields: []string{"email", "name"}, required: []string{"email"}, mutating: true,
+		run: (*Service).ensureCustomerAction},
+	"subscribe": {fields: []string{"tier", "email", "name", "instance_types", "trial_days"}, required: []string{"tier", "email"},
+		mutating: true, run: result((*Service).subscribe)},
+	"change_tier": {fields: []string{"tier", "proration"}, required: []string{"tier"}, mutating: true,
+		run: result((*Service).changeTier)},
+	"set_instance_types": {fields: []string{"instance_types"}, required: []string{"instance_types"}, mutating: true,
+		run: result((*Service).setInstanceTypes)},
+	"record_usage": {fields: []string{"instance_type", "minutes", "timestamp"}, required: []string{"instance_type", "minutes"},
+		mutating: true, run: (*Service).recordUsageAction},
+	"cancel":     {fields: []string{"at_period_end"}, mutating: true, run: result((*Service).cancel)},
+	"get_status": {run: func(s *Service, ctx context.Context, cmd Command) (any, error) { return s.status(ctx, cmd.OrgID) }},
+	"create_portal_session": {fields: []string{"return_url"}, required: []string{"return_url"},
+		run: (*Service).portalAction},
 	// reconcile is for operators and the daily schedule: its writes
 	// (repair, replay) are idempotent, so it needs no request_id.
-	"reconcile": {fields: []string{"repair", "replay"}, noOrg: true},
+	"reconcile": {fields: []string{"repair", "replay"}, noOrg: true, run: func(s *Service, ctx context.Context, cmd Command) (any, error) {
+		return s.reconcileRun(ctx, ReconcileOptions{Repair: cmd.Repair, Replay: cmd.Replay})
+	}},
+}
+
+// result adapts an action that answers a typed result.
+func result[T any](run func(*Service, context.Context, Command) (T, error)) func(*Service, context.Context, Command) (any, error) {
+	return func(s *Service, ctx context.Context, cmd Command) (any, error) { return run(s, ctx, cmd) }
 }
 
 var (
@@ -230,14 +253,14 @@ func (s *Service) HandleSubscribe(ctx context.Context, raw json.RawMessage) (Res
 
 // Run carries out a decoded command, once per request_id.
 func (s *Service) Run(ctx context.Context, cmd Command) Response {
-	if cmd.Action == "get_config" {
-		return s.getConfig(ctx)
+	act := actions[cmd.Action]
+	if !act.whenDisabled {
+		if _, err := s.enabledKeys(ctx); err != nil {
+			return Failure(err)
+		}
 	}
-	if _, err := s.enabledKeys(ctx); err != nil {
-		return Failure(err)
-	}
-	if !actions[cmd.Action].mutating {
-		return s.dispatch(ctx, cmd)
+	if !act.mutating {
+		return s.dispatch(ctx, act, cmd)
 	}
 	prev, err := s.store.BeginRequest(ctx, cmd.RequestID, cmd.fingerprint(), time.Now(), requestLease, requestKeep)
 	switch {
@@ -262,7 +285,7 @@ func (s *Service) Run(ctx context.Context, cmd Command) Response {
 		}
 	}
 	work, cancel := withAnswerTime(ctx)
-	resp := s.dispatch(work, cmd)
+	resp := s.dispatch(work, act, cmd)
 	cancel()
 	if resp.Error != nil && resp.Error.Retryable {
 		if err := s.store.AbandonRequest(ctx, cmd.RequestID); err != nil {
@@ -290,55 +313,24 @@ func withAnswerTime(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(ctx, deadline.Add(-min(time.Until(deadline)/4, time.Second)))
 }
 
-func (s *Service) dispatch(ctx context.Context, cmd Command) Response {
-	var result any
-	var err error
-	switch cmd.Action {
-	case "ensure_customer":
-		var m table.Mirror
-		var id string
-		if m, err = s.store.GetMirror(ctx, cmd.OrgID); err != nil {
-			err = fromTable("read the mirror", err)
-		} else {
-			id, err = s.ensureCustomer(ctx, cmd, m)
-		}
-		result = map[string]string{"customer_id": id}
-	case "subscribe":
-		result, err = s.subscribe(ctx, cmd)
-	case "change_tier":
-		result, err = s.changeTier(ctx, cmd)
-	case "set_instance_types":
-		result, err = s.setInstanceTypes(ctx, cmd)
-	case "record_usage":
-		err = s.recordUsage(ctx, cmd)
-		result = map[string]bool{"recorded": true}
-	case "cancel":
-		result, err = s.cancel(ctx, cmd)
-	case "get_status":
-		result, err = s.status(ctx, cmd.OrgID)
-	case "reconcile":
-		result, err = s.reconcileRun(ctx, ReconcileOptions{Repair: cmd.Repair, Replay: cmd.Replay})
-	case "create_portal_session":
-		var url string
-		url, err = s.portal(ctx, cmd)
-		result = map[string]string{"url": url}
-	default:
-		err = fmt.Errorf("dispatch: no handler for %s", cmd.Action)
-	}
+func (s *Service) dispatch(ctx context.Context, act action, cmd Command) Response {
+	res, err := act.run(s, ctx, cmd)
 	if err != nil {
 		return Failure(err)
 	}
-	return Success(result)
+	return Success(res)
 }
 
-func (s *Service) getConfig(ctx context.Context) Response {
+// getConfig answers with billing disabled too: the core app reads whether
+// billing is on, and the key its frontend gives Stripe.js.
+func (s *Service) getConfig(ctx context.Context, _ Command) (any, error) {
 	keys, err := s.keys.Keys(ctx)
 	if err != nil {
-		return Failure(err)
+		return nil, err
 	}
 	pk := ""
 	if keys.Enabled() {
 		pk = keys.PublishableKey
 	}
-	return Success(map[string]any{"billing_enabled": keys.Enabled(), "publishable_key": pk, "stage": s.cfg.Stage, "namespace": s.cfg.Namespace})
+	return map[string]any{"billing_enabled": keys.Enabled(), "publishable_key": pk, "stage": s.cfg.Stage, "namespace": s.cfg.Namespace}, nil
 }

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"slices"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -89,6 +88,16 @@ func (s *Service) stripeKey(cmd Command, step string) string {
 	return keyHash(s.cfg.Namespace, cmd.RequestID, cmd.fingerprint(), step)
 }
 
+// ensureCustomerAction is the ensure_customer action.
+func (s *Service) ensureCustomerAction(ctx context.Context, cmd Command) (any, error) {
+	m, err := s.store.GetMirror(ctx, cmd.OrgID)
+	if err != nil {
+		return nil, fromTable("read the mirror", err)
+	}
+	id, err := s.ensureCustomer(ctx, cmd, m)
+	return map[string]string{"customer_id": id}, err
+}
+
 // ensureCustomer returns the organization's customer, creating it once; m
 // is the organization's mirror as the caller read it. Concurrent calls
 // create one mapping: the loser of the conditional write deletes the
@@ -101,7 +110,7 @@ func (s *Service) ensureCustomer(ctx context.Context, cmd Command, m table.Mirro
 		return m.Customer.CustomerID, nil
 	}
 	var created *stripe.Customer
-	err := s.withStripe(ctx, func(api *stripeAPI) error {
+	err := s.withStripe(ctx, "create customer", func(api *stripeAPI) error {
 		p := &stripe.CustomerParams{Email: stripe.String(cmd.Email)}
 		if cmd.Name != "" {
 			p.Name = stripe.String(cmd.Name)
@@ -116,7 +125,7 @@ func (s *Service) ensureCustomer(ctx context.Context, cmd Command, m table.Mirro
 		return err
 	})
 	if err != nil {
-		return "", fromStripe("create customer", err)
+		return "", err
 	}
 	err = s.store.CreateCustomer(ctx, table.Customer{OrgID: cmd.OrgID, CustomerID: created.ID, CreatedAt: time.Now().UTC()})
 	if errors.Is(err, table.ErrConditionFailed) {
@@ -125,7 +134,7 @@ func (s *Service) ensureCustomer(ctx context.Context, cmd Command, m table.Mirro
 			return "", fromTable("read the customer mapping", gerr)
 		}
 		if winner.CustomerID != created.ID {
-			_ = s.withStripe(ctx, func(api *stripeAPI) error {
+			_ = s.withStripe(ctx, "delete the duplicate customer", func(api *stripeAPI) error {
 				_, err := api.Customers.Del(created.ID, &stripe.CustomerParams{Params: stripe.Params{Context: ctx}})
 				return err
 			})
@@ -206,13 +215,13 @@ func (s *Service) liveSubscription(ctx context.Context, org string) (*table.Subs
 // the same change is a duplicate, older, or a tie that re-fetches.
 func (s *Service) changeSubscription(ctx context.Context, org string, call func(api *stripeAPI) (*stripe.Subscription, error)) error {
 	var sub *stripe.Subscription
-	err := s.withStripe(ctx, func(api *stripeAPI) error {
+	err := s.withStripe(ctx, "update subscription", func(api *stripeAPI) error {
 		var err error
 		sub, err = call(api)
 		return err
 	})
 	if err != nil {
-		return fromStripe("update subscription", err)
+		return err
 	}
 	at := time.Now().Unix()
 	if sub.LastResponse != nil {
@@ -220,7 +229,7 @@ func (s *Service) changeSubscription(ctx context.Context, org string, call func(
 			at = t.Unix()
 		}
 	}
-	err = s.store.ApplyChange(ctx, subscriptionChange(org, fromStripeSubscription(sub), at), true, time.Now())
+	err = s.store.ApplyChange(ctx, subscriptionChange(org, asWireSubscription(sub), at), true, time.Now())
 	if errors.Is(err, table.ErrStale) {
 		return nil // a newer webhook already landed
 	}
@@ -311,6 +320,11 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 	return s.status(ctx, cmd.OrgID)
 }
 
+// recordUsageAction is the record_usage action.
+func (s *Service) recordUsageAction(ctx context.Context, cmd Command) (any, error) {
+	return map[string]bool{"recorded": true}, s.recordUsage(ctx, cmd)
+}
+
 // recordUsage reports minutes of an instance type as a Billing Meter
 // event whose identifier derives from request_id: Stripe counts a retry
 // once.
@@ -338,7 +352,7 @@ func (s *Service) recordUsage(ctx context.Context, cmd Command) error {
 	// idempotency key also covers the timestamp: a retry without one sends
 	// another "now", which under the same key Stripe would refuse.
 	identifier := keyHash(s.cfg.Namespace, "usage", cmd.RequestID)
-	err = s.withStripe(ctx, func(api *stripeAPI) error {
+	err = s.withStripe(ctx, "record usage", func(api *stripeAPI) error {
 		p := &stripe.BillingMeterEventParams{EventName: stripe.String(m.MeterEventName), Identifier: stripe.String(identifier),
 			Timestamp: stripe.Int64(at), Payload: map[string]string{"stripe_customer_id": sub.CustomerID, "value": stripeInt(*cmd.Minutes)}}
 		p.Context = ctx
@@ -346,18 +360,10 @@ func (s *Service) recordUsage(ctx context.Context, cmd Command) error {
 		_, err := api.BillingMeterEvents.New(p)
 		return err
 	})
-	if meterEventExists(err) {
-		return nil // an earlier attempt of this request_id was counted
+	if ErrorCode(err) == CodeConflict {
+		return nil // Stripe holds the identifier: an earlier attempt of this request_id was counted
 	}
-	return fromStripe("record usage", err)
-}
-
-// meterEventExists reports Stripe's refusal of a meter event whose
-// identifier it already holds. The error has no code; its message says
-// "An event already exists with identifier …".
-func meterEventExists(err error) bool {
-	var se *stripe.Error
-	return errors.As(err, &se) && se.HTTPStatusCode == http.StatusBadRequest && strings.Contains(se.Msg, "already exists with identifier")
+	return err
 }
 
 func (s *Service) cancel(ctx context.Context, cmd Command) (Status, error) {
@@ -384,6 +390,12 @@ func (s *Service) cancel(ctx context.Context, cmd Command) (Status, error) {
 	return s.status(ctx, cmd.OrgID)
 }
 
+// portalAction is the create_portal_session action.
+func (s *Service) portalAction(ctx context.Context, cmd Command) (any, error) {
+	url, err := s.portal(ctx, cmd)
+	return map[string]string{"url": url}, err
+}
+
 func (s *Service) portal(ctx context.Context, cmd Command) (string, error) {
 	m, err := s.store.GetMirror(ctx, cmd.OrgID)
 	if err != nil {
@@ -393,7 +405,7 @@ func (s *Service) portal(ctx context.Context, cmd Command) (string, error) {
 		return "", Errorf(CodeNotFound, "the organization has no Stripe customer; call ensure_customer or subscribe first")
 	}
 	var session *stripe.BillingPortalSession
-	err = s.withStripe(ctx, func(api *stripeAPI) error {
+	err = s.withStripe(ctx, "create portal session", func(api *stripeAPI) error {
 		p := &stripe.BillingPortalSessionParams{Customer: stripe.String(m.Customer.CustomerID), ReturnURL: stripe.String(cmd.ReturnURL)}
 		p.Context = ctx
 		var err error
@@ -401,7 +413,7 @@ func (s *Service) portal(ctx context.Context, cmd Command) (string, error) {
 		return err
 	})
 	if err != nil {
-		return "", fromStripe("create portal session", err)
+		return "", err
 	}
 	return session.URL, nil
 }

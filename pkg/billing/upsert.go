@@ -3,7 +3,6 @@ package billing
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"time"
 
@@ -127,7 +126,7 @@ func (s *Service) UpsertProducts(ctx context.Context, req UpsertRequest) (Upsert
 	}
 
 	var result UpsertResult
-	err = s.withStripe(ctx, func(api *stripeAPI) error {
+	err = s.withStripe(ctx, "upsert products", func(api *stripeAPI) error {
 		u := &upserter{ns: s.cfg.Namespace, stripe: stripeCatalog{api: api}, store: s.store, now: time.Now}
 		steps, err := u.plan(ctx, cat, mappings)
 		if err != nil {
@@ -298,8 +297,7 @@ func (u *upserter) ensureProduct(ctx context.Context, d *desired, cur *stripePro
 	if cur == nil {
 		p.ID = stripe.String(d.productID)
 		err := u.stripe.createProduct(ctx, p, nil)
-		var e *Error
-		if errors.As(err, &e) && e.Code == CodeInternal && isAlreadyExists(err) {
+		if ErrorCode(err) == CodeConflict {
 			// Created by a run whose answer was lost: update it instead.
 			p.ID = nil
 			return u.stripe.updateProduct(ctx, d.productID, p, "after resource_already_exists")

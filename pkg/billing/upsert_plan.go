@@ -99,12 +99,10 @@ type step struct {
 	meter   *stripeMeter
 	mapping *table.ProductMapping
 
-	productChange  bool // create or update the product
-	meterChange    bool // create, reactivate or rename the meter
-	priceReplace   bool // a new price takes the lookup key
-	priceMetaFix   bool // the current price needs its metadata or active flag set
-	mappingChange  bool
-	defaultPriceID string // set by apply
+	productChange bool // create or update the product
+	meterChange   bool // create, reactivate or rename the meter
+	priceReplace  bool // a new price takes the lookup key
+	priceMetaFix  bool // the current price needs its metadata or active flag set
 }
 
 // planCatalog decides, for every key of the catalog and every active key of
@@ -146,7 +144,7 @@ func planCatalog(ns string, cat Catalog, products map[string]stripeProduct, mete
 	slices.Sort(removed)
 	for _, key := range removed {
 		m := mappings[key]
-		st := &step{Key: key, Action: ActionArchive, mapping: &m, mappingChange: true}
+		st := &step{Key: key, Action: ActionArchive, mapping: &m}
 		if p, ok := products[m.ProductID]; ok {
 			st.product = &p
 			if p.Active {
@@ -174,7 +172,7 @@ func planEntry(st *step, meterID string) {
 	terms := fmt.Sprintf("%s %s/%s", d.entry.UnitAmountDecimal, d.entry.Currency, d.entry.Interval)
 
 	if p == nil {
-		st.Action, st.productChange, st.priceReplace, st.mappingChange = ActionCreate, true, true, true
+		st.Action, st.productChange, st.priceReplace = ActionCreate, true, true
 		if d.meter != "" && (st.meter == nil || !st.meter.Active) {
 			st.meterChange = true
 			change("meter %s", d.meter)
@@ -246,10 +244,8 @@ func planEntry(st *step, meterID string) {
 		want := table.ProductMapping{Key: d.entry.Key, Kind: string(d.entry.Kind), ProductID: p.ID, PriceID: cur.ID,
 			MeterID: meterID, MeterEventName: d.meter, Hash: d.hash, Active: true}
 		if st.mapping == nil || !st.mapping.Same(want) {
-			st.Action, st.mappingChange = ActionUpdate, true
+			st.Action = ActionUpdate
 			change("mapping")
 		}
-		return
 	}
-	st.mappingChange = true
 }

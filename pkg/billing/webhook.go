@@ -52,6 +52,22 @@ var (
 	errLivemode        = &Error{Code: CodeInvalidRequest, Message: "livemode does not match the key's mode"}
 )
 
+// wireEvent is a delivery's envelope, decoded into the little the webhook
+// reads; the object stays raw for its handler.
+type wireEvent struct {
+	ID         string `json:"id"`
+	Type       string `json:"type"`
+	Created    int64  `json:"created"`
+	APIVersion string `json:"api_version"`
+	Livemode   bool   `json:"livemode"`
+	Request    *struct {
+		IdempotencyKey string `json:"idempotency_key"`
+	} `json:"request"`
+	Data *struct {
+		Object json.RawMessage `json:"object"`
+	} `json:"data"`
+}
+
 // webhookState is what deliveries share: when the secret was last re-read
 // because of a bad signature.
 type webhookState struct {
@@ -148,13 +164,13 @@ type delivery struct {
 type eventHandler func(ctx context.Context, d *delivery) error
 
 var webhookHandlers = map[string]eventHandler{
-	"customer.created": onCustomer, "customer.updated": onCustomer, "customer.deleted": onCustomer,
-	"customer.subscription.created": onSubscription, "customer.subscription.updated": onSubscription,
-	"customer.subscription.deleted": onSubscription, "customer.subscription.paused": onSubscription,
-	"customer.subscription.resumed": onSubscription, "customer.subscription.trial_will_end": onSubscription,
-	"invoice.paid": onInvoice, "invoice.payment_succeeded": onInvoice, "invoice.payment_failed": onInvoice,
-	"invoice.payment_action_required": onInvoice, "invoice.finalized": onInvoice,
-	"invoice.marked_uncollectible": onInvoice, "invoice.voided": onInvoice,
+	"customer.created": customers.handler(), "customer.updated": customers.handler(), "customer.deleted": customers.handler(),
+	"customer.subscription.created": subscriptions.handler(), "customer.subscription.updated": subscriptions.handler(),
+	"customer.subscription.deleted": subscriptions.handler(), "customer.subscription.paused": subscriptions.handler(),
+	"customer.subscription.resumed": subscriptions.handler(), "customer.subscription.trial_will_end": subscriptions.handler(),
+	"invoice.paid": invoices.handler(), "invoice.payment_succeeded": invoices.handler(), "invoice.payment_failed": invoices.handler(),
+	"invoice.payment_action_required": invoices.handler(), "invoice.finalized": invoices.handler(),
+	"invoice.marked_uncollectible": invoices.handler(), "invoice.voided": invoices.handler(),
 	"checkout.session.completed": onCheckoutCompleted,
 }
 
@@ -182,9 +198,9 @@ func (d *delivery) owner(ctx context.Context, metadata map[string]string, custom
 }
 
 // refetch runs fn against Stripe, which answers at the pinned API version.
-func (d *delivery) refetch(ctx context.Context, fn func(api *stripeAPI) error) error {
+func (d *delivery) refetch(ctx context.Context, op string, fn func(api *stripeAPI) error) error {
 	d.res.Refetched = true
-	return d.svc.withStripe(ctx, func(api *stripeAPI) error {
+	return d.svc.withStripe(ctx, op, func(api *stripeAPI) error {
 		d.res.StripeRequests++
 		return fn(api)
 	})
@@ -233,10 +249,4 @@ func decodeObject(d *delivery, v any) error {
 		return errMalformedEvent
 	}
 	return nil
-}
-
-// stripeMissing reports a 404 from Stripe: the object was deleted.
-func stripeMissing(err error) bool {
-	var se *stripe.Error
-	return errors.As(err, &se) && se.HTTPStatusCode == 404
 }

@@ -9,158 +9,131 @@ import (
 	"github.com/baseten/billing-functions/pkg/table"
 )
 
-func onSubscription(ctx context.Context, d *delivery) error {
-	var sub wireSubscription
-	if err := decodeObject(d, &sub); err != nil {
-		return err
-	}
-	fetch := func(ctx context.Context) (wireSubscription, error) {
-		var got *stripe.Subscription
-		err := d.refetch(ctx, func(api *stripeAPI) error {
-			var err error
-			got, err = api.Subscriptions.Get(sub.ID, &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}})
+// mirrored is how one kind of Stripe object reaches the mirror. Its
+// handler runs every event about such an object through one skeleton:
+// decode the payload, re-fetch the object when the payload is at another API
+// version, find its organization, and apply its change with the ordering
+// guard, re-fetching once on a same-second tie.
+type mirrored[T any] struct {
+	what string // for messages: "subscription"
+	// fetch reads the object again from Stripe, which answers at the pinned
+	// API version; prev is the object as known so far.
+	fetch func(ctx context.Context, api *stripeAPI, prev T) (T, error)
+	// adjust, when set, adds what the event's type says about the object.
+	adjust func(ev *wireEvent, obj *T)
+	// stale, when set, says whether a payload at another API version needs
+	// a re-fetch at all; nil means it always does.
+	stale func(T) bool
+	// skip, when set, names why an object is not mirrored ("" mirrors it).
+	skip   func(T) string
+	owner  func(T) (metadata map[string]string, customerID string)
+	change func(org string, obj T, at int64) table.Change
+}
+
+func (m mirrored[T]) handler() eventHandler {
+	return func(ctx context.Context, d *delivery) error {
+		var obj T
+		if err := decodeObject(d, &obj); err != nil {
 			return err
+		}
+		if m.adjust != nil {
+			m.adjust(d.ev, &obj)
+		}
+		fetch := func(ctx context.Context, prev T) (T, error) {
+			var got T
+			err := d.refetch(ctx, "re-fetch "+m.what, func(api *stripeAPI) error {
+				var err error
+				got, err = m.fetch(ctx, api, prev)
+				return err
+			})
+			return got, err
+		}
+		if d.mismatch && (m.stale == nil || m.stale(obj)) {
+			got, err := fetch(ctx, obj)
+			if err != nil {
+				return err
+			}
+			obj = got
+		}
+		if m.skip != nil {
+			if outcome := m.skip(obj); outcome != "" {
+				return d.ignore(outcome)
+			}
+		}
+		metadata, customerID := m.owner(obj)
+		org, ours, err := d.owner(ctx, metadata, customerID)
+		if err != nil || !ours {
+			return orIgnore(err, d, "foreign")
+		}
+		return d.apply(ctx, org, m.change(org, obj, d.ev.Created), d.mismatch, func(ctx context.Context) (table.Change, error) {
+			got, err := fetch(ctx, obj)
+			if err != nil {
+				return table.Change{}, err
+			}
+			return m.change(org, got, d.ev.Created), nil
 		})
-		if err != nil {
-			return wireSubscription{}, fromStripe("re-fetch subscription", err)
-		}
-		return fromStripeSubscription(got), nil
 	}
-	if d.mismatch {
-		got, err := fetch(ctx)
-		if err != nil {
-			return err
-		}
-		sub = got
-	}
-	org, ours, err := d.owner(ctx, sub.Metadata, sub.Customer.ID)
-	if err != nil || !ours {
-		return orIgnore(err, d, "foreign")
-	}
-	return d.apply(ctx, org, subscriptionChange(org, sub, d.ev.Created), d.mismatch, func(ctx context.Context) (table.Change, error) {
-		got, err := fetch(ctx)
-		if err != nil {
-			return table.Change{}, err
-		}
-		return subscriptionChange(org, got, d.ev.Created), nil
-	})
 }
 
-// subscriptionChange maps a Stripe subscription to the mirror. Items are
-// named by their price's billing_key; the tier is the item of kind tier.
-func subscriptionChange(org string, sub wireSubscription, at int64) table.Change {
-	snap := &table.SubscriptionSnapshot{
-		OrgID: org, CustomerID: sub.Customer.ID, SubscriptionID: sub.ID, Status: sub.Status,
-		Created: sub.Created, CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd, SourceTime: at,
-		Items: []table.Item{},
-	}
-	for _, it := range sub.Items.Data {
-		if it.Price == nil {
-			continue
+var subscriptions = mirrored[wireSubscription]{
+	what: "subscription",
+	fetch: func(ctx context.Context, api *stripeAPI, prev wireSubscription) (wireSubscription, error) {
+		got, err := api.Subscriptions.Get(prev.ID, &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}})
+		if err != nil {
+			return wireSubscription{}, err
 		}
-		key := it.Price.Metadata[metaKey]
-		snap.Items = append(snap.Items, table.Item{Key: key, ItemID: it.ID, PriceID: it.Price.ID})
-		if it.Price.Metadata[metaKind] == string(KindTier) {
-			snap.Tier = key
-		}
-	}
-	return table.Change{Subscription: snap}
+		return asWireSubscription(got), nil
+	},
+	owner:  func(s wireSubscription) (map[string]string, string) { return s.Metadata, s.Customer.ID },
+	change: subscriptionChange,
 }
 
-func onInvoice(ctx context.Context, d *delivery) error {
-	var inv wireInvoice
-	if err := decodeObject(d, &inv); err != nil {
-		return err
-	}
-	fetch := func(ctx context.Context) (wireInvoice, error) {
-		var got *stripe.Invoice
-		err := d.refetch(ctx, func(api *stripeAPI) error {
-			var err error
-			got, err = api.Invoices.Get(inv.ID, &stripe.InvoiceParams{Params: stripe.Params{Context: ctx}})
-			return err
-		})
+var invoices = mirrored[wireInvoice]{
+	what: "invoice",
+	fetch: func(ctx context.Context, api *stripeAPI, prev wireInvoice) (wireInvoice, error) {
+		got, err := api.Invoices.Get(prev.ID, &stripe.InvoiceParams{Params: stripe.Params{Context: ctx}})
 		if err != nil {
-			return wireInvoice{}, fromStripe("re-fetch invoice", err)
+			return wireInvoice{}, err
 		}
-		return fromStripeInvoice(got), nil
-	}
-	if d.mismatch {
-		got, err := fetch(ctx)
-		if err != nil {
-			return err
+		return asWireInvoice(got), nil
+	},
+	skip: func(inv wireInvoice) string {
+		if inv.Subscription.ID == "" {
+			return "not_a_subscription_invoice"
 		}
-		inv = got
-	}
-	if inv.Subscription.ID == "" {
-		return d.ignore("not_a_subscription_invoice")
-	}
-	var meta map[string]string
-	if inv.SubscriptionDetails != nil {
-		meta = inv.SubscriptionDetails.Metadata
-	}
-	org, ours, err := d.owner(ctx, meta, inv.Customer.ID)
-	if err != nil || !ours {
-		return orIgnore(err, d, "foreign")
-	}
-	return d.apply(ctx, org, invoiceChange(org, inv, d.ev.Created), d.mismatch, func(ctx context.Context) (table.Change, error) {
-		got, err := fetch(ctx)
-		if err != nil {
-			return table.Change{}, err
+		return ""
+	},
+	// Invoices carry their subscription's metadata.
+	owner: func(inv wireInvoice) (map[string]string, string) {
+		if inv.SubscriptionDetails == nil {
+			return nil, inv.Customer.ID
 		}
-		return invoiceChange(org, got, d.ev.Created), nil
-	})
+		return inv.SubscriptionDetails.Metadata, inv.Customer.ID
+	},
+	change: invoiceChange,
 }
 
-// invoiceChange reads an invoice's state from the invoice itself: a
-// payment failed when it was attempted and is still open, or was marked
-// uncollectible.
-func invoiceChange(org string, inv wireInvoice, at int64) table.Change {
-	failed := (inv.Status == string(stripe.InvoiceStatusOpen) && inv.AttemptCount > 0 && !inv.Paid) || inv.Status == string(stripe.InvoiceStatusUncollectible)
-	return table.Change{Invoice: &table.InvoiceSnapshot{OrgID: org, SubscriptionID: inv.Subscription.ID, InvoiceID: inv.ID,
-		Status: inv.Status, PaymentFailed: failed, SourceTime: at}}
-}
-
-func onCustomer(ctx context.Context, d *delivery) error {
-	var c wireCustomer
-	if err := decodeObject(d, &c); err != nil {
-		return err
-	}
-	deleted := d.ev.Type == "customer.deleted"
-	fetch := func(ctx context.Context) (bool, error) {
-		var got *stripe.Customer
-		err := d.refetch(ctx, func(api *stripeAPI) error {
-			var err error
-			got, err = api.Customers.Get(c.ID, &stripe.CustomerParams{Params: stripe.Params{Context: ctx}})
-			return err
-		})
-		if stripeMissing(err) {
-			return true, nil
+// customers mirror whether the organization's customer exists. A deleted
+// customer is known from the event's type, or from Stripe's 404; it keeps
+// the metadata its payload had, which a deleted customer's object lacks.
+var customers = mirrored[wireCustomer]{
+	what: "customer",
+	fetch: func(ctx context.Context, api *stripeAPI, prev wireCustomer) (wireCustomer, error) {
+		got, err := api.Customers.Get(prev.ID, &stripe.CustomerParams{Params: stripe.Params{Context: ctx}})
+		switch err = fromStripe("re-fetch customer", err); {
+		case ErrorCode(err) == CodeNotFound:
+			return wireCustomer{ID: prev.ID, Deleted: true, Metadata: prev.Metadata}, nil
+		case err != nil:
+			return wireCustomer{}, err
+		case got.Deleted:
+			return wireCustomer{ID: prev.ID, Deleted: true, Metadata: prev.Metadata}, nil
 		}
-		if err != nil {
-			return false, fromStripe("re-fetch customer", err)
-		}
-		if !got.Deleted {
-			c.Metadata = got.Metadata
-		}
-		return got.Deleted, nil
-	}
-	if d.mismatch && !deleted {
-		var err error
-		if deleted, err = fetch(ctx); err != nil {
-			return err
-		}
-	}
-	org, ours, err := d.owner(ctx, c.Metadata, c.ID)
-	if err != nil || !ours {
-		return orIgnore(err, d, "foreign")
-	}
-	change := func(deleted bool) table.Change {
-		return table.Change{Customer: &table.CustomerSnapshot{OrgID: org, CustomerID: c.ID, Deleted: deleted, SourceTime: d.ev.Created}}
-	}
-	return d.apply(ctx, org, change(deleted), d.mismatch, func(ctx context.Context) (table.Change, error) {
-		deleted, err := fetch(ctx)
-		return change(deleted), err
-	})
+		return wireCustomer{ID: got.ID, Metadata: got.Metadata}, nil
+	},
+	adjust: func(ev *wireEvent, c *wireCustomer) { c.Deleted = c.Deleted || ev.Type == "customer.deleted" },
+	stale:  func(c wireCustomer) bool { return !c.Deleted },
+	owner:  func(c wireCustomer) (map[string]string, string) { return c.Metadata, c.ID },
+	change: customerChange,
 }
 
 // onCheckoutCompleted mirrors the subscription a Checkout session made,
@@ -178,15 +151,21 @@ func onCheckoutCompleted(ctx context.Context, d *delivery) error {
 		return orIgnore(err, d, "foreign")
 	}
 	var sub *stripe.Subscription
-	err = d.refetch(ctx, func(api *stripeAPI) error {
+	err = d.refetch(ctx, "fetch the checkout's subscription", func(api *stripeAPI) error {
 		var err error
 		sub, err = api.Subscriptions.Get(cs.Subscription.ID, &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}})
 		return err
 	})
 	if err != nil {
-		return fromStripe("fetch the checkout's subscription", err)
+		return err
 	}
-	return d.apply(ctx, org, subscriptionChange(org, fromStripeSubscription(sub), d.ev.Created), true, nil)
+	return d.apply(ctx, org, subscriptionChange(org, asWireSubscription(sub), d.ev.Created), true, nil)
+}
+
+type wireCheckoutSession struct {
+	Customer     wireRef           `json:"customer"`
+	Subscription wireRef           `json:"subscription"`
+	Metadata     map[string]string `json:"metadata"`
 }
 
 // onCatalogObject handles product.* and price.* events of our namespace:

@@ -16,55 +16,97 @@ import (
 
 // HandleWebhook is the webhook function's handler behind an API Gateway
 // HTTP API (payload 2.0). It verifies the raw body (base64-decoded when API
-// Gateway encoded it) and answers:
-//
-//	200 processed | duplicate | ignored
-//	400 bad or missing signature, too old, malformed, livemode mismatch
-//	413 a body over 1 MiB, unread
-//	500 a transient failure: nothing was written, so Stripe retries
-//	503 billing disabled, or no webhook secret
-//
-// It never returns a Lambda error, and its answers carry no internal detail.
+// Gateway encoded it) and answers as decideDelivery says. It never returns
+// a Lambda error, and its answers carry no internal detail.
 func (s *Service) HandleWebhook(ctx context.Context, req events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
 	start := time.Now()
 	var res WebhookResult
-	status, err := http.StatusOK, error(nil)
-	payload, tooBig, decodeErr := webhookBody(req)
-	switch {
-	case tooBig:
-		status = http.StatusRequestEntityTooLarge
-	case decodeErr != nil:
-		status, err = http.StatusBadRequest, errMalformedEvent
-	default:
+	payload, err := webhookBody(req)
+	if err == nil {
 		res, err = s.ProcessWebhook(ctx, payload, header(req.Headers, "Stripe-Signature"))
-		status = webhookStatus(err)
 	}
-
-	body := map[string]string{"status": res.Status}
-	if err != nil || tooBig {
-		body = map[string]string{"error": http.StatusText(status)}
-	}
-	if status == http.StatusServiceUnavailable {
-		body = map[string]string{"status": string(CodeBillingDisabled)}
-		if !errors.Is(err, ErrBillingDisabled) && !errors.Is(err, errNoWebhookSecret) {
-			body = map[string]string{"error": http.StatusText(status)}
-		}
-	}
-	s.logDelivery(ctx, res, status, err, time.Since(start))
-	raw, _ := json.Marshal(body)
-	return events.APIGatewayV2HTTPResponse{StatusCode: status, Headers: map[string]string{"Content-Type": "application/json"}, Body: string(raw)}, nil
+	answer := decideDelivery(res, err)
+	s.logDelivery(ctx, res, answer, err, time.Since(start))
+	return events.APIGatewayV2HTTPResponse{StatusCode: answer.Status, Headers: map[string]string{"Content-Type": "application/json"}, Body: answer.Body}, nil
 }
 
-// webhookBody returns the raw bytes Stripe signed.
-func webhookBody(req events.APIGatewayV2HTTPRequest) (payload []byte, tooBig bool, err error) {
+// deliveryAnswer is everything a delivery's result decides: what Stripe is
+// answered, what the delivery's log line says, and which metric counts it.
+type deliveryAnswer struct {
+	Status  int
+	Body    string
+	Outcome string // the log line's outcome
+	Level   slog.Level
+	Metric  string // the Embedded Metric Format count it adds one to
+}
+
+// The webhook's metrics, in namespace BillingFunctions. WebhookRefetched
+// counts the deliveries that asked Stripe, whatever their answer.
+var webhookMetrics = []string{"WebhookProcessed", "WebhookDuplicate", "WebhookIgnored", "WebhookRejected",
+	"WebhookUnavailable", "WebhookFailed", "WebhookRefetched"}
+
+// decideDelivery is the one place that decides a delivery's answer:
+//
+//	result or error                         status  body                       log outcome       metric
+//	processed                               200     {"status":"processed"}     processed         WebhookProcessed
+//	duplicate                               200     {"status":"duplicate"}     duplicate         WebhookDuplicate
+//	ignored (foreign, unhandled, stale, …)  200     {"status":"ignored"}       the reason        WebhookIgnored
+//	a body over 1 MiB (not read)            413     {"error":…}                too_large         WebhookRejected
+//	bad signature, malformed, livemode      400     {"error":"Bad Request"}    rejected          WebhookRejected
+//	billing disabled, no webhook secret     503     {"status":"billing_disabled"} unavailable    WebhookUnavailable
+//	Secrets Manager unreachable             503     {"error":…}                unavailable       WebhookUnavailable
+//	anything else (nothing was written)     500     {"error":…}                failed            WebhookFailed
+//
+// Stripe retries every answer but a 2xx, for up to three days.
+func decideDelivery(res WebhookResult, err error) deliveryAnswer {
+	failure := func(status int, outcome string, level slog.Level, metric string) deliveryAnswer {
+		return deliveryAnswer{Status: status, Body: jsonBody("error", http.StatusText(status)), Outcome: outcome, Level: level, Metric: metric}
+	}
+	switch {
+	case err == nil:
+		metric := map[string]string{StatusProcessed: "WebhookProcessed", StatusDuplicate: "WebhookDuplicate", StatusIgnored: "WebhookIgnored"}[res.Status]
+		return deliveryAnswer{Status: http.StatusOK, Body: jsonBody("status", res.Status), Outcome: res.Outcome, Level: slog.LevelInfo, Metric: metric}
+	case errors.Is(err, errTooLarge):
+		return failure(http.StatusRequestEntityTooLarge, "too_large", slog.LevelWarn, "WebhookRejected")
+	case errors.Is(err, ErrBillingDisabled), errors.Is(err, errNoWebhookSecret):
+		a := failure(http.StatusServiceUnavailable, "unavailable", slog.LevelWarn, "WebhookUnavailable")
+		a.Body = jsonBody("status", string(CodeBillingDisabled))
+		return a
+	case errors.Is(err, errSecretsDown):
+		return failure(http.StatusServiceUnavailable, "unavailable", slog.LevelWarn, "WebhookUnavailable") // no keys at all: fail closed
+	case ErrorCode(err) == CodeInvalidRequest:
+		return failure(http.StatusBadRequest, "rejected", slog.LevelWarn, "WebhookRejected")
+	}
+	return failure(http.StatusInternalServerError, "failed", slog.LevelError, "WebhookFailed")
+}
+
+func jsonBody(key, value string) string {
+	raw, _ := json.Marshal(map[string]string{key: value})
+	return string(raw)
+}
+
+var errTooLarge = &Error{Code: CodeInvalidRequest, Message: "the body is over 1 MiB"}
+
+// webhookBody returns the raw bytes Stripe signed: errTooLarge for a body
+// over MaxWebhookBody (not decoded), errMalformedEvent for bad base64.
+func webhookBody(req events.APIGatewayV2HTTPRequest) ([]byte, error) {
 	if !req.IsBase64Encoded {
-		return []byte(req.Body), len(req.Body) > MaxWebhookBody, nil
+		if len(req.Body) > MaxWebhookBody {
+			return nil, errTooLarge
+		}
+		return []byte(req.Body), nil
 	}
 	if base64.StdEncoding.DecodedLen(len(req.Body)) > MaxWebhookBody+2 {
-		return nil, true, nil
+		return nil, errTooLarge
 	}
-	payload, err = base64.StdEncoding.DecodeString(req.Body)
-	return payload, len(payload) > MaxWebhookBody, err
+	payload, err := base64.StdEncoding.DecodeString(req.Body)
+	switch {
+	case err != nil:
+		return nil, errMalformedEvent
+	case len(payload) > MaxWebhookBody:
+		return nil, errTooLarge
+	}
+	return payload, nil
 }
 
 // header reads a header case-insensitively: API Gateway lowercases names,
@@ -81,69 +123,27 @@ func header(h map[string]string, name string) string {
 	return ""
 }
 
-func webhookStatus(err error) int {
-	if err == nil {
-		return http.StatusOK
-	}
-	switch e := AsError(err); {
-	case errors.Is(err, ErrBillingDisabled) || errors.Is(err, errNoWebhookSecret):
-		return http.StatusServiceUnavailable
-	case e.Code == CodeInvalidRequest:
-		return http.StatusBadRequest
-	case errors.Is(err, errSecretsDown):
-		return http.StatusServiceUnavailable // no keys at all: fail closed
-	}
-	return http.StatusInternalServerError
-}
-
-// logDelivery writes the one log line and the metrics of a delivery. It
-// never logs the body, the signature or a secret.
-func (s *Service) logDelivery(ctx context.Context, res WebhookResult, status int, err error, took time.Duration) {
-	outcome := res.Outcome
-	level := slog.LevelInfo
-	switch {
-	case status == http.StatusRequestEntityTooLarge:
-		outcome, level = "too_large", slog.LevelWarn
-	case status == http.StatusServiceUnavailable:
-		outcome, level = "unavailable", slog.LevelWarn
-	case status == http.StatusBadRequest:
-		outcome, level = "rejected", slog.LevelWarn
-	case err != nil:
-		outcome, level = "failed", slog.LevelError
-	}
-	attrs := []any{"event_id", res.EventID, "type", res.Type, "status", status, "outcome", outcome,
+// logDelivery writes the one log line and the metrics of a delivery, as
+// its answer says. It never logs the body, the signature or a secret.
+func (s *Service) logDelivery(ctx context.Context, res WebhookResult, a deliveryAnswer, err error, took time.Duration) {
+	attrs := []any{"event_id", res.EventID, "type", res.Type, "status", a.Status, "outcome", a.Outcome,
 		"refetched", res.Refetched, "stripe_requests", res.StripeRequests, "dynamodb_requests", res.DynamoRequests,
 		"duration_ms", took.Milliseconds()}
 	if err != nil {
 		e := AsError(err)
 		attrs = append(attrs, "error_code", e.Code, "error", e.Message, "stripe_request_id", e.StripeRequestID)
 	}
-	s.log.Log(ctx, level, "webhook", attrs...)
-	s.emitMetrics(res, outcome, err)
-}
-
-// emitMetrics writes one CloudWatch Embedded Metric Format line: Lambda
-// turns it into metrics with no agent.
-func (s *Service) emitMetrics(res WebhookResult, outcome string, err error) {
-	counts := map[string]int{"WebhookProcessed": 0, "WebhookDuplicate": 0, "WebhookIgnored": 0, "WebhookFailed": 0, "WebhookRefetched": 0}
-	switch {
-	case err != nil && outcome == "failed":
-		counts["WebhookFailed"] = 1
-	case res.Status == StatusProcessed:
-		counts["WebhookProcessed"] = 1
-	case res.Status == StatusDuplicate:
-		counts["WebhookDuplicate"] = 1
-	case res.Status == StatusIgnored:
-		counts["WebhookIgnored"] = 1
-	}
+	s.log.Log(ctx, a.Level, "webhook", attrs...)
+	counts := map[string]int{a.Metric: 1}
 	if res.Refetched {
 		counts["WebhookRefetched"] = 1
 	}
-	s.emitEMF("webhook", []string{"WebhookProcessed", "WebhookDuplicate", "WebhookIgnored", "WebhookFailed", "WebhookRefetched"}, counts)
+	s.emitEMF("webhook", webhookMetrics, counts)
 }
 
 // emitEMF writes one CloudWatch Embedded Metric Format line of counts, in
-// namespace BillingFunctions with dimensions Function and Stage.
+// namespace BillingFunctions with dimensions Function and Stage: Lambda
+// turns it into metrics with no agent.
 func (s *Service) emitEMF(function string, names []string, counts map[string]int) {
 	var metrics []map[string]string
 	line := map[string]any{"Function": function, "Stage": string(s.cfg.Stage)}

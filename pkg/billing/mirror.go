@@ -5,27 +5,16 @@ import (
 	"encoding/json"
 
 	"github.com/stripe/stripe-go/v76"
+
+	"github.com/baseten/billing-functions/pkg/table"
 )
 
-// The webhook decodes payloads into these small shapes, holding only what
-// the mirror needs: stripe-go's full types cost several times the CPU
-// (their custom unmarshalers re-scan nested objects, and Event also decodes
-// the object into a map). Answers of Stripe's API keep stripe-go's types
-// and are converted with the from* functions.
-
-type wireEvent struct {
-	ID         string `json:"id"`
-	Type       string `json:"type"`
-	Created    int64  `json:"created"`
-	APIVersion string `json:"api_version"`
-	Livemode   bool   `json:"livemode"`
-	Request    *struct {
-		IdempotencyKey string `json:"idempotency_key"`
-	} `json:"request"`
-	Data *struct {
-		Object json.RawMessage `json:"object"`
-	} `json:"data"`
-}
+// The Stripe-to-mirror mapping, in one place: the small shapes Stripe's
+// objects decode into, and the mirror change each one makes. The webhook
+// decodes payloads into these shapes; subscribe, reconcile and re-fetches
+// convert stripe-go's answers into them (as*), so that every path maps an
+// object the same way. stripe-go's full types would cost the webhook
+// several times the CPU: their unmarshalers re-scan nested objects.
 
 // wireRef is an expandable field: an ID, or an object with one.
 type wireRef struct{ ID string }
@@ -66,7 +55,9 @@ type wireItem struct {
 	} `json:"price"`
 }
 
-func fromStripeSubscription(s *stripe.Subscription) wireSubscription {
+// asWireSubscription converts an answer of Stripe's API to the shape a
+// payload decodes into.
+func asWireSubscription(s *stripe.Subscription) wireSubscription {
 	w := wireSubscription{ID: s.ID, Status: string(s.Status), Created: s.Created, CurrentPeriodEnd: s.CurrentPeriodEnd,
 		CancelAtPeriodEnd: s.CancelAtPeriodEnd, Metadata: s.Metadata}
 	if s.Customer != nil {
@@ -99,7 +90,9 @@ type wireInvoice struct {
 	} `json:"subscription_details"`
 }
 
-func fromStripeInvoice(inv *stripe.Invoice) wireInvoice {
+// asWireInvoice converts an answer of Stripe's API to the shape a payload
+// decodes into.
+func asWireInvoice(inv *stripe.Invoice) wireInvoice {
 	w := wireInvoice{ID: inv.ID, Status: string(inv.Status), AttemptCount: inv.AttemptCount, Paid: inv.Paid}
 	if inv.Customer != nil {
 		w.Customer.ID = inv.Customer.ID
@@ -121,8 +114,37 @@ type wireCustomer struct {
 	Metadata map[string]string `json:"metadata"`
 }
 
-type wireCheckoutSession struct {
-	Customer     wireRef           `json:"customer"`
-	Subscription wireRef           `json:"subscription"`
-	Metadata     map[string]string `json:"metadata"`
+// subscriptionChange maps a Stripe subscription to the mirror. Items are
+// named by their price's billing_key; the tier is the item of kind tier.
+func subscriptionChange(org string, sub wireSubscription, at int64) table.Change {
+	snap := &table.SubscriptionSnapshot{
+		OrgID: org, CustomerID: sub.Customer.ID, SubscriptionID: sub.ID, Status: sub.Status,
+		Created: sub.Created, CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd, SourceTime: at,
+		Items: []table.Item{},
+	}
+	for _, it := range sub.Items.Data {
+		if it.Price == nil {
+			continue
+		}
+		key := it.Price.Metadata[metaKey]
+		snap.Items = append(snap.Items, table.Item{Key: key, ItemID: it.ID, PriceID: it.Price.ID})
+		if it.Price.Metadata[metaKind] == string(KindTier) {
+			snap.Tier = key
+		}
+	}
+	return table.Change{Subscription: snap}
+}
+
+// invoiceChange reads an invoice's state from the invoice itself: a
+// payment failed when it was attempted and is still open, or was marked
+// uncollectible.
+func invoiceChange(org string, inv wireInvoice, at int64) table.Change {
+	failed := (inv.Status == string(stripe.InvoiceStatusOpen) && inv.AttemptCount > 0 && !inv.Paid) || inv.Status == string(stripe.InvoiceStatusUncollectible)
+	return table.Change{Invoice: &table.InvoiceSnapshot{OrgID: org, SubscriptionID: inv.Subscription.ID, InvoiceID: inv.ID,
+		Status: inv.Status, PaymentFailed: failed, SourceTime: at}}
+}
+
+// customerChange records whether the organization's customer still exists.
+func customerChange(org string, c wireCustomer, at int64) table.Change {
+	return table.Change{Customer: &table.CustomerSnapshot{OrgID: org, CustomerID: c.ID, Deleted: c.Deleted, SourceTime: at}}
 }
