@@ -60,7 +60,7 @@ build-UpsertProductsFunction:
 $(VENV)/.installed: requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install --quiet --python $(VENV)/bin/python -r requirements-dev.txt
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(VENV)/bin/python -r requirements-dev.txt
 	touch $@
 
 $(BIN)/stripe-mock-%/stripe-mock:
@@ -84,10 +84,18 @@ FUZZTIME     ?= 30s
 TEST_TIMEOUT := 900
 
 # Every test, with the race detector; the summary prints each package's
-# time and fails a package that takes half of its timeout.
-test: tools fmt vet
-	$(GO) test $(TEST_FLAGS) -count=1 -v -parallel 8 -timeout $(TEST_TIMEOUT)s ./... 2>&1 | TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-summary
-	$(MAKE) --no-print-directory fuzz
+# time and fails a package that takes half of its timeout. The fuzz runs go
+# on meanwhile at low priority, in the time the tests leave idle (much of
+# it is moto's, on one core), and print when the tests are done.
+test:
+	@$(MAKE) --no-print-directory -j4 tools fmt vet
+	@set +e; fuzzlog=$$(mktemp); \
+	nice -n 15 $(MAKE) --no-print-directory fuzz > $$fuzzlog 2>&1 & fuzz=$$!; \
+	echo "$(GO) test $(TEST_FLAGS) -count=1 -v -parallel 8 -timeout $(TEST_TIMEOUT)s ./... (fuzzing meanwhile)"; \
+	$(GO) test $(TEST_FLAGS) -count=1 -v -parallel 8 -timeout $(TEST_TIMEOUT)s ./... 2>&1 | TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-summary; \
+	tests=$$?; wait $$fuzz; fuzzed=$$?; echo; cat $$fuzzlog; rm -f $$fuzzlog; \
+	[ $$fuzzed -eq 0 ] || echo "the fuzz runs failed"; \
+	exit $$(( tests != 0 || fuzzed != 0 ))
 
 # The quick loop: every test that needs no server, with none installed.
 test-short:
