@@ -132,6 +132,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	}
 	if s.stripe != nil {
 		s.stripe.AddWebhookEndpoint(s.GatewayURL+WebhookPath, []string{LocalWhSecret}, nil, "")
+		// The local account's portal settings are saved, as someone does
+		// once in a test account's Dashboard.
+		s.stripe.SetPortalDefault(true)
 	}
 	return s, nil
 }

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -196,13 +197,19 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 	// to the webhook binary.
 	st := s.call(req("subscribe", "org_e2e", "tier", "business", "email", "e2e@example.com", "instance_types", []string{"gpu-t4"}))
 	sub := st["subscription"].(map[string]any)
-	if sub["status"] != "active" || sub["tier"] != "business" {
-		t.Fatalf("subscribe: %v", st)
+	if sub["status"] != "incomplete" || sub["tier"] != "business" {
+		t.Fatalf("subscribe: %v, want the business tier waiting for its first payment", st)
 	}
 	subID := sub["id"].(string)
 	s.control("/_local/wait", nil)
 	if log := s.webhookLog(); !strings.Contains(log, `"type":"customer.subscription.created","status":200`) {
 		t.Fatalf("the webhook binary did not receive the subscription's event:\n%s", log)
+	}
+	// The customer pays the first invoice with a card; the webhooks of the
+	// payment make the mirror active.
+	s.pay(t, "org_e2e")
+	if sub, _ := s.status("org_e2e"); sub["status"] != "active" {
+		t.Fatalf("after the first payment: %v", sub)
 	}
 
 	st = s.call(req("change_tier", "org_e2e", "tier", "starter"))
@@ -228,7 +235,7 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 
 	// A failed renewal payment makes the org delinquent; paying clears it.
 	// Only the webhook binary writes these changes.
-	s.control("/_local/config", map[string]any{"auto_pay": false})
+	s.control("/_local/config", map[string]any{"payment_mode": "never"}) // the renewal waits to be settled
 	s.control("/_local/clock/advance", map[string]any{"seconds": 32 * 24 * 3600})
 	s.control("/_local/subscriptions/"+subID+"/settle", map[string]any{"outcome": "failed"})
 	s.control("/_local/wait", nil)
@@ -240,6 +247,7 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 	if sub, delinquent := s.status("org_e2e"); delinquent || sub["status"] != "active" {
 		t.Fatalf("after paying: %v delinquent=%v", sub, delinquent)
 	}
+	s.control("/_local/config", map[string]any{"payment_mode": ""})
 
 	// cancel at the period end; the period ends; the webhook cancels it.
 	if st := s.call(req("cancel", "org_e2e")); st["subscription"].(map[string]any)["cancel_at_period_end"] != true {
@@ -338,7 +346,7 @@ print(json.dumps({"sub": sub, "same": sub == again, "status": status, "unknown":
 		t.Fatalf("boto3 printed %s", out)
 	}
 	sub, _ := got.Status["result"].(map[string]any)["subscription"].(map[string]any)
-	if got.Sub["ok"] != true || !got.Same || sub["status"] != "active" || got.Unknown != "ResourceNotFoundException" {
+	if got.Sub["ok"] != true || !got.Same || sub["status"] != "incomplete" || got.Unknown != "ResourceNotFoundException" {
 		t.Fatalf("boto3 flows: %s", out)
 	}
 }
@@ -354,9 +362,10 @@ func (s *stack) billingctl(t *testing.T) {
 		return string(out)
 	}
 	out := ctl("subscribe", "--org", "org_ctl", "--tier", "business", "--email", "ctl@example.com", "--instance-types", "gpu-h100")
-	if !strings.Contains(out, "status                active") || !strings.Contains(out, "gpu-h100") {
+	if !strings.Contains(out, "status                incomplete") || !strings.Contains(out, "gpu-h100") {
 		t.Fatalf("subscribe:\n%s", out)
 	}
+	s.pay(t, "org_ctl")
 	ctl("change-tier", "--org", "org_ctl", "--tier", "starter")
 	ctl("set-instance-types", "--org", "org_ctl", "--types", "cpu-8x32")
 	ctl("record-usage", "--org", "org_ctl", "--type", "cpu-8x32", "--minutes", "3")
@@ -392,9 +401,8 @@ func (s *stack) reconcile(t *testing.T) {
 	if out, err := ctl("--replay"); err != nil || !strings.Contains(out, " 0 differences") {
 		t.Fatalf("reconcile after the flows: %v\n%s", err, out)
 	}
-	s.control("/_local/config", map[string]any{"auto_pay": true})
 	s.call(req("subscribe", "org_drift", "tier", "starter", "email", "drift@example.com"))
-	s.control("/_local/wait", nil)
+	s.pay(t, "org_drift")
 	s.control("/_local/delivery", map[string]any{"mode": "hold"})
 	s.control("/_local/clock/advance", map[string]any{"seconds": 32 * 24 * 3600})
 	out, err := ctl()
@@ -410,6 +418,45 @@ func (s *stack) reconcile(t *testing.T) {
 	if out, err := ctl(); err != nil || !strings.Contains(out, " 0 differences") {
 		t.Fatalf("reconcile after the held webhooks arrived: %v\n%s", err, out)
 	}
+}
+
+// pay pays an organization's first invoice as its customer would: the
+// invoice's PaymentIntent confirmed with a test card through the local
+// Stripe's API (Stripe.js does the same with the client secret); then the
+// webhooks of the payment are waited for.
+func (s *stack) pay(t *testing.T, org string) {
+	t.Helper()
+	sub, _ := s.status(org)
+	api := func(method, path string, form url.Values, v any) {
+		t.Helper()
+		r, _ := http.NewRequest(method, s.stripeURL+path, strings.NewReader(form.Encode()))
+		r.SetBasicAuth("sk_test_e2e", "")
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("%s %s: %s", method, path, b)
+		}
+		_ = json.NewDecoder(resp.Body).Decode(v)
+	}
+	var got struct {
+		LatestInvoice struct {
+			PaymentIntent struct {
+				ID string `json:"id"`
+			} `json:"payment_intent"`
+		} `json:"latest_invoice"`
+	}
+	api(http.MethodGet, "/v1/subscriptions/"+sub["id"].(string)+"?expand[]=latest_invoice.payment_intent", nil, &got)
+	var pi struct{ Status string }
+	api(http.MethodPost, "/v1/payment_intents/"+got.LatestInvoice.PaymentIntent.ID+"/confirm", url.Values{"payment_method": {"pm_card_visa"}}, &pi)
+	if pi.Status != "succeeded" {
+		t.Fatalf("paying %s: the PaymentIntent is %s", org, pi.Status)
+	}
+	s.control("/_local/wait", nil)
 }
 
 // checkLogsAreSafe reads every log line every process wrote during the

@@ -98,6 +98,14 @@ func (w *world) liveSubscription(org string) *stripe.Subscription {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	// A card that pays, as the customer would have given.
+	pm, err := sc.PaymentMethods.Attach("pm_card_visa", &stripe.PaymentMethodAttachParams{Customer: stripe.String(c.ID)})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := sc.Customers.Update(c.ID, &stripe.CustomerParams{InvoiceSettings: &stripe.CustomerInvoiceSettingsParams{DefaultPaymentMethod: stripe.String(pm.ID)}}); err != nil {
+		w.t.Fatal(err)
+	}
 	sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Params: stripe.Params{Metadata: meta},
 		Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(tier.PriceID)}}})
 	if err != nil {

@@ -290,6 +290,12 @@ func (s *Server) updatePrice(r *request) (any, *apiError) {
 	if active, given, ok := r.p.boolean("active"); !ok {
 		return nil, invalid("active", "active must be true or false")
 	} else if given {
+		// The default price of a product cannot be archived (FIDELITY.md,
+		// rule 2): unset the product's default_price first.
+		if product, _ := s.state.get("product", p["product"].(string)); !active && product["default_price"] == p["id"] {
+			return nil, &apiError{Status: 400, Type: "invalid_request_error", Param: "active",
+				Message: "This price cannot be archived because it is the default price of its product."}
+		}
 		p["active"] = active
 	}
 	if md, given := r.p.metadata(); given {

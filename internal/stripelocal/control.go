@@ -22,7 +22,7 @@ func (s *Server) Reset() {
 	s.idem = map[string]idemEntry{}
 	s.faults, s.held, s.violations = nil, nil, nil
 	s.counts, s.revoked = map[string]int{}, map[string]bool{}
-	s.clockOffset, s.autoPay, s.delivery = 0, true, deliveryMode{}
+	s.clockOffset, s.payMode, s.delivery, s.portalDefault = 0, PayWithPaymentMethods, deliveryMode{}, false
 }
 
 // InjectFault makes the next f.Count matching requests fail.
@@ -104,12 +104,36 @@ func (s *Server) Settle(subscriptionID, outcome string) error {
 	return nil
 }
 
-// SetAutoPay says whether new invoices are paid at once (the default) or
-// stay open until settled.
-func (s *Server) SetAutoPay(on bool) {
+// SetPaymentMode says how invoices get paid from now on: with payment
+// methods, as Stripe does (PayWithPaymentMethods, the default), all at once
+// without one (PayEverything), or not until settled (PayNothing).
+func (s *Server) SetPaymentMode(mode string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.autoPay = on
+	s.payMode = mode
+}
+
+// Authenticate completes (pass) or fails the 3-D Secure challenge of a
+// PaymentIntent that requires action, as the customer would.
+func (s *Server) Authenticate(paymentIntentID string, pass bool) error {
+	s.mu.Lock()
+	aerr := s.authenticate(paymentIntentID, pass)
+	pending := s.takePendingDeliveries()
+	s.mu.Unlock()
+	s.dispatch(pending)
+	if aerr != nil {
+		return aerr
+	}
+	return nil
+}
+
+// SetPortalDefault says whether the account's default customer portal
+// configuration was saved (in the Dashboard): without it, a portal session
+// that names no configuration is refused, as Stripe does in test mode.
+func (s *Server) SetPortalDefault(saved bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.portalDefault = saved
 }
 
 // ResetCounts zeroes the request counters.
@@ -216,15 +240,33 @@ func (s *Server) controlRoutes() {
 	})
 	ctl("POST /_local/config", func(r *http.Request) (any, error) {
 		var b struct {
-			AutoPay *bool `json:"auto_pay"`
+			PaymentMode   *string `json:"payment_mode"`
+			PortalDefault *bool   `json:"portal_default"`
 		}
 		if err := decode(r, &b); err != nil {
 			return nil, err
 		}
-		if b.AutoPay != nil {
-			s.SetAutoPay(*b.AutoPay)
+		if b.PaymentMode != nil {
+			switch *b.PaymentMode {
+			case PayWithPaymentMethods, PayEverything, PayNothing:
+				s.SetPaymentMode(*b.PaymentMode)
+			default:
+				return nil, fmt.Errorf(`payment_mode must be "" (payment methods, as Stripe), "always" or "never"`)
+			}
+		}
+		if b.PortalDefault != nil {
+			s.SetPortalDefault(*b.PortalDefault)
 		}
 		return ok, nil
+	})
+	ctl("POST /_local/payment_intents/{id}/authenticate", func(r *http.Request) (any, error) {
+		var b struct {
+			Pass bool `json:"pass"`
+		}
+		if err := decode(r, &b); err != nil {
+			return nil, err
+		}
+		return ok, s.Authenticate(r.PathValue("id"), b.Pass)
 	})
 	ctl("GET /_local/counts", func(r *http.Request) (any, error) { return s.Counts(), nil })
 	ctl("POST /_local/counts/reset", func(r *http.Request) (any, error) { s.ResetCounts(); return ok, nil })

@@ -11,8 +11,23 @@ func (s *Server) createCustomer(r *request) (any, *apiError) {
 	if md, given := r.p.metadata(); given {
 		applyMetadata(c, md)
 	}
+	var pm obj
+	if id := r.p.str("payment_method"); id != "" {
+		var aerr *apiError
+		if pm, aerr = s.paymentMethod(id, "payment_method"); aerr != nil {
+			return nil, aerr
+		}
+	}
+	if id := r.p.obj("invoice_settings").str("default_payment_method"); id != "" && (pm == nil || (id != pm["id"] && id != r.p.str("payment_method"))) {
+		return nil, invalid("invoice_settings[default_payment_method]", "The customer does not have a payment method with the ID %s. The payment method must be attached to the customer.", id)
+	} else if id != "" {
+		c["invoice_settings"].(obj)["default_payment_method"] = pm["id"]
+	}
 	s.state.put("customer", c)
 	s.emit("customer.created", c, nil)
+	if pm != nil {
+		s.attach(pm, c)
+	}
 	return c, nil
 }
 
@@ -46,6 +61,15 @@ func (s *Server) updateCustomer(r *request) (any, *apiError) {
 		if r.p.has(f) {
 			c[f] = nullable(r.p.str(f))
 		}
+	}
+	if settings := r.p.obj("invoice_settings"); settings.has("default_payment_method") {
+		id := settings.str("default_payment_method")
+		if id != "" {
+			if aerr := s.ownPaymentMethod(c["id"], id, "invoice_settings[default_payment_method]"); aerr != nil {
+				return nil, aerr
+			}
+		}
+		c["invoice_settings"].(obj)["default_payment_method"] = nullable(id)
 	}
 	if md, given := r.p.metadata(); given {
 		applyMetadata(c, md)
@@ -82,6 +106,9 @@ func (s *Server) listCustomers(r *request) (any, *apiError) {
 	})
 }
 
+// createPortalSession makes a portal session. Without a configuration it
+// uses the account's default, which Stripe has only once someone saved the
+// portal settings in the Dashboard (FIDELITY.md, rule 9).
 func (s *Server) createPortalSession(r *request) (any, *apiError) {
 	cid := r.p.str("customer")
 	if cid == "" {
@@ -89,6 +116,10 @@ func (s *Server) createPortalSession(r *request) (any, *apiError) {
 	}
 	if _, aerr := s.liveCustomer(cid, "customer"); aerr != nil {
 		return nil, aerr
+	}
+	if r.p.str("configuration") == "" && !s.portalDefault {
+		return nil, invalid("configuration", "No configuration provided and your test mode default configuration has not been created. "+
+			"Provide a configuration or create your default by saving your customer portal settings in test mode at https://dashboard.stripe.com/test/settings/billing/portal.")
 	}
 	id := s.newID("bps")
 	return obj{

@@ -23,6 +23,11 @@ type fault struct {
 	// After applies the fault once the request was processed: the change
 	// is made but the caller never learns it, as when a response is lost.
 	After bool `json:"after,omitempty"`
+	// Stored fails the request inside Stripe, after the idempotency layer:
+	// nothing is changed, and the answer (a 500, say) is stored under the
+	// request's idempotency key and replayed for it, as Stripe does.
+	// Without it, a fault happens in front of Stripe and is not stored.
+	Stored bool `json:"stored,omitempty"`
 }
 
 func (f *fault) matches(method, path, pattern string) bool {

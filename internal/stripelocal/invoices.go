@@ -2,6 +2,7 @@ package stripelocal
 
 import (
 	"math"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -37,45 +38,63 @@ func (s *Server) newInvoice(sub obj, reason string, amount int64) obj {
 	return inv
 }
 
-// payInvoice marks inv paid and emits what Stripe emits. Unless quiet, the
-// subscription then leaves incomplete, past_due or unpaid for active.
-func (s *Server) payInvoice(inv obj, quiet bool) {
+// markPaid marks inv paid and emits what Stripe emits; the subscription's
+// status is the caller's to change.
+func (s *Server) markPaid(inv obj) {
 	before := clone(inv)
 	inv["status"], inv["paid"], inv["attempted"] = "paid", true, true
-	inv["status_transitions"].(obj)["paid_at"] = s.now().Unix()
 	inv["attempt_count"] = toInt(inv["attempt_count"]) + 1
 	inv["amount_paid"], inv["amount_remaining"] = inv["amount_due"], 0
+	inv["next_payment_attempt"] = nil
+	inv["status_transitions"].(obj)["paid_at"] = s.now().Unix()
 	s.emit("invoice.paid", inv, diff(before, inv))
 	s.emit("invoice.payment_succeeded", inv, diff(before, inv))
-	if quiet {
-		return
-	}
-	if sub, ok := s.state.get("subscription", inv["subscription"].(string)); ok {
-		switch sub["status"] {
-		case "incomplete", "past_due", "unpaid":
-			s.setStatus(sub, "active")
-		}
-	}
 }
 
-// failInvoice records a failed payment attempt. An active subscription
-// becomes past_due; after four failed attempts, unpaid (Stripe's default
-// retry schedule ends there).
-func (s *Server) failInvoice(inv obj) {
+// recordFailedAttempt counts a failed payment attempt of inv. failed says
+// the payment was attempted and refused (or there was nothing to charge),
+// which Stripe reports as invoice.payment_failed; a payment waiting for
+// authentication is reported by invoice.payment_action_required instead.
+func (s *Server) recordFailedAttempt(inv obj, failed bool) {
 	before := clone(inv)
 	inv["attempted"] = true
 	inv["attempt_count"] = toInt(inv["attempt_count"]) + 1
 	inv["next_payment_attempt"] = s.now().Add(72 * time.Hour).Unix()
-	s.emit("invoice.payment_failed", inv, diff(before, inv))
-	sub, ok := s.state.get("subscription", inv["subscription"].(string))
-	if !ok {
-		return
+	if failed {
+		s.emit("invoice.payment_failed", inv, diff(before, inv))
 	}
+}
+
+// pastDue moves a subscription whose invoice could not be paid: active or
+// trialing becomes past_due; after four failed attempts, unpaid (a model
+// of Stripe's retry settings, which each account chooses).
+func (s *Server) pastDue(sub, inv obj) {
 	switch {
 	case toInt(inv["attempt_count"]) >= 4 && (sub["status"] == "past_due" || sub["status"] == "active"):
 		s.setStatus(sub, "unpaid")
 	case sub["status"] == "active" || sub["status"] == "trialing":
 		s.setStatus(sub, "past_due")
+	}
+}
+
+// bill collects an invoice of a subscription that is under way (a renewal
+// or a proration) and moves the subscription as Stripe does: paid makes it
+// active again; a refused payment, one waiting for authentication, or no
+// payment method at all makes it past_due.
+func (s *Server) bill(sub, inv obj) {
+	if toInt(inv["amount_due"]) == 0 {
+		s.markPaid(inv)
+		return
+	}
+	switch outcome := s.collect(inv, sub); outcome {
+	case charged:
+		if sub["status"] == "past_due" || sub["status"] == "unpaid" {
+			s.setStatus(sub, "active")
+		}
+	case chargeHeldByTest:
+	default:
+		s.recordFailedAttempt(inv, outcome != chargeNeedsAuth)
+		s.pastDue(sub, inv)
 	}
 }
 
@@ -95,30 +114,39 @@ func (s *Server) settle(subID, outcome string) *apiError {
 	invID, _ := sub["latest_invoice"].(string)
 	inv, ok := s.state.get("invoice", invID)
 	if !ok || inv["status"] != "open" {
-		return invalid("subscription", "the latest invoice of %s is not open (turn auto_pay off, then advance the clock to a renewal)", subID)
+		return invalid("subscription", "the latest invoice of %s is not open (set the payment mode to never, then advance the clock to a renewal)", subID)
 	}
 	switch outcome {
 	case "paid":
-		s.payInvoice(inv, false)
+		s.succeed(s.invoiceIntent(inv), inv, "")
+		if slices.Contains([]any{"incomplete", "past_due", "unpaid"}, sub["status"]) {
+			s.setStatus(sub, "active")
+		}
 	case "failed":
-		s.failInvoice(inv)
+		s.recordFailedAttempt(inv, true)
+		s.pastDue(sub, inv)
 	default:
 		return invalid("outcome", "outcome must be paid or failed")
 	}
 	return nil
 }
 
-// advanceClock moves time forward and runs what falls due: trials end,
-// periods renew (with an invoice), and subscriptions set to cancel at the
-// period end are canceled.
+// advanceClock moves time forward and runs what falls due: an incomplete
+// subscription expires 23 hours after it was made, trials end, periods
+// renew (with an invoice), and subscriptions set to cancel at the period
+// end are canceled.
 func (s *Server) advanceClock(d time.Duration) {
 	s.clockOffset += d
 	now := s.now()
 	for _, id := range s.state.order["subscription"] {
 		sub := s.state.objects["subscription"][id]
+		if sub["status"] == "incomplete" && now.Unix() >= toInt(sub["created"])+int64(IncompleteLifetime/time.Second) {
+			s.expire(sub)
+			continue
+		}
 		for {
 			status := sub["status"]
-			if status == "canceled" || status == "incomplete" || toInt(sub["current_period_end"]) > now.Unix() {
+			if status == "canceled" || status == "incomplete" || status == "incomplete_expired" || toInt(sub["current_period_end"]) > now.Unix() {
 				break
 			}
 			if sub["cancel_at_period_end"] == true {
@@ -128,6 +156,28 @@ func (s *Server) advanceClock(d time.Duration) {
 			s.renew(sub)
 		}
 	}
+}
+
+// IncompleteLifetime is how long a subscription waits in incomplete for
+// its first payment before it becomes incomplete_expired.
+const IncompleteLifetime = 23 * time.Hour
+
+// expire ends an incomplete subscription whose first invoice went unpaid:
+// the invoice is voided and its PaymentIntent canceled.
+func (s *Server) expire(sub obj) {
+	if inv, ok := s.state.get("invoice", str(sub["latest_invoice"])); ok && inv["status"] == "open" {
+		before := clone(inv)
+		inv["status"], inv["amount_remaining"] = "void", 0
+		inv["status_transitions"].(obj)["voided_at"] = s.now().Unix()
+		if pi, ok := s.state.get("payment_intent", str(inv["payment_intent"])); ok {
+			pi["status"], pi["cancellation_reason"], pi["canceled_at"] = "canceled", "void_invoice", s.now().Unix()
+		}
+		s.emit("invoice.voided", inv, diff(before, inv))
+	}
+	before := clone(sub)
+	now := s.now().Unix()
+	sub["status"], sub["ended_at"] = "incomplete_expired", now
+	s.emit("customer.subscription.updated", sub, diff(before, sub))
 }
 
 // renew starts the next period and invoices it, metered usage of the ended
@@ -143,9 +193,7 @@ func (s *Server) renew(sub obj) {
 	}
 	inv := s.newInvoice(sub, "subscription_cycle", licensedTotal(items)+usage)
 	s.emit("customer.subscription.updated", sub, diff(before, sub))
-	if s.autoPay {
-		s.payInvoice(inv, false)
-	}
+	s.bill(sub, inv)
 }
 
 // meteredTotal prices the usage of sub's metered items in [from, to).

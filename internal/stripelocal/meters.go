@@ -107,8 +107,10 @@ func (s *Server) listMeters(r *request) (any, *apiError) {
 	})
 }
 
-// createMeterEvent records usage. An identifier seen before is refused
-// with a 400 and not counted again, as Stripe does for at least 24 hours.
+// createMeterEvent records usage (FIDELITY.md, rule 6). An event name with
+// no active meter is refused at once; an identifier Stripe holds is refused
+// for 24 hours and counts once; the timestamp must be within the past 35
+// days and at most 5 minutes ahead.
 func (s *Server) createMeterEvent(r *request) (any, *apiError) {
 	eventName := r.p.str("event_name")
 	if eventName == "" {
@@ -123,8 +125,12 @@ func (s *Server) createMeterEvent(r *request) (any, *apiError) {
 	if n, given, ok := r.p.integer("timestamp"); !ok {
 		return nil, invalid("timestamp", "timestamp must be a unix time in seconds")
 	} else if given {
-		if n < now.Add(-35*24*time.Hour).Unix() || n > now.Add(5*time.Minute).Unix() {
-			return nil, invalid("timestamp", "timestamp must be within the past 35 days and at most 5 minutes in the future")
+		oldest := now.Add(-35 * 24 * time.Hour).Unix()
+		switch {
+		case n < oldest:
+			return nil, invalid("timestamp", "The event timestamp cannot be more than 35 days in past. Expected a timestamp greater than or equal to %d.", oldest)
+		case n > now.Add(5*time.Minute).Unix():
+			return nil, invalid("timestamp", "The event timestamp cannot be more than 5 minutes in the future.")
 		}
 		ts = n
 	}
@@ -135,29 +141,35 @@ func (s *Server) createMeterEvent(r *request) (any, *apiError) {
 	if identifier == "" {
 		identifier = randomHex(16)
 	}
-	if _, dup := s.state.meterEvents[identifier]; dup {
+	if prev, dup := s.state.meterEvents[identifier]; dup && now.Sub(prev.at) < MeterEventDedupWindow {
 		return nil, &apiError{Status: 400, Type: "invalid_request_error",
 			Message: fmt.Sprintf("An event already exists with identifier %s.", identifier)}
 	}
+	m := s.activeMeter(eventName)
+	if m == nil {
+		return nil, &apiError{Status: 400, Type: "invalid_request_error", Param: "event_name",
+			Message: fmt.Sprintf("No active meter found for event name %q.", eventName)}
+	}
+	customerKey := m["customer_mapping"].(obj)["event_payload_key"].(string)
+	valueKey := m["value_settings"].(obj)["event_payload_key"].(string)
+	value := 1.0
+	if m["default_aggregation"].(obj)["formula"] == "sum" {
+		v, err := strconv.ParseFloat(payload.str(valueKey), 64)
+		if err != nil {
+			return nil, invalid("payload["+valueKey+"]", "payload[%s] must be a number", valueKey)
+		}
+		value = v
+	}
 	ev := obj{"object": "billing.meter_event", "created": now.Unix(), "event_name": eventName,
 		"identifier": identifier, "livemode": false, "payload": payload, "timestamp": ts}
-	s.state.meterEvents[identifier] = ev
-
-	if m := s.activeMeter(eventName); m != nil {
-		customerKey := m["customer_mapping"].(obj)["event_payload_key"].(string)
-		valueKey := m["value_settings"].(obj)["event_payload_key"].(string)
-		value := 1.0
-		if m["default_aggregation"].(obj)["formula"] == "sum" {
-			v, err := strconv.ParseFloat(payload.str(valueKey), 64)
-			if err != nil {
-				return nil, invalid("payload["+valueKey+"]", "payload[%s] must be a number", valueKey)
-			}
-			value = v
-		}
-		s.state.usage = append(s.state.usage, usageRecord{meterID: m["id"].(string), customer: payload.str(customerKey), value: value, timestamp: ts})
-	}
+	s.state.meterEvents[identifier] = meterEvent{event: ev, at: now}
+	s.state.usage = append(s.state.usage, usageRecord{meterID: m["id"].(string), customer: payload.str(customerKey), value: value, timestamp: ts})
 	return ev, nil
 }
+
+// MeterEventDedupWindow is how long Stripe refuses a meter event
+// identifier it holds: "a rolling 24 hour period".
+const MeterEventDedupWindow = 24 * time.Hour
 
 // meterEventSummaries aggregates a customer's usage of a meter over
 // [start_time, end_time).

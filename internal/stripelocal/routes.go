@@ -39,6 +39,12 @@ func (s *Server) routes() {
 	s.api("POST /v1/subscription_items/{id}", s.updateSubscriptionItem)
 	s.api("DELETE /v1/subscription_items/{id}", s.deleteSubscriptionItem)
 
+	s.api("POST /v1/payment_methods/{id}/attach", s.attachPaymentMethod)
+	s.api("POST /v1/payment_methods/{id}/detach", s.detachPaymentMethod)
+	s.api("GET /v1/payment_methods/{id}", s.retrievePaymentMethod)
+	s.api("GET /v1/payment_intents/{id}", s.retrievePaymentIntent)
+	s.api("POST /v1/payment_intents/{id}/confirm", s.confirmPaymentIntent)
+
 	s.api("GET /v1/invoices", s.listInvoices)
 	s.api("GET /v1/invoices/{id}", s.retrieveInvoice)
 

@@ -70,8 +70,9 @@ type Server struct {
 	counts      map[string]int
 	violations  []string
 	revoked     map[string]bool
-	clockOffset time.Duration
-	autoPay     bool
+	clockOffset   time.Duration
+	payMode       string // PayWithPaymentMethods, PayEverything or PayNothing
+	portalDefault bool   // the default portal configuration was saved
 	delivery    deliveryMode
 	held        []*delivery
 	seq         int64
@@ -100,7 +101,6 @@ func New(opts Options) *Server {
 		idem:    map[string]idemEntry{},
 		counts:  map[string]int{},
 		revoked: map[string]bool{},
-		autoPay: true,
 		state:   newState(),
 		closed:  make(chan struct{}),
 	}
@@ -133,11 +133,12 @@ func (s *Server) newID(prefix string) string {
 
 // apiError is Stripe's error shape.
 type apiError struct {
-	Status  int    `json:"-"`
-	Type    string `json:"type"`
-	Code    string `json:"code,omitempty"`
-	Param   string `json:"param,omitempty"`
-	Message string `json:"message"`
+	Status      int    `json:"-"`
+	Type        string `json:"type"`
+	Code        string `json:"code,omitempty"`
+	DeclineCode string `json:"decline_code,omitempty"`
+	Param       string `json:"param,omitempty"`
+	Message     string `json:"message"`
 }
 
 func (e *apiError) Error() string { return e.Message }
@@ -208,38 +209,62 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 	if r.Method == http.MethodGet || r.Method == http.MethodDelete {
 		values = r.URL.Query()
 	}
+	if r.Method == http.MethodPost {
+		// Parameters that fail validation begin no execution: nothing is
+		// stored under the idempotency key.
+		if aerr := checkEmptyStrings(pattern, values); aerr != nil {
+			s.respond(w, r, aerr.Status, mustJSON(map[string]any{"error": aerr}))
+			return
+		}
+	}
 	req := &request{Request: r, p: parseForm(values)}
 
 	idemKey := r.Header.Get("Idempotency-Key")
 	fingerprint := requestFingerprint(r.Method, r.URL.Path, values)
 	s.mu.Lock()
+	// Date is the server's clock, as Stripe's Date header is Stripe's; a
+	// replayed answer carries today's Date with its old body.
+	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 	if r.Method == http.MethodPost && idemKey != "" {
-		if prev, ok := s.idem[idemKey]; ok {
+		prev, ok := s.idem[idemKey]
+		if ok && s.now().Sub(prev.at) >= IdempotencyWindow {
+			delete(s.idem, idemKey) // pruned: the key is new again
+			ok = false
+		}
+		if ok {
 			s.mu.Unlock()
 			if prev.fingerprint != fingerprint {
-				writeJSON(w, 400, map[string]any{"error": &apiError{Type: "idempotency_error",
-					Message: fmt.Sprintf("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '%s' if you meant to execute a different request.", idemKey)}})
+				s.respond(w, r, 400, mustJSON(map[string]any{"error": &apiError{Type: "idempotency_error",
+					Message: fmt.Sprintf("Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '%s' if you meant to execute a different request.", idemKey)}}))
 				return
 			}
 			w.Header().Set("Idempotent-Replayed", "true")
-			writeRaw(w, prev.status, prev.body)
+			s.respond(w, r, prev.status, prev.body)
 			return
 		}
 	}
-	// Date is the server's clock, as Stripe's Date header is Stripe's.
-	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
-	s.current = obj{"id": w.Header().Get("Request-Id"), "idempotency_key": nullable(idemKey)}
-	out, aerr := h(req)
-	s.current = nil
-	status, payload := 200, any(out)
-	if aerr != nil {
-		status, payload = aerr.Status, map[string]any{"error": aerr}
+	var status int
+	var raw []byte
+	if f != nil && f.Stored {
+		// A failure inside Stripe, after the idempotency layer: the answer
+		// is stored under the key like any other.
+		status, raw, _ = f.apply(w)
+		f = nil
+	} else {
+		s.current = obj{"id": w.Header().Get("Request-Id"), "idempotency_key": nullable(idemKey)}
+		out, aerr := h(req)
+		s.current = nil
+		status = 200
+		payload := any(out)
+		if aerr != nil {
+			status, payload = aerr.Status, map[string]any{"error": aerr}
+		}
+		raw, _ = json.Marshal(payload)
 	}
-	raw, _ := json.Marshal(payload)
 	// Stripe saves the outcome of every request that began executing,
 	// errors included, and replays it for the same key.
 	if r.Method == http.MethodPost && idemKey != "" && status != 429 {
-		s.idem[idemKey] = idemEntry{fingerprint: fingerprint, status: status, body: raw}
+		s.idem[idemKey] = idemEntry{fingerprint: fingerprint, status: status, body: raw, at: s.now()}
 	}
 	pending := s.takePendingDeliveries()
 	s.mu.Unlock()
@@ -253,6 +278,10 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 	}
 	s.respond(w, r, status, raw)
 }
+
+// IdempotencyWindow is how long an idempotency key replays its first
+// answer: Stripe prunes keys once they are at least 24 hours old.
+const IdempotencyWindow = 24 * time.Hour
 
 // respond writes an answer of the API, checked against Stripe's spec when
 // the server has a CheckResponse. A dropped connection (raw nil) writes
@@ -279,6 +308,7 @@ type idemEntry struct {
 	fingerprint string
 	status      int
 	body        []byte
+	at          time.Time // by the server's clock
 }
 
 func requestFingerprint(method, path string, v url.Values) string {

@@ -140,6 +140,7 @@ func TestEvents_UpdatesCarryPreviousAttributes(t *testing.T) {
 
 func TestPortal_SessionHasAURL(t *testing.T) {
 	e := newEnv(t)
+	e.srv.SetPortalDefault(true)
 	c, _ := e.sc.Customers.New(&stripe.CustomerParams{})
 	s, err := e.sc.BillingPortalSessions.New(&stripe.BillingPortalSessionParams{Customer: stripe.String(c.ID), ReturnURL: stripe.String("https://app.example.com/billing")})
 	if err != nil {

@@ -3,6 +3,7 @@ package stripelocal
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 )
 
 // obj is a Stripe object as its JSON would show it.
@@ -14,12 +15,15 @@ type state struct {
 	order   map[string][]string       // kind -> ids, oldest first
 
 	lookupKeys  map[string]string // price lookup_key -> price ID
-	meterEvents map[string]obj    // identifier -> meter event
+	meterEvents map[string]meterEvent // identifier -> the meter event
 	usage       []usageRecord     // accepted meter events, in order
 	events      []obj             // oldest first
 	eventByID   map[string]obj
 	failedEvent map[string]bool // event ID -> some endpoint gave up on it
 	endpoints   []*endpoint
+
+	cardBehavior map[string]string // payment method ID -> what a charge does (testCards)
+	detached     map[string]bool   // payment methods detached, never to be used again
 }
 
 type usageRecord struct {
@@ -28,14 +32,24 @@ type usageRecord struct {
 	timestamp         int64
 }
 
+// meterEvent is an accepted meter event's identifier and when it was
+// accepted: Stripe refuses the identifier again for 24 hours.
+type meterEvent struct {
+	event obj
+	at    time.Time
+}
+
 func newState() *state {
 	return &state{
 		objects:     map[string]map[string]obj{},
 		order:       map[string][]string{},
 		lookupKeys:  map[string]string{},
-		meterEvents: map[string]obj{},
+		meterEvents: map[string]meterEvent{},
 		eventByID:   map[string]obj{},
 		failedEvent: map[string]bool{},
+
+		cardBehavior: map[string]string{},
+		detached:     map[string]bool{},
 	}
 }
 

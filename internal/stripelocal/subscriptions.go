@@ -1,7 +1,6 @@
 package stripelocal
 
 import (
-	"fmt"
 	"slices"
 )
 
@@ -57,6 +56,9 @@ func (s *Server) createSubscription(r *request) (any, *apiError) {
 		}
 		items = append(items, item)
 	}
+	if aerr := tooManyItems(len(items)); aerr != nil {
+		return nil, aerr
+	}
 	if aerr := sameInterval(items); aerr != nil {
 		return nil, aerr
 	}
@@ -70,24 +72,96 @@ func (s *Server) createSubscription(r *request) (any, *apiError) {
 	} else if given {
 		sub["cancel_at_period_end"] = cape
 	}
+	if pm := r.p.str("default_payment_method"); pm != "" {
+		if aerr := s.ownPaymentMethod(cid, pm, "default_payment_method"); aerr != nil {
+			return nil, aerr
+		}
+		sub["default_payment_method"] = pm
+	}
+	if save := r.p.obj("payment_settings").str("save_default_payment_method"); save != "" {
+		sub["payment_settings"].(obj)["save_default_payment_method"] = save
+	}
+
+	amount := licensedTotal(items)
+	if trialDays > 0 {
+		amount = 0
+	}
+	// Without a payment method Stripe refuses to charge a first invoice
+	// that is due, unless the subscription waits for one
+	// (default_incomplete); error_if_incomplete also refuses a card that
+	// does not pay at once. Decided before anything is made.
+	if amount > 0 && behavior != "default_incomplete" && s.payMode == PayWithPaymentMethods {
+		pm := s.defaultPaymentMethod(sub)
+		switch {
+		case pm == "":
+			return nil, &apiError{Status: 400, Type: "invalid_request_error",
+				Message: "This customer has no attached payment source or default payment method. Please consider adding a default payment method. For more information, visit https://stripe.com/docs/billing/subscriptions/payment-methods-setting#payment-method-priority."}
+		case behavior == "error_if_incomplete" && s.state.cardBehavior[pm] != "succeed":
+			return nil, cardDeclined("")
+		}
+	}
 
 	if trialDays > 0 {
 		end := now.AddDate(0, 0, int(trialDays)).Unix()
 		sub["trial_start"], sub["trial_end"], sub["current_period_end"], sub["status"] = now.Unix(), end, end, "trialing"
-		s.state.put("subscription", sub)
-		inv := s.newInvoice(sub, "subscription_create", 0)
-		s.payInvoice(inv, true)
 	} else {
 		sub["current_period_end"] = advance(now, interval(items)).Unix()
-		s.state.put("subscription", sub)
-		inv := s.newInvoice(sub, "subscription_create", licensedTotal(items))
-		if s.autoPay && behavior != "default_incomplete" {
-			s.payInvoice(inv, true)
+	}
+	s.state.put("subscription", sub)
+	inv := s.newInvoice(sub, "subscription_create", amount)
+	switch {
+	case amount == 0:
+		s.markPaid(inv)
+		if trialDays == 0 {
 			sub["status"] = "active"
+		}
+	case behavior == "default_incomplete" && s.payMode != PayEverything:
+		s.invoiceIntent(inv) // waits for its payment method: confirmed by the customer
+	default:
+		switch outcome := s.collect(inv, sub); outcome {
+		case charged:
+			sub["status"] = "active"
+		case chargeFailed, chargeNeedsAuth:
+			s.recordFailedAttempt(inv, outcome == chargeFailed)
 		}
 	}
 	s.emit("customer.subscription.created", sub, nil)
-	return sub, nil
+	return s.expandSubscription(sub, r.p.strs("expand")), nil
+}
+
+// MaxSubscriptionItems is how many items a subscription may have.
+const MaxSubscriptionItems = 20
+
+func tooManyItems(n int) *apiError {
+	if n <= MaxSubscriptionItems {
+		return nil
+	}
+	return invalid("items", "A subscription can have at most %d items; this one would have %d.", MaxSubscriptionItems, n)
+}
+
+// expandSubscription returns sub with latest_invoice (and, within it,
+// payment_intent) expanded when expand names them.
+func (s *Server) expandSubscription(sub obj, expand []string) obj {
+	return s.expandSubscriptionAt(sub, expand, "")
+}
+
+func (s *Server) expandSubscriptionAt(sub obj, expand []string, prefix string) obj {
+	if !slices.Contains(expand, prefix+"latest_invoice") && !slices.Contains(expand, prefix+"latest_invoice.payment_intent") {
+		return sub
+	}
+	inv, ok := s.state.get("invoice", str(sub["latest_invoice"]))
+	if !ok {
+		return sub
+	}
+	c := clone(sub)
+	ci := clone(inv)
+	if slices.Contains(expand, prefix+"latest_invoice.payment_intent") {
+		if pi, ok := s.state.get("payment_intent", str(inv["payment_intent"])); ok {
+			ci["payment_intent"] = clone(pi)
+		}
+	}
+	c["latest_invoice"] = ci
+	return c
 }
 
 // newItem builds a subscription item from {price, quantity, metadata}.
@@ -136,7 +210,11 @@ func (s *Server) liveSubscription(id, param string) (obj, *apiError) {
 }
 
 func (s *Server) retrieveSubscription(r *request) (any, *apiError) {
-	return s.liveSubscription(r.PathValue("id"), "id")
+	sub, aerr := s.liveSubscription(r.PathValue("id"), "id")
+	if aerr != nil {
+		return nil, aerr
+	}
+	return s.expandSubscription(sub, r.p.strs("expand")), nil
 }
 
 func (s *Server) listSubscriptions(r *request) (any, *apiError) {
@@ -156,17 +234,13 @@ func (s *Server) listSubscriptions(r *request) (any, *apiError) {
 		}
 		return sub["status"] == status
 	})
-	if aerr != nil || !slices.Contains(r.p.strs("expand"), "data.latest_invoice") {
-		return list, aerr
+	if aerr != nil {
+		return nil, aerr
 	}
 	data := list["data"].([]obj)
 	expanded := make([]obj, len(data))
 	for i, sub := range data {
-		expanded[i] = sub
-		if inv, ok := s.state.get("invoice", fmt.Sprint(sub["latest_invoice"])); ok {
-			expanded[i] = clone(sub)
-			expanded[i]["latest_invoice"] = clone(inv)
-		}
+		expanded[i] = s.expandSubscriptionAt(sub, r.p.strs("expand"), "data.")
 	}
 	list["data"] = expanded
 	return list, nil
@@ -177,8 +251,16 @@ func (s *Server) updateSubscription(r *request) (any, *apiError) {
 	if aerr != nil {
 		return nil, aerr
 	}
-	if sub["status"] == "canceled" {
-		return nil, invalid("", "A canceled subscription can only update its cancellation_details and metadata.")
+	switch sub["status"] {
+	case "canceled", "incomplete_expired":
+		return nil, invalid("", "You cannot update a subscription that is `canceled` or `incomplete_expired`.")
+	case "incomplete":
+		for name := range r.p {
+			if name != "metadata" && name != "default_source" && name != "expand" {
+				return nil, &apiError{Status: 400, Type: "invalid_request_error", Param: name,
+					Message: "A subscription whose status is `incomplete` can only have its metadata and default_source updated until its first invoice is paid."}
+			}
+		}
 	}
 	proration, aerr := prorationBehavior(r.p)
 	if aerr != nil {
@@ -225,8 +307,17 @@ func (s *Server) updateSubscription(r *request) (any, *apiError) {
 	if len(items) == 0 {
 		return nil, invalid("items", "A subscription must have at least one item.")
 	}
+	if aerr := tooManyItems(len(items)); aerr != nil {
+		return nil, aerr
+	}
 	if aerr := sameInterval(items); aerr != nil {
 		return nil, aerr
+	}
+	if pm := r.p.str("default_payment_method"); pm != "" {
+		if aerr := s.ownPaymentMethod(sub["customer"], pm, "default_payment_method"); aerr != nil {
+			return nil, aerr
+		}
+		sub["default_payment_method"] = pm
 	}
 	if cape, given, ok := r.p.boolean("cancel_at_period_end"); !ok {
 		return nil, invalid("cancel_at_period_end", "cancel_at_period_end must be true or false")
@@ -241,7 +332,7 @@ func (s *Server) updateSubscription(r *request) (any, *apiError) {
 		applyMetadata(sub, md)
 	}
 	s.changeItems(sub, before, items, proration)
-	return sub, nil
+	return s.expandSubscription(sub, r.p.strs("expand")), nil
 }
 
 // changeItems stores the new items, invoices a proration when asked, and
@@ -251,10 +342,7 @@ func (s *Server) changeItems(sub, before obj, items []any, proration string) {
 	setItems(sub, items)
 	if proration == "always_invoice" {
 		if delta := licensedTotal(items) - oldTotal; delta > 0 {
-			inv := s.newInvoice(sub, "subscription_update", s.prorate(sub, delta))
-			if s.autoPay {
-				s.payInvoice(inv, false)
-			}
+			s.bill(sub, s.newInvoice(sub, "subscription_update", s.prorate(sub, delta)))
 		}
 	}
 	if prev := diff(before, sub); len(prev) > 0 {
@@ -285,13 +373,34 @@ func prorationBehavior(p params) (string, *apiError) {
 	return b, nil
 }
 
+// cancelSubscription cancels at once (DELETE). With invoice_now a final
+// invoice bills the metered usage not yet invoiced (and, with prorate, a
+// credit for the unused part of the licensed items); without it, that
+// usage is never billed (FIDELITY.md, rule 7).
 func (s *Server) cancelSubscription(r *request) (any, *apiError) {
 	sub, aerr := s.liveSubscription(r.PathValue("id"), "id")
 	if aerr != nil {
 		return nil, aerr
 	}
-	if sub["status"] == "canceled" {
+	if sub["status"] == "canceled" || sub["status"] == "incomplete_expired" {
 		return nil, invalid("", "This subscription has already been canceled.")
+	}
+	invoiceNow, _, ok1 := r.p.boolean("invoice_now")
+	prorate, _, ok2 := r.p.boolean("prorate")
+	if !ok1 || !ok2 {
+		return nil, invalid("invoice_now", "invoice_now and prorate must be true or false")
+	}
+	if invoiceNow && sub["status"] != "incomplete" {
+		now := s.now().Unix()
+		amount := s.meteredTotal(sub, toInt(sub["current_period_start"]), now+1)
+		if prorate {
+			amount -= s.prorate(sub, licensedTotal(itemList(sub)))
+		}
+		inv := s.newInvoice(sub, "subscription_cycle", max(amount, 0))
+		inv["period_end"] = now
+		s.cancelNow(sub)
+		s.bill(sub, inv)
+		return sub, nil
 	}
 	s.cancelNow(sub)
 	return sub, nil

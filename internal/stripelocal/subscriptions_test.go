@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baseten/billing-functions/internal/stripelocal"
 	"github.com/stripe/stripe-go/v76"
 )
 
@@ -35,9 +36,28 @@ func mustCatalog(t *testing.T, e *env) catalog {
 	return catalog{licensed("starter", 0), licensed("business", 50000), metered("gpu", 4.5), metered("cpu", 0.25)}
 }
 
+// mustCustomer makes a customer whose default payment method is a test
+// card that pays: pm_card_visa attached (a copy with its own ID) and set as
+// the invoices' default, as Stripe's docs do it.
 func mustCustomer(t *testing.T, e *env) *stripe.Customer {
 	t.Helper()
+	return customerWithCard(t, e, "pm_card_visa")
+}
+
+func customerWithCard(t *testing.T, e *env, token string) *stripe.Customer {
+	t.Helper()
 	c, err := e.sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: map[string]string{"org_id": "org_1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm, err := e.sc.PaymentMethods.Attach(token, &stripe.PaymentMethodAttachParams{Customer: stripe.String(c.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pm.ID == token || pm.Customer == nil || pm.Customer.ID != c.ID {
+		t.Fatalf("attached %s as %+v: want a copy with its own ID, attached to %s", token, pm, c.ID)
+	}
+	c, err = e.sc.Customers.Update(c.ID, &stripe.CustomerParams{InvoiceSettings: &stripe.CustomerInvoiceSettingsParams{DefaultPaymentMethod: stripe.String(pm.ID)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +210,7 @@ func TestInvoices_SettleFailedThenPaidMovesTheStatus(t *testing.T) {
 	e := newEnv(t)
 	cat := mustCatalog(t, e)
 	c := mustCustomer(t, e)
-	e.srv.SetAutoPay(false)
+	e.srv.SetPaymentMode(stripelocal.PayNothing)
 	sub, err := e.sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), PaymentBehavior: stripe.String("default_incomplete"),
 		Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(cat.business.ID)}}})
 	if err != nil || sub.Status != "incomplete" {
@@ -237,7 +257,7 @@ func TestInvoices_FourFailedAttemptsMakeItUnpaid(t *testing.T) {
 	cat := mustCatalog(t, e)
 	c := mustCustomer(t, e)
 	sub, _ := e.sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(cat.business.ID)}}})
-	e.srv.SetAutoPay(false)
+	e.srv.SetPaymentMode(stripelocal.PayNothing)
 	e.srv.Advance(32 * 24 * time.Hour)
 	for range 4 {
 		if err := e.srv.Settle(sub.ID, "failed"); err != nil {

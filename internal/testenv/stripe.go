@@ -172,9 +172,19 @@ func pruneSpec(raw []byte, routes []string) ([]byte, error) {
 	paths, _ := spec["paths"].(map[string]any)
 	kept := map[string]any{}
 	for p, v := range paths {
-		if served[pathParam.ReplaceAllString(p, "{}")] {
-			kept[p] = v
+		if !served[pathParam.ReplaceAllString(p, "{}")] {
+			continue
 		}
+		// Only answers are checked here (stripe-mock checks requests), so
+		// the request side, most of the spec, is left out.
+		item, _ := v.(map[string]any)
+		for _, op := range item {
+			if o, ok := op.(map[string]any); ok {
+				delete(o, "requestBody")
+				delete(o, "parameters")
+			}
+		}
+		kept[p] = item
 	}
 	components, _ := spec["components"].(map[string]any)
 	schemas, _ := components["schemas"].(map[string]any)

@@ -1,11 +1,13 @@
 package testenv
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -87,4 +89,132 @@ func TestLocalStripe_AnAnswerThatBreaksTheSpecFailsTheTest(t *testing.T) {
 	if len(rec.errors) != 1 || !strings.Contains(rec.errors[0], "POST /v1/customers: answer 200 breaks the spec: customer: livemode is required") {
 		t.Fatalf("the test was told %q, want one failure naming the answer", rec.errors)
 	}
+}
+
+// TestUnsettable_MatchesTheSpec keeps the local Stripe's list of parameters
+// that accept an empty string equal to what Stripe's spec types as
+// accepting one (2023-10-16; 2024-04-10 for meters), for every POST route
+// it serves. On a difference it prints the list to paste into empty.go.
+func TestUnsettable_MatchesTheSpec(t *testing.T) {
+	Need(t, "Stripe's OpenAPI specs (from the stripe-mock modules)")
+	specs := map[string]map[string]any{}
+	for _, v := range []string{StripeMockCore, StripeMockMeters} {
+		path, err := specPath(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spec map[string]any
+		if err := json.Unmarshal(raw, &spec); err != nil {
+			t.Fatal(err)
+		}
+		specs[v] = spec
+	}
+	var literal strings.Builder
+	differ := false
+	for _, route := range stripelocal.Routes() {
+		method, path, _ := strings.Cut(route, " ")
+		if method != "POST" {
+			continue
+		}
+		spec := specs[StripeMockCore]
+		if strings.HasPrefix(path, MeterPaths) {
+			spec = specs[StripeMockMeters]
+		}
+		want := specUnsettable(spec, path)
+		got := stripelocal.Unsettable(route)
+		got = slices.DeleteFunc(got, func(p string) bool { return slices.Contains(stripelocal.UnsetExceptions(route), p) })
+		if !slices.Equal(got, want) {
+			differ = true
+			t.Errorf("%s: the local Stripe lets %q be unset, the spec %q", route, got, want)
+		}
+		if len(want) > 0 {
+			fmt.Fprintf(&literal, "\t%q: {%s},\n", route, quoteAll(want))
+		}
+	}
+	if differ {
+		t.Logf("the spec's list, for empty.go:\n%s", literal.String())
+	}
+}
+
+// specUnsettable lists the form parameters of a POST path (its {…} names
+// matched loosely) whose schema accepts "", recursively, with array items
+// written as [].
+func specUnsettable(spec map[string]any, path string) []string {
+	schemas := spec["components"].(map[string]any)["schemas"].(map[string]any)
+	var op map[string]any
+	for p, item := range spec["paths"].(map[string]any) {
+		if pathParam.ReplaceAllString(p, "{}") == pathParam.ReplaceAllString(path, "{}") {
+			op, _ = item.(map[string]any)["post"].(map[string]any)
+		}
+	}
+	if op == nil {
+		return nil
+	}
+	body, _ := op["requestBody"].(map[string]any)
+	content, _ := body["content"].(map[string]any)
+	form, _ := content["application/x-www-form-urlencoded"].(map[string]any)
+	schema, _ := form["schema"].(map[string]any)
+	resolve := func(s map[string]any) map[string]any {
+		if ref, ok := s["$ref"].(string); ok {
+			r, _ := schemas[strings.TrimPrefix(ref, "#/components/schemas/")].(map[string]any)
+			return r
+		}
+		return s
+	}
+	acceptsEmpty := func(s map[string]any) bool {
+		alts := []any{s}
+		if anyOf, ok := s["anyOf"].([]any); ok {
+			alts = append(alts, anyOf...)
+		}
+		for _, a := range alts {
+			enum, _ := a.(map[string]any)["enum"].([]any)
+			if slices.Contains(enum, any("")) {
+				return true
+			}
+		}
+		return false
+	}
+	var out []string
+	var walk func(s map[string]any, name string, depth int)
+	walk = func(s map[string]any, name string, depth int) {
+		if s = resolve(s); s == nil || depth > 6 {
+			return
+		}
+		if name != "" && acceptsEmpty(s) {
+			out = append(out, name)
+		}
+		alts := []any{s}
+		if anyOf, ok := s["anyOf"].([]any); ok {
+			alts = append(alts, anyOf...)
+		}
+		for _, a := range alts {
+			am := resolve(a.(map[string]any))
+			props, _ := am["properties"].(map[string]any)
+			for k, v := range props {
+				child := k
+				if name != "" {
+					child = name + "[" + k + "]"
+				}
+				walk(v.(map[string]any), child, depth+1)
+			}
+			if items, ok := am["items"].(map[string]any); ok && name != "" {
+				walk(items, name+"[]", depth+1)
+			}
+		}
+	}
+	walk(schema, "", 0)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, ", ")
 }

@@ -150,7 +150,7 @@ func BenchmarkWebhookThroughput(b *testing.B) {
 func BenchmarkGetStatus(b *testing.B) {
 	f := benchFixture(b)
 	f.upsert(billing.UpsertRequest{})
-	f.ok(req("subscribe", "org_gs", "tier", "starter", "email", "gs@example.com"))
+	f.subscribe("org_gs", "tier", "starter", "email", "gs@example.com")
 	f.requests()
 	b.ResetTimer()
 	for range b.N {

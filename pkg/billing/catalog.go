@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 )
 
@@ -116,20 +115,34 @@ func (c Catalog) Validate() error {
 			bad("%s: the price %q is not a non-negative decimal number of cents", at, e.UnitAmountDecimal)
 		}
 	}
+	// One subscription holds a tier and instance types together, and Stripe
+	// bills a subscription in one currency on one interval.
+	for i, e := range c.Entries {
+		if first := c.Entries[0]; e.Currency != first.Currency || e.Interval != first.Interval {
+			bad("entries[%d] (%s): %s per %s, but the catalog is in %s per %s: one subscription holds every entry, and Stripe bills it in one currency on one interval",
+				i, e.Key, e.Currency, e.Interval, first.Currency, first.Interval)
+		}
+	}
 	if len(problems) > 0 {
 		return &Error{Code: CodeInvalidRequest, Message: "invalid catalog: " + strings.Join(problems, "; ")}
 	}
 	return nil
 }
 
-// normalAmount writes an amount without trailing zeros, as Stripe echoes a
-// decimal, so that "10.2400" and "10.24" compare equal.
+// normalAmount writes a decimal amount without leading zeros in its whole
+// part and trailing zeros in its fraction, as Stripe echoes one, so that
+// "10.2400" and "10.24" compare equal. It works on the digits, never
+// through a float.
 func normalAmount(s string) string {
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return s
+	whole, frac, _ := strings.Cut(strings.TrimSpace(s), ".")
+	whole = strings.TrimLeft(whole, "0")
+	if whole == "" {
+		whole = "0"
 	}
-	return strconv.FormatFloat(f, 'f', -1, 64)
+	if frac = strings.TrimRight(frac, "0"); frac == "" {
+		return whole
+	}
+	return whole + "." + frac
 }
 
 // jsonProblem describes a decoding error without quoting the input.
@@ -145,10 +158,4 @@ func jsonProblem(err error) string {
 		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
 	}
 	return "malformed JSON"
-}
-
-// mustFloat parses an amount that Validate has accepted.
-func mustFloat(s string) float64 {
-	f, _ := strconv.ParseFloat(s, 64)
-	return f
 }

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 
 	"github.com/stripe/stripe-go/v76"
@@ -32,6 +33,7 @@ type catalogStripe interface {
 	listProducts(ctx context.Context, ids []string) (map[string]stripeProduct, error)
 	listMeters(ctx context.Context) (map[string]stripeMeter, error) // by event name
 	priceByLookupKey(ctx context.Context, key string) (*stripePrice, error)
+	getPrice(ctx context.Context, id string) (*stripePrice, error)
 	createProduct(ctx context.Context, p *stripe.ProductParams, from any) error
 	updateProduct(ctx context.Context, id string, p *stripe.ProductParams, from any) error
 	createPrice(ctx context.Context, p *stripe.PriceParams, from any) (stripePrice, error)
@@ -41,8 +43,12 @@ type catalogStripe interface {
 	renameMeter(ctx context.Context, id, name string) error
 }
 
-// stripeCatalog implements catalogStripe with stripe-go.
-type stripeCatalog struct{ api *stripeAPI }
+// stripeCatalog implements catalogStripe with stripe-go. keys is the
+// generation of its idempotency keys (table.Store.CatalogKeys).
+type stripeCatalog struct {
+	api  *stripeAPI
+	keys int64
+}
 
 var _ catalogStripe = stripeCatalog{}
 
@@ -60,7 +66,7 @@ func (c stripeCatalog) listProducts(ctx context.Context, ids []string) (map[stri
 		p := it.Product()
 		sp := stripeProduct{ID: p.ID, Name: p.Name, Description: p.Description, Active: p.Active, Metadata: p.Metadata}
 		if p.DefaultPrice != nil && p.DefaultPrice.ID != "" {
-			dp := toStripePrice(p.DefaultPrice)
+			dp := toStripePrice(p.DefaultPrice, decimalsOf(it.ProductList().LastResponse))
 			sp.DefaultPrice = &dp
 		}
 		out[p.ID] = sp
@@ -90,46 +96,55 @@ func (c stripeCatalog) priceByLookupKey(ctx context.Context, key string) (*strip
 	params.Context = ctx
 	it := c.api.Prices.List(params)
 	if it.Next() {
-		p := toStripePrice(it.Price())
+		p := toStripePrice(it.Price(), decimalsOf(it.PriceList().LastResponse))
 		return &p, nil
 	}
 	return nil, fromStripe("find price by lookup key", it.Err())
 }
 
+func (c stripeCatalog) getPrice(ctx context.Context, id string) (*stripePrice, error) {
+	p, err := c.api.Prices.Get(id, &stripe.PriceParams{Params: stripe.Params{Context: ctx}})
+	if err != nil {
+		return nil, fromStripe("read price", err)
+	}
+	sp := toStripePrice(p, decimalsOf(p.LastResponse))
+	return &sp, nil
+}
+
 func (c stripeCatalog) createProduct(ctx context.Context, p *stripe.ProductParams, from any) error {
 	p.Context = ctx
-	p.SetIdempotencyKey(idempotencyKey("create product", p, from))
+	p.SetIdempotencyKey(c.key("create product", p, from))
 	_, err := c.api.Products.New(p)
 	return fromStripe("create product", err)
 }
 
 func (c stripeCatalog) updateProduct(ctx context.Context, id string, p *stripe.ProductParams, from any) error {
 	p.Context = ctx
-	p.SetIdempotencyKey(idempotencyKey("update product "+id, p, from))
+	p.SetIdempotencyKey(c.key("update product "+id, p, from))
 	_, err := c.api.Products.Update(id, p)
 	return fromStripe("update product", err)
 }
 
 func (c stripeCatalog) createPrice(ctx context.Context, p *stripe.PriceParams, from any) (stripePrice, error) {
 	p.Context = ctx
-	p.SetIdempotencyKey(idempotencyKey("create price", p, from))
+	p.SetIdempotencyKey(c.key("create price", p, from))
 	price, err := c.api.Prices.New(p)
 	if err != nil {
 		return stripePrice{}, fromStripe("create price", err)
 	}
-	return toStripePrice(price), nil
+	return toStripePrice(price, decimalsOf(price.LastResponse)), nil
 }
 
 func (c stripeCatalog) updatePrice(ctx context.Context, id string, p *stripe.PriceParams, from any) error {
 	p.Context = ctx
-	p.SetIdempotencyKey(idempotencyKey("update price "+id, p, from))
+	p.SetIdempotencyKey(c.key("update price "+id, p, from))
 	_, err := c.api.Prices.Update(id, p)
 	return fromStripe("update price", err)
 }
 
 func (c stripeCatalog) createMeter(ctx context.Context, p *stripe.BillingMeterParams) (stripeMeter, error) {
 	p.Context = ctx
-	p.SetIdempotencyKey(idempotencyKey("create meter", p, nil))
+	p.SetIdempotencyKey(c.key("create meter", p, nil))
 	m, err := c.api.BillingMeters.New(p)
 	if err != nil {
 		return stripeMeter{}, fromStripe("create meter", err)
@@ -158,9 +173,21 @@ func (c stripeCatalog) renameMeter(ctx context.Context, id, name string) error {
 	return fromStripe("rename meter", err)
 }
 
-func toStripePrice(p *stripe.Price) stripePrice {
+// toStripePrice converts a price of stripe-go's. Its amount comes from
+// decimals, the exact decimal Stripe sent (stripe-go reads it into a
+// float64, which would round a long one).
+// key derives the idempotency key of a write from what it does (see
+// idempotencyKey) and the key generation.
+func (c stripeCatalog) key(scope string, params stripe.ParamsContainer, from any) string {
+	if c.keys > 0 {
+		scope += " #" + strconv.FormatInt(c.keys, 10)
+	}
+	return idempotencyKey(scope, params, from)
+}
+
+func toStripePrice(p *stripe.Price, decimals map[string]string) stripePrice {
 	sp := stripePrice{ID: p.ID, Currency: string(p.Currency), LookupKey: p.LookupKey, Active: p.Active, Metadata: p.Metadata,
-		UnitAmountDecimal: normalAmount(strconv.FormatFloat(p.UnitAmountDecimal, 'f', -1, 64))}
+		UnitAmountDecimal: normalAmount(decimals[p.ID])}
 	if p.Product != nil {
 		sp.Product = p.Product.ID
 	}
@@ -168,4 +195,38 @@ func toStripePrice(p *stripe.Price) stripePrice {
 		sp.Interval, sp.UsageType, sp.Meter = string(p.Recurring.Interval), string(p.Recurring.UsageType), p.Recurring.Meter
 	}
 	return sp
+}
+
+// decimalsOf reads the unit_amount_decimal of every price in an answer's
+// JSON, by price ID, as the strings Stripe sent.
+func decimalsOf(resp *stripe.APIResponse) map[string]string {
+	out := map[string]string{}
+	if resp == nil {
+		return out
+	}
+	var doc any
+	if json.Unmarshal(resp.RawJSON, &doc) != nil {
+		return out
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if x["object"] == "price" {
+				id, _ := x["id"].(string)
+				if amount, ok := x["unit_amount_decimal"].(string); ok {
+					out[id] = amount
+				}
+			}
+			for _, c := range x {
+				walk(c)
+			}
+		case []any:
+			for _, c := range x {
+				walk(c)
+			}
+		}
+	}
+	walk(doc)
+	return out
 }

@@ -97,8 +97,8 @@ func TestFaults_StripeFailureDuringSubscribeThenRetryMakesOneSubscription(t *tes
 				mayFail(t, first)
 			}
 			st := f.ok(r)
-			if sub := subscriptionOf(t, st); sub["status"] != "active" || sub["tier"] != "business" {
-				t.Fatalf("retry: %v", st)
+			if sub := subscriptionOf(t, st); sub["status"] != "incomplete" || sub["tier"] != "business" {
+				t.Fatalf("retry: %v, want the business subscription waiting for its first payment", st)
 			}
 			customers, subs := 0, 0
 			for it := f.sc().Customers.List(&stripe.CustomerListParams{}); it.Next(); {
@@ -123,7 +123,7 @@ func TestFaults_StripeFailureDuringRecordUsageThenRetryCountsOnce(t *testing.T) 
 			t.Parallel()
 			f := newFixture(t, ns)
 			f.upsert(billing.UpsertRequest{})
-			st := f.ok(req("subscribe", "org_u", "tier", "starter", "email", "u@example.com", "instance_types", []string{"gpu-a100"}))
+			st := f.subscribe("org_u", "tier", "starter", "email", "u@example.com", "instance_types", []string{"gpu-a100"})
 			r := req("record_usage", "org_u", "instance_type", "gpu-a100", "minutes", 42)
 			first := failFirst(f, fc, "POST", "/v1/billing/meter_events", func(ctx context.Context) billing.Response { return f.callWith(ctx, r) })
 			wantCleanFailure(t, first)
@@ -275,10 +275,7 @@ func TestFaults_DynamoDBThrottlingDuringRealDeliveriesConverges(t *testing.T) {
 	tier, _ := f.store.GetProductMapping(context.Background(), "business")
 	for i := range 3 {
 		meta := map[string]string{"org_id": fmt.Sprintf("org_%d", i), "billing_namespace": ns}
-		c, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: meta}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := f.payingCustomer(meta)
 		if _, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Params: stripe.Params{Metadata: meta},
 			Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(tier.PriceID)}}}); err != nil {
 			t.Fatal(err)

@@ -102,10 +102,7 @@ func (f *fixture) liveSubscriptions(n int) []*stripe.Subscription {
 	var out []*stripe.Subscription
 	for i := range n {
 		meta := map[string]string{"org_id": fmt.Sprintf("org_live%d", i), "billing_namespace": ns}
-		c, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: meta}})
-		if err != nil {
-			f.t.Fatal(err)
-		}
+		c := f.payingCustomer(meta)
 		sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Params: stripe.Params{Metadata: meta},
 			Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(m.PriceID)}}})
 		if err != nil {
@@ -163,9 +160,56 @@ func (f *fixture) reconcile(opts billing.ReconcileOptions) billing.ReconcileRepo
 func (f *fixture) subscribed(orgs ...string) {
 	f.t.Helper()
 	for _, org := range orgs {
-		f.ok(req("subscribe", org, "tier", "starter", "email", org+"@example.com", "instance_types", []string{"gpu-a10g"}))
+		f.subscribe(org, "tier", "starter", "email", org+"@example.com", "instance_types", []string{"gpu-a10g"})
 	}
 	f.stripe.WaitDeliveries()
+}
+
+// subscribe runs the subscribe action for org and pays the first invoice
+// as the customer would (pay), and returns the status then.
+func (f *fixture) subscribe(org string, fields ...any) map[string]any {
+	f.t.Helper()
+	if sub := subscriptionOf(f.t, f.ok(req("subscribe", org, fields...))); sub["status"] != "incomplete" {
+		f.t.Fatalf("a new subscription is %v, want incomplete until its first payment", sub["status"])
+	}
+	f.pay(org, "pm_card_visa")
+	return f.ok(map[string]any{"action": "get_status", "org_id": org})
+}
+
+// pay pays the organization's first invoice as its customer would on the
+// billing page: the invoice's PaymentIntent confirmed with a test card
+// (Stripe.js does it with the client secret; the secret key does the
+// same), then the events Stripe made from then on delivered to the webhook
+// in order, so that the mirror shows what followed.
+func (f *fixture) pay(org, card string) {
+	f.t.Helper()
+	before := len(f.allEvents())
+	m := f.mirror(org)
+	if m.Subscription == nil {
+		f.t.Fatalf("%s has no subscription to pay", org)
+	}
+	p := &stripe.SubscriptionParams{}
+	p.AddExpand("latest_invoice.payment_intent")
+	sub, err := f.sc().Subscriptions.Get(m.Subscription.SubscriptionID, p)
+	if err != nil || sub.LatestInvoice == nil || sub.LatestInvoice.PaymentIntent == nil {
+		f.t.Fatalf("%s's first invoice has no PaymentIntent: %v", org, err)
+	}
+	if _, err := f.sc().PaymentIntents.Confirm(sub.LatestInvoice.PaymentIntent.ID,
+		&stripe.PaymentIntentConfirmParams{PaymentMethod: stripe.String(card)}); err != nil {
+		f.t.Fatalf("confirm with %s: %v", card, err)
+	}
+	f.deliverSince(before)
+}
+
+// deliverSince delivers to the webhook, in order, the events Stripe made
+// after the first n.
+func (f *fixture) deliverSince(n int) {
+	f.t.Helper()
+	for _, raw := range f.allEvents()[n:] {
+		if resp := f.send(raw); resp.StatusCode != 200 {
+			f.t.Fatalf("delivery: %d %s", resp.StatusCode, resp.Body)
+		}
+	}
 }
 
 func fields(diffs []billing.Difference, org string) map[string]billing.Difference {
@@ -302,7 +346,7 @@ func req(action, org string, fields ...any) map[string]any {
 	return r
 }
 
-func subscriptionOf(t *testing.T, result map[string]any) map[string]any {
+func subscriptionOf(t testing.TB, result map[string]any) map[string]any {
 	t.Helper()
 	sub, ok := result["subscription"].(map[string]any)
 	if !ok {
@@ -467,10 +511,7 @@ func (f *fixture) liveSubscription(org string) *stripe.Subscription {
 	f.t.Helper()
 	f.upsert(billing.UpsertRequest{})
 	sc := f.sc()
-	c, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: map[string]string{"org_id": org, "billing_namespace": ns}}})
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	c := f.payingCustomer(map[string]string{"org_id": org, "billing_namespace": ns})
 	m, _ := f.store.GetProductMapping(context.Background(), "business")
 	sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(m.PriceID)}},
 		Params: stripe.Params{Metadata: map[string]string{"org_id": org, "billing_namespace": ns}}})
@@ -480,6 +521,26 @@ func (f *fixture) liveSubscription(org string) *stripe.Subscription {
 	f.stripe.ResetCounts()
 	f.db.Reset()
 	return sub
+}
+
+// payingCustomer makes a customer, straight in Stripe, whose invoices a
+// test card pays: pm_card_visa attached and made the default.
+func (f *fixture) payingCustomer(meta map[string]string) *stripe.Customer {
+	f.t.Helper()
+	sc := f.sc()
+	c, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: meta}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	pm, err := sc.PaymentMethods.Attach("pm_card_visa", &stripe.PaymentMethodAttachParams{Customer: stripe.String(c.ID)})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	c, err = sc.Customers.Update(c.ID, &stripe.CustomerParams{InvoiceSettings: &stripe.CustomerInvoiceSettingsParams{DefaultPaymentMethod: stripe.String(pm.ID)}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
 }
 
 var reqSeq atomic.Int64

@@ -35,14 +35,15 @@ func (r *wireRef) UnmarshalJSON(b []byte) error {
 }
 
 type wireSubscription struct {
-	ID                string            `json:"id"`
-	Customer          wireRef           `json:"customer"`
-	Status            string            `json:"status"`
-	Created           int64             `json:"created"`
-	CurrentPeriodEnd  int64             `json:"current_period_end"`
-	CancelAtPeriodEnd bool              `json:"cancel_at_period_end"`
-	Metadata          map[string]string `json:"metadata"`
-	Items             struct {
+	ID                 string            `json:"id"`
+	Customer           wireRef           `json:"customer"`
+	Status             string            `json:"status"`
+	Created            int64             `json:"created"`
+	CurrentPeriodStart int64             `json:"current_period_start"`
+	CurrentPeriodEnd   int64             `json:"current_period_end"`
+	CancelAtPeriodEnd  bool              `json:"cancel_at_period_end"`
+	Metadata           map[string]string `json:"metadata"`
+	Items              struct {
 		Data []wireItem `json:"data"`
 	} `json:"items"`
 }
@@ -58,8 +59,8 @@ type wireItem struct {
 // asWireSubscription converts an answer of Stripe's API to the shape a
 // payload decodes into.
 func asWireSubscription(s *stripe.Subscription) wireSubscription {
-	w := wireSubscription{ID: s.ID, Status: string(s.Status), Created: s.Created, CurrentPeriodEnd: s.CurrentPeriodEnd,
-		CancelAtPeriodEnd: s.CancelAtPeriodEnd, Metadata: s.Metadata}
+	w := wireSubscription{ID: s.ID, Status: string(s.Status), Created: s.Created, CurrentPeriodStart: s.CurrentPeriodStart,
+		CurrentPeriodEnd: s.CurrentPeriodEnd, CancelAtPeriodEnd: s.CancelAtPeriodEnd, Metadata: s.Metadata}
 	if s.Customer != nil {
 		w.Customer.ID = s.Customer.ID
 	}
@@ -80,6 +81,7 @@ func asWireSubscription(s *stripe.Subscription) wireSubscription {
 
 type wireInvoice struct {
 	ID                  string  `json:"id"`
+	Created             int64   `json:"created"`
 	Customer            wireRef `json:"customer"`
 	Subscription        wireRef `json:"subscription"`
 	Status              string  `json:"status"`
@@ -93,7 +95,7 @@ type wireInvoice struct {
 // asWireInvoice converts an answer of Stripe's API to the shape a payload
 // decodes into.
 func asWireInvoice(inv *stripe.Invoice) wireInvoice {
-	w := wireInvoice{ID: inv.ID, Status: string(inv.Status), AttemptCount: inv.AttemptCount, Paid: inv.Paid}
+	w := wireInvoice{ID: inv.ID, Created: inv.Created, Status: string(inv.Status), AttemptCount: inv.AttemptCount, Paid: inv.Paid}
 	if inv.Customer != nil {
 		w.Customer.ID = inv.Customer.ID
 	}
@@ -118,9 +120,9 @@ type wireCustomer struct {
 // named by their price's billing_key; the tier is the item of kind tier.
 func subscriptionChange(org string, sub wireSubscription, at int64) table.Change {
 	snap := &table.SubscriptionSnapshot{
-		OrgID: org, CustomerID: sub.Customer.ID, SubscriptionID: sub.ID, Status: sub.Status,
-		Created: sub.Created, CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd, SourceTime: at,
-		Items: []table.Item{},
+		OrgID: org, CustomerID: sub.Customer.ID, SubscriptionID: sub.ID, Status: sub.Status, Created: sub.Created,
+		CurrentPeriodStart: sub.CurrentPeriodStart, CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd,
+		RequestID: sub.Metadata[metaRequest], SourceTime: at, Items: []table.Item{},
 	}
 	for _, it := range sub.Items.Data {
 		if it.Price == nil {
@@ -141,7 +143,7 @@ func subscriptionChange(org string, sub wireSubscription, at int64) table.Change
 func invoiceChange(org string, inv wireInvoice, at int64) table.Change {
 	failed := (inv.Status == string(stripe.InvoiceStatusOpen) && inv.AttemptCount > 0 && !inv.Paid) || inv.Status == string(stripe.InvoiceStatusUncollectible)
 	return table.Change{Invoice: &table.InvoiceSnapshot{OrgID: org, SubscriptionID: inv.Subscription.ID, InvoiceID: inv.ID,
-		Status: inv.Status, PaymentFailed: failed, SourceTime: at}}
+		Status: inv.Status, PaymentFailed: failed, Created: inv.Created, SourceTime: at}}
 }
 
 // customerChange records whether the organization's customer still exists.

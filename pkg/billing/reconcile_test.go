@@ -51,7 +51,7 @@ func TestReconcile_ReportsEachDifferenceAndRepairClearsThem(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A failed renewal nobody heard of makes org_late past due.
-	f.stripe.SetAutoPay(false)
+	f.stripe.SetPaymentMode(stripelocal.PayNothing) // the renewal waits to be settled
 	lateSub := f.mirror("org_late").Subscription.SubscriptionID
 	f.stripe.Advance(32 * 24 * time.Hour)
 	if err := f.stripe.Settle(lateSub, "failed"); err != nil {
@@ -110,7 +110,7 @@ func TestReconcile_ReplayRecoversEventsWhoseDeliveriesFailed(t *testing.T) {
 	l.Close()
 	f.stripe.AddWebhookEndpoint(down, []string{fixtureSecret}, nil, "")
 	f.subscribed("org_1", "org_2")
-	f.stripe.SetAutoPay(false)
+	f.stripe.SetPaymentMode(stripelocal.PayNothing) // the renewal waits to be settled
 	sub2 := f.stripeSub(f.mirror("org_2").Subscription.SubscriptionID)
 	f.stripe.Advance(32 * 24 * time.Hour)
 	if err := f.stripe.Settle(sub2.ID, "failed"); err != nil {

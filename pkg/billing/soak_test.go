@@ -17,6 +17,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/baseten/billing-functions/internal/stripelocal"
 	"github.com/baseten/billing-functions/pkg/billing"
 )
 
@@ -202,6 +203,7 @@ func (f *fixture) soakRun(steps []soakStep) []billing.Response {
 func (f *fixture) soakDrive(rng *rand.Rand, orgs []soakOrg, events int) {
 	f.t.Helper()
 	start := time.Now()
+	f.stripe.SetPaymentMode(stripelocal.PayEverything)
 	types := []string{"gpu-t4", "gpu-a10g", "gpu-a100", "gpu-h100", "cpu-1x4", "cpu-8x32"}
 	someTypes := func() []string {
 		out := []string{}
@@ -250,7 +252,9 @@ func (f *fixture) soakDrive(rng *rand.Rand, orgs []soakOrg, events int) {
 		}
 		f.soakRun(changes)
 		failing := month%5 == 4
-		f.stripe.SetAutoPay(!failing)
+		// Payments are not the soak's subject: the explicit test control
+		// pays every invoice, or leaves a month's renewals to be settled.
+		f.stripe.SetPaymentMode(map[bool]string{false: stripelocal.PayEverything, true: stripelocal.PayNothing}[failing])
 		t0 := time.Now()
 		f.stripe.Advance(31 * 24 * time.Hour)
 		advancing += time.Since(t0)
@@ -267,7 +271,7 @@ func (f *fixture) soakDrive(rng *rand.Rand, orgs []soakOrg, events int) {
 			f.t.Fatalf("after %d months, only %d events", month, f.stripe.EventCount())
 		}
 	}
-	f.stripe.SetAutoPay(true)
+	f.stripe.SetPaymentMode(stripelocal.PayEverything)
 	f.t.Logf("soak: drive: %s subscribing, %s advancing the clock", subscribed.Round(time.Second), advancing.Round(time.Second))
 }
 

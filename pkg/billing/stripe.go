@@ -37,8 +37,20 @@ type stripeClients struct {
 	api *stripeAPI
 }
 
+// StripeRequestTimeout bounds one request to Stripe. stripe-go tries a
+// request up to three times, so a function's timeout must exceed three of
+// these with the backoff between (a template test checks each function's).
+const StripeRequestTimeout = 5 * time.Second
+
 func newStripeClients(base string) *stripeClients {
-	return &stripeClients{base: base, http: &http.Client{Timeout: 20 * time.Second}}
+	return &stripeClients{base: base, http: &http.Client{Timeout: StripeRequestTimeout}}
+}
+
+// replayed reports whether Stripe answered from its idempotency layer: the
+// body is the first answer's, from when that request ran, while the Date
+// header is today's.
+func replayed(resp *stripe.APIResponse) bool {
+	return resp != nil && resp.Header.Get("Idempotent-Replayed") == "true"
 }
 
 func (c *stripeClients) get(key string) *stripeAPI {
@@ -85,8 +97,16 @@ func (s *Service) withStripe(ctx context.Context, op string, fn func(api *stripe
 	return fromStripe(op, fn(s.stripe.get(keys.APIKey)))
 }
 
-// errKeyRejected marks Stripe's refusal of the API key (401).
-var errKeyRejected = errors.New("stripe rejected the API key")
+// Markers fromStripe wraps into an *Error's cause, for the callers that
+// must tell these apart from their code.
+var (
+	// errKeyRejected marks Stripe's refusal of the API key (401).
+	errKeyRejected = errors.New("stripe rejected the API key")
+	// errKeyBurned marks an answer Stripe stores under the idempotency key
+	// and replays for 24 hours whatever a retry does (a 5xx), or a key met
+	// with other parameters: a retry needs new keys.
+	errKeyBurned = errors.New("the idempotency key cannot be retried")
+)
 
 // fromStripe translates a stripe-go error into the error vocabulary: it is
 // the one place that reads Stripe's errors. The message names the
@@ -111,7 +131,14 @@ func fromStripe(op string, err error) error {
 		code = string(se.Type)
 	}
 	switch {
-	case se.HTTPStatusCode == http.StatusTooManyRequests || se.HTTPStatusCode >= 500 || se.HTTPStatusCode == http.StatusConflict:
+	case se.HTTPStatusCode >= 500:
+		out.Code, out.Retryable, out.Message = CodeUnavailable, true, fmt.Sprintf("%s: Stripe is unavailable (%d)", op, se.HTTPStatusCode)
+		out.Err = fmt.Errorf("%w: %w", errKeyBurned, err)
+	case se.Type == stripe.ErrorTypeIdempotency:
+		// Our key met other parameters: a retry plans again, with new keys.
+		out.Code, out.Retryable, out.Message = CodeUnavailable, true, op+": Stripe's state changed during the request; retry it"
+		out.Err = fmt.Errorf("%w: %w", errKeyBurned, err)
+	case se.HTTPStatusCode == http.StatusTooManyRequests || se.HTTPStatusCode == http.StatusConflict:
 		out.Code, out.Retryable, out.Message = CodeUnavailable, true, fmt.Sprintf("%s: Stripe is unavailable (%d)", op, se.HTTPStatusCode)
 	case se.HTTPStatusCode == http.StatusPaymentRequired || se.Type == stripe.ErrorTypeCard:
 		out.Code, out.Message = CodePaymentRequired, fmt.Sprintf("%s: Stripe refused the payment (%s)", op, code)

@@ -36,6 +36,11 @@ type Command struct {
 	Replay        bool     `json:"replay"`
 
 	fields []string // the fields present, for the fingerprint
+	// attempt and retry come from the request record: which attempt of the
+	// request_id this is (its Stripe keys are its own), and whether an
+	// earlier one began it, so that what it did in Stripe must be read.
+	attempt int64
+	retry   bool
 }
 
 // action is one subscribe action, declared once: its fields besides
@@ -69,6 +74,7 @@ var actions = map[string]action{
 	"record_usage": {fields: []string{"instance_type", "minutes", "timestamp"}, required: []string{"instance_type", "minutes"},
 		mutating: true, run: (*Service).recordUsageAction},
 	"cancel":     {fields: []string{"at_period_end"}, mutating: true, run: result((*Service).cancel)},
+	"resume":     {mutating: true, run: result((*Service).resume)},
 	"get_status": {run: func(s *Service, ctx context.Context, cmd Command) (any, error) { return s.status(ctx, cmd.OrgID) }},
 	"create_portal_session": {fields: []string{"return_url"}, required: []string{"return_url"},
 		run: (*Service).portalAction},
@@ -284,11 +290,16 @@ func (s *Service) Run(ctx context.Context, cmd Command) Response {
 			return r
 		}
 	}
+	cmd.attempt, cmd.retry = prev.Attempt, prev.Retry
 	work, cancel := withAnswerTime(ctx)
-	resp := s.dispatch(work, act, cmd)
+	result, runErr := act.run(s, work, cmd)
 	cancel()
+	resp := answer(result, runErr)
 	if resp.Error != nil && resp.Error.Retryable {
-		if err := s.store.AbandonRequest(ctx, cmd.RequestID); err != nil {
+		// The retry runs the request again: with the same Stripe keys, so
+		// that Stripe replays what it did; after an answer Stripe stores
+		// under a key for 24 hours (a 5xx), with new ones.
+		if err := s.store.ReleaseRequest(ctx, cmd.RequestID, errors.Is(runErr, errKeyBurned)); err != nil {
 			s.log.WarnContext(ctx, "could not release request_id; it frees itself when its lease lapses", "request_id", cmd.RequestID, "error", err.Error())
 		}
 		return resp
@@ -314,11 +325,14 @@ func withAnswerTime(ctx context.Context) (context.Context, context.CancelFunc) {
 }
 
 func (s *Service) dispatch(ctx context.Context, act action, cmd Command) Response {
-	res, err := act.run(s, ctx, cmd)
+	return answer(act.run(s, ctx, cmd))
+}
+
+func answer(result any, err error) Response {
 	if err != nil {
 		return Failure(err)
 	}
-	return Success(res)
+	return Success(result)
 }
 
 // getConfig answers with billing disabled too: the core app reads whether

@@ -7,9 +7,11 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
+	"github.com/stripe/stripe-go/v76/form"
 
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -82,11 +84,28 @@ func (s *Service) product(ctx context.Context, field, key string, kind Kind) (ta
 	return m, nil
 }
 
-// stripeKey derives a Stripe idempotency key from the request, so that a
-// retried invocation repeats its Stripe calls without a second effect.
-func (s *Service) stripeKey(cmd Command, step string) string {
-	return keyHash(s.cfg.Namespace, cmd.RequestID, cmd.fingerprint(), step)
+// stripeKey derives the Stripe idempotency key of one step of a request:
+// from the request (its ID, its fields and its attempt) and the exact
+// parameters the step sends. A retry that sends the same parameters
+// replays Stripe's first answer; parameters planned again from a changed
+// state get a key of their own, so Stripe never meets a key with other
+// parameters; and an attempt after a 5xx, which Stripe stores under the
+// key for 24 hours, has keys of its own.
+func (s *Service) stripeKey(cmd Command, step string, params stripe.ParamsContainer) string {
+	return keyHash(s.cfg.Namespace, cmd.RequestID, cmd.fingerprint(), strconv.FormatInt(cmd.attempt, 10), step, formOf(params))
 }
+
+func formOf(params stripe.ParamsContainer) string {
+	values := &form.Values{}
+	form.AppendTo(values, params)
+	return values.Encode()
+}
+
+// Metadata of the objects subscribe makes, besides metaNamespace.
+const (
+	metaOrg     = "org_id"
+	metaRequest = "billing_request_id" // on a subscription: the request that made it
+)
 
 // ensureCustomerAction is the ensure_customer action.
 func (s *Service) ensureCustomerAction(ctx context.Context, cmd Command) (any, error) {
@@ -101,7 +120,8 @@ func (s *Service) ensureCustomerAction(ctx context.Context, cmd Command) (any, e
 // ensureCustomer returns the organization's customer, creating it once; m
 // is the organization's mirror as the caller read it. Concurrent calls
 // create one mapping: the loser of the conditional write deletes the
-// Stripe customer it made, if it differs from the winner's.
+// Stripe customer it made, if it differs from the winner's. A retry looks
+// for a customer an earlier attempt made before it makes one.
 func (s *Service) ensureCustomer(ctx context.Context, cmd Command, m table.Mirror) (string, error) {
 	if m.Customer != nil {
 		if m.Customer.Deleted {
@@ -109,33 +129,43 @@ func (s *Service) ensureCustomer(ctx context.Context, cmd Command, m table.Mirro
 		}
 		return m.Customer.CustomerID, nil
 	}
-	var created *stripe.Customer
-	err := s.withStripe(ctx, "create customer", func(api *stripeAPI) error {
-		p := &stripe.CustomerParams{Email: stripe.String(cmd.Email)}
-		if cmd.Name != "" {
-			p.Name = stripe.String(cmd.Name)
-		}
-		p.Metadata = map[string]string{"org_id": cmd.OrgID, metaNamespace: s.cfg.Namespace}
-		p.Context = ctx
-		// Keyed by the org and what is sent, not the request: concurrent
-		// requests for one org make one customer.
-		p.SetIdempotencyKey(keyHash(s.cfg.Namespace, "customer", cmd.OrgID, cmd.Email, cmd.Name))
+	var made string
+	if cmd.retry {
 		var err error
-		created, err = api.Customers.New(p)
-		return err
-	})
-	if err != nil {
-		return "", err
+		if made, err = s.findCustomer(ctx, cmd); err != nil {
+			return "", err
+		}
 	}
-	err = s.store.CreateCustomer(ctx, table.Customer{OrgID: cmd.OrgID, CustomerID: created.ID, CreatedAt: time.Now().UTC()})
+	if made == "" {
+		err := s.withStripe(ctx, "create customer", func(api *stripeAPI) error {
+			p := &stripe.CustomerParams{Email: stripe.String(cmd.Email)}
+			if cmd.Name != "" {
+				p.Name = stripe.String(cmd.Name)
+			}
+			p.Metadata = map[string]string{metaOrg: cmd.OrgID, metaNamespace: s.cfg.Namespace}
+			p.Context = ctx
+			// Keyed by the org and what is sent, not the request: concurrent
+			// requests for one org make one customer.
+			p.SetIdempotencyKey(keyHash(s.cfg.Namespace, "customer", cmd.OrgID, cmd.Email, cmd.Name, strconv.FormatInt(cmd.attempt, 10)))
+			c, err := api.Customers.New(p)
+			if err == nil {
+				made = c.ID
+			}
+			return err
+		})
+		if err != nil {
+			return "", err
+		}
+	}
+	err := s.store.CreateCustomer(ctx, table.Customer{OrgID: cmd.OrgID, CustomerID: made, CreatedAt: time.Now().UTC()})
 	if errors.Is(err, table.ErrConditionFailed) {
 		winner, gerr := s.store.GetCustomer(ctx, cmd.OrgID)
 		if gerr != nil {
 			return "", fromTable("read the customer mapping", gerr)
 		}
-		if winner.CustomerID != created.ID {
+		if winner.CustomerID != made {
 			_ = s.withStripe(ctx, "delete the duplicate customer", func(api *stripeAPI) error {
-				_, err := api.Customers.Del(created.ID, &stripe.CustomerParams{Params: stripe.Params{Context: ctx}})
+				_, err := api.Customers.Del(made, &stripe.CustomerParams{Params: stripe.Params{Context: ctx}})
 				return err
 			})
 		}
@@ -144,13 +174,36 @@ func (s *Service) ensureCustomer(ctx context.Context, cmd Command, m table.Mirro
 	if err != nil {
 		return "", fromTable("write the customer mapping", err)
 	}
-	return created.ID, nil
+	return made, nil
+}
+
+// findCustomer returns the organization's live customer in Stripe, the
+// oldest if there are several, or "": by email, the one index Stripe's
+// customer list has, then by our metadata.
+func (s *Service) findCustomer(ctx context.Context, cmd Command) (string, error) {
+	found := ""
+	err := s.withStripe(ctx, "look for the organization's customer", func(api *stripeAPI) error {
+		found = ""
+		p := &stripe.CustomerListParams{Email: stripe.String(cmd.Email)}
+		p.Limit, p.Context = stripe.Int64(100), ctx
+		it := api.Customers.List(p)
+		for it.Next() {
+			if c := it.Customer(); !c.Deleted && c.Metadata[metaOrg] == cmd.OrgID && c.Metadata[metaNamespace] == s.cfg.Namespace {
+				found = c.ID // the list is newest first: the last match is the oldest
+			}
+		}
+		return it.Err()
+	})
+	return found, err
 }
 
 func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 	tier, err := s.product(ctx, "tier", cmd.Tier, KindTier)
 	if err != nil {
 		return Status{}, err
+	}
+	if n := 1 + len(cmd.InstanceTypes); n > MaxSubscriptionItems {
+		return Status{}, Errorf(CodeInvalidRequest, "instance_types: at most %d besides the tier (a subscription has at most %d items)", MaxSubscriptionItems-1, MaxSubscriptionItems)
 	}
 	items := []*stripe.SubscriptionItemsParams{{Price: stripe.String(tier.PriceID)}}
 	for _, k := range cmd.InstanceTypes {
@@ -174,20 +227,38 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 		return Status{}, fromTable("read the mirror", err)
 	}
 	if live(m.Subscription) {
+		if m.Subscription.RequestID == cmd.RequestID {
+			return s.status(ctx, cmd.OrgID) // this request made it: an earlier attempt's answer was lost
+		}
 		return Status{}, Errorf(CodeConflict, "the organization is already subscribed (%s)", m.Subscription.Status)
 	}
 	customer, err := s.ensureCustomer(ctx, cmd, m)
 	if err != nil {
 		return Status{}, err
 	}
+	if cmd.retry {
+		// An earlier attempt may have made the subscription, its answer
+		// lost before the mirror heard of it.
+		sub, err := s.findSubscription(ctx, customer, cmd.RequestID)
+		if err != nil {
+			return Status{}, err
+		}
+		if sub != nil {
+			return s.mirrorAnswer(ctx, cmd.OrgID, sub)
+		}
+	}
 	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
-		p := &stripe.SubscriptionParams{Customer: stripe.String(customer), Items: items}
-		p.Metadata = map[string]string{"org_id": cmd.OrgID, metaNamespace: s.cfg.Namespace}
+		p := &stripe.SubscriptionParams{Customer: stripe.String(customer), Items: items,
+			// The first invoice waits for a payment method the customer
+			// gives (Elements, Checkout), and keeps it for the renewals.
+			PaymentBehavior: stripe.String("default_incomplete"),
+			PaymentSettings: &stripe.SubscriptionPaymentSettingsParams{SaveDefaultPaymentMethod: stripe.String("on_subscription")}}
+		p.Metadata = map[string]string{metaOrg: cmd.OrgID, metaNamespace: s.cfg.Namespace, metaRequest: cmd.RequestID}
 		if cmd.TrialDays != nil {
 			p.TrialPeriodDays = cmd.TrialDays
 		}
 		p.Context = ctx
-		p.SetIdempotencyKey(s.stripeKey(cmd, "create subscription"))
+		p.SetIdempotencyKey(s.stripeKey(cmd, "create subscription", p))
 		return api.Subscriptions.New(p)
 	})
 	if err != nil {
@@ -196,12 +267,61 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 	return s.status(ctx, cmd.OrgID)
 }
 
+// MaxSubscriptionItems is how many items a Stripe subscription may have.
+const MaxSubscriptionItems = 20
+
+// findSubscription returns the customer's subscription made by requestID,
+// from Stripe, or nil.
+func (s *Service) findSubscription(ctx context.Context, customer, requestID string) (*stripe.Subscription, error) {
+	var found *stripe.Subscription
+	err := s.withStripe(ctx, "look for the request's subscription", func(api *stripeAPI) error {
+		found = nil
+		p := &stripe.SubscriptionListParams{Customer: stripe.String(customer), Status: stripe.String("all")}
+		p.Limit, p.Context = stripe.Int64(100), ctx
+		it := api.Subscriptions.List(p)
+		for it.Next() {
+			if sub := it.Subscription(); sub.Metadata[metaRequest] == requestID {
+				found = sub
+			}
+		}
+		return it.Err()
+	})
+	return found, err
+}
+
+// mirrorAnswer writes a subscription Stripe showed to the mirror and
+// returns the status.
+func (s *Service) mirrorAnswer(ctx context.Context, org string, sub *stripe.Subscription) (Status, error) {
+	if err := s.applyAnswer(ctx, org, sub); err != nil {
+		return Status{}, err
+	}
+	return s.status(ctx, org)
+}
+
 // liveSubscription returns the org's billing subscription from the mirror,
-// or not_found.
-func (s *Service) liveSubscription(ctx context.Context, org string) (*table.Subscription, error) {
-	m, err := s.store.GetMirror(ctx, org)
+// or not_found. A retry first reads it from Stripe into the mirror: an
+// earlier attempt may have changed it and not lived to write the mirror.
+func (s *Service) liveSubscription(ctx context.Context, cmd Command) (*table.Subscription, error) {
+	m, err := s.store.GetMirror(ctx, cmd.OrgID)
 	if err != nil {
 		return nil, fromTable("read the mirror", err)
+	}
+	if cmd.retry && m.Subscription != nil {
+		var sub *stripe.Subscription
+		err := s.withStripe(ctx, "re-read the subscription", func(api *stripeAPI) error {
+			var err error
+			sub, err = api.Subscriptions.Get(m.Subscription.SubscriptionID, &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}})
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := s.applyAnswer(ctx, cmd.OrgID, sub); err != nil {
+			return nil, err
+		}
+		if m, err = s.store.GetMirror(ctx, cmd.OrgID); err != nil {
+			return nil, fromTable("read the mirror", err)
+		}
 	}
 	if !live(m.Subscription) {
 		return nil, Errorf(CodeNotFound, "the organization has no active subscription")
@@ -209,27 +329,49 @@ func (s *Service) liveSubscription(ctx context.Context, org string) (*table.Subs
 	return m.Subscription, nil
 }
 
+// changeable returns the org's subscription for a change of its items: a
+// subscription whose first payment is pending cannot change (Stripe takes
+// only metadata until it is paid).
+func (s *Service) changeable(ctx context.Context, cmd Command) (*table.Subscription, error) {
+	sub, err := s.liveSubscription(ctx, cmd)
+	if err == nil && sub.Status == "incomplete" {
+		return nil, Errorf(CodePaymentRequired, "the first payment of the subscription is pending: pay its first invoice, then change it")
+	}
+	return sub, err
+}
+
 // changeSubscription calls Stripe and writes the subscription it returns
-// to the mirror at once, with the webhook's ordering guard. Its source
-// time is Stripe's own clock (the Date of the answer), so the webhook for
-// the same change is a duplicate, older, or a tie that re-fetches.
+// to the mirror at once (applyAnswer).
 func (s *Service) changeSubscription(ctx context.Context, org string, call func(api *stripeAPI) (*stripe.Subscription, error)) error {
 	var sub *stripe.Subscription
 	err := s.withStripe(ctx, "update subscription", func(api *stripeAPI) error {
 		var err error
-		sub, err = call(api)
+		if sub, err = call(api); err != nil || !replayed(sub.LastResponse) {
+			return err
+		}
+		// A replayed body is as old as the request that first ran, while
+		// its Date is today's: read the subscription as it is now.
+		sub, err = api.Subscriptions.Get(sub.ID, &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}})
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	return s.applyAnswer(ctx, org, sub)
+}
+
+// applyAnswer writes a subscription Stripe answered with to the mirror,
+// with the webhook's ordering guard. Its source time is Stripe's own clock
+// (the Date of the answer), so the webhook for the same change is a
+// duplicate, older, or a tie that re-fetches.
+func (s *Service) applyAnswer(ctx context.Context, org string, sub *stripe.Subscription) error {
 	at := time.Now().Unix()
 	if sub.LastResponse != nil {
 		if t, err := http.ParseTime(sub.LastResponse.Header.Get("Date")); err == nil {
 			at = t.Unix()
 		}
 	}
-	err = s.store.ApplyChange(ctx, subscriptionChange(org, asWireSubscription(sub), at), true, time.Now())
+	err := s.store.ApplyChange(ctx, subscriptionChange(org, asWireSubscription(sub), at), true, time.Now())
 	if errors.Is(err, table.ErrStale) {
 		return nil // a newer webhook already landed
 	}
@@ -241,7 +383,7 @@ func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	sub, err := s.liveSubscription(ctx, cmd.OrgID)
+	sub, err := s.changeable(ctx, cmd)
 	if err != nil {
 		return Status{}, err
 	}
@@ -260,7 +402,7 @@ func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
 		p := &stripe.SubscriptionParams{ProrationBehavior: stripe.String(proration),
 			Items: []*stripe.SubscriptionItemsParams{{ID: stripe.String(sub.Items[i].ItemID), Price: stripe.String(tier.PriceID)}}}
 		p.Context = ctx
-		p.SetIdempotencyKey(s.stripeKey(cmd, "change tier"))
+		p.SetIdempotencyKey(s.stripeKey(cmd, "change tier", p))
 		return api.Subscriptions.Update(sub.SubscriptionID, p)
 	})
 	if err != nil {
@@ -273,6 +415,9 @@ func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
 // given set: it adds and removes the difference, and moves kept items to
 // their key's current price.
 func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, error) {
+	if n := 1 + len(cmd.InstanceTypes); n > MaxSubscriptionItems {
+		return Status{}, Errorf(CodeInvalidRequest, "instance_types: at most %d besides the tier (a subscription has at most %d items)", MaxSubscriptionItems-1, MaxSubscriptionItems)
+	}
 	want := map[string]table.ProductMapping{}
 	for _, k := range cmd.InstanceTypes {
 		m, err := s.product(ctx, "instance_types", k, KindInstanceType)
@@ -281,7 +426,7 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 		}
 		want[k] = m
 	}
-	sub, err := s.liveSubscription(ctx, cmd.OrgID)
+	sub, err := s.changeable(ctx, cmd)
 	if err != nil {
 		return Status{}, err
 	}
@@ -311,7 +456,7 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{Items: changes}
 		p.Context = ctx
-		p.SetIdempotencyKey(s.stripeKey(cmd, "set instance types"))
+		p.SetIdempotencyKey(s.stripeKey(cmd, "set instance types", p))
 		return api.Subscriptions.Update(sub.SubscriptionID, p)
 	})
 	if err != nil {
@@ -325,15 +470,21 @@ func (s *Service) recordUsageAction(ctx context.Context, cmd Command) (any, erro
 	return map[string]bool{"recorded": true}, s.recordUsage(ctx, cmd)
 }
 
+// usageGrace is how long after a period ends Stripe still counts usage for
+// it: an invoice is finalized an hour after it is made, and until then it
+// takes the period's late usage.
+const usageGrace = time.Hour
+
 // recordUsage reports minutes of an instance type as a Billing Meter
 // event whose identifier derives from request_id: Stripe counts a retry
-// once.
+// once. Usage from before the current period (less Stripe's hour of
+// grace) is refused: Stripe would accept it and never bill it.
 func (s *Service) recordUsage(ctx context.Context, cmd Command) error {
 	m, err := s.product(ctx, "instance_type", cmd.InstanceType, KindInstanceType)
 	if err != nil {
 		return err
 	}
-	sub, err := s.liveSubscription(ctx, cmd.OrgID)
+	sub, err := s.liveSubscription(ctx, Command{OrgID: cmd.OrgID})
 	if err != nil {
 		return err
 	}
@@ -347,16 +498,19 @@ func (s *Service) recordUsage(ctx context.Context, cmd Command) error {
 		if at < now.Add(-35*24*time.Hour).Unix() || at > now.Add(5*time.Minute).Unix() {
 			return Errorf(CodeInvalidRequest, "timestamp: must be within the past 35 days and at most 5 minutes ahead")
 		}
+		if start := sub.CurrentPeriodStart; start > 0 && at < start-int64(usageGrace/time.Second) {
+			return Errorf(CodeInvalidRequest, "timestamp: before the subscription's current period (from %s), whose invoice is final: Stripe would never bill it",
+				time.Unix(start, 0).UTC().Format(time.RFC3339))
+		}
 	}
-	// The identifier makes Stripe count the request_id once. The
-	// idempotency key also covers the timestamp: a retry without one sends
-	// another "now", which under the same key Stripe would refuse.
+	// The identifier makes Stripe count the request_id once, whatever the
+	// idempotency key: a retry with new keys is still counted once.
 	identifier := keyHash(s.cfg.Namespace, "usage", cmd.RequestID)
 	err = s.withStripe(ctx, "record usage", func(api *stripeAPI) error {
 		p := &stripe.BillingMeterEventParams{EventName: stripe.String(m.MeterEventName), Identifier: stripe.String(identifier),
 			Timestamp: stripe.Int64(at), Payload: map[string]string{"stripe_customer_id": sub.CustomerID, "value": stripeInt(*cmd.Minutes)}}
 		p.Context = ctx
-		p.SetIdempotencyKey(s.stripeKey(cmd, "record usage at "+stripeInt(at)))
+		p.SetIdempotencyKey(s.stripeKey(cmd, "record usage", p))
 		_, err := api.BillingMeterEvents.New(p)
 		return err
 	})
@@ -366,23 +520,52 @@ func (s *Service) recordUsage(ctx context.Context, cmd Command) error {
 	return err
 }
 
+// cancel cancels at the period's end (the default), or now. Cancelling now
+// makes a final invoice of the usage not yet invoiced (invoice_now): without
+// it Stripe would never bill that usage. The tier's unused time is not
+// credited (prorate stays off): a period is paid for in advance.
 func (s *Service) cancel(ctx context.Context, cmd Command) (Status, error) {
-	sub, err := s.liveSubscription(ctx, cmd.OrgID)
+	sub, err := s.liveSubscription(ctx, cmd)
 	if err != nil {
 		return Status{}, err
 	}
 	atEnd := cmd.AtPeriodEnd == nil || *cmd.AtPeriodEnd
+	if atEnd && sub.Status == "incomplete" {
+		atEnd = false // nothing was paid for: it ends now
+	}
 	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		if atEnd {
 			p := &stripe.SubscriptionParams{CancelAtPeriodEnd: stripe.Bool(true)}
 			p.Context = ctx
-			p.SetIdempotencyKey(s.stripeKey(cmd, "cancel at period end"))
+			p.SetIdempotencyKey(s.stripeKey(cmd, "cancel at period end", p))
 			return api.Subscriptions.Update(sub.SubscriptionID, p)
 		}
-		p := &stripe.SubscriptionCancelParams{}
+		p := &stripe.SubscriptionCancelParams{InvoiceNow: stripe.Bool(sub.Status != "incomplete")}
 		p.Context = ctx
-		p.SetIdempotencyKey(s.stripeKey(cmd, "cancel now"))
+		p.SetIdempotencyKey(s.stripeKey(cmd, "cancel now", p))
 		return api.Subscriptions.Cancel(sub.SubscriptionID, p)
+	})
+	if err != nil {
+		return Status{}, err
+	}
+	return s.status(ctx, cmd.OrgID)
+}
+
+// resume takes back a cancellation at the period's end (the subscription
+// bills on); a subscription already canceled cannot be resumed.
+func (s *Service) resume(ctx context.Context, cmd Command) (Status, error) {
+	sub, err := s.liveSubscription(ctx, cmd)
+	if err != nil {
+		return Status{}, err
+	}
+	if !sub.CancelAtPeriodEnd {
+		return s.status(ctx, cmd.OrgID)
+	}
+	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+		p := &stripe.SubscriptionParams{CancelAtPeriodEnd: stripe.Bool(false)}
+		p.Context = ctx
+		p.SetIdempotencyKey(s.stripeKey(cmd, "resume", p))
+		return api.Subscriptions.Update(sub.SubscriptionID, p)
 	})
 	if err != nil {
 		return Status{}, err

@@ -57,7 +57,7 @@ func TestSubscribe_EveryActionSucceeds(t *testing.T) {
 		t.Fatalf("customer metadata %v", c.Metadata)
 	}
 
-	st := f.ok(req("subscribe", "org_a", "tier", "business", "email", "owner@example.com", "instance_types", []string{"gpu-t4"}))
+	st := f.subscribe("org_a", "tier", "business", "email", "owner@example.com", "instance_types", []string{"gpu-t4"})
 	sub := subscriptionOf(t, st)
 	if sub["status"] != "active" || sub["tier"] != "business" || strings.Join(strs(sub["instance_types"]), ",") != "gpu-t4" || st["customer_id"] != cus["customer_id"] {
 		t.Fatalf("subscribe %v", st)
@@ -82,6 +82,7 @@ func TestSubscribe_EveryActionSucceeds(t *testing.T) {
 	if r := f.ok(req("record_usage", "org_a", "instance_type", "gpu-a10g", "minutes", 30)); r["recorded"] != true {
 		t.Fatalf("record_usage %v", r)
 	}
+	f.stripe.SetPortalDefault(true) // as if saved in the Dashboard
 	portal := f.ok(map[string]any{"action": "create_portal_session", "org_id": "org_a", "return_url": "https://app.example.com/billing"})
 	if !strings.HasPrefix(portal["url"].(string), "http") {
 		t.Fatalf("portal %v", portal)
@@ -89,6 +90,13 @@ func TestSubscribe_EveryActionSucceeds(t *testing.T) {
 	st = f.ok(req("cancel", "org_a"))
 	if s := subscriptionOf(t, st); s["cancel_at_period_end"] != true || s["status"] != "active" {
 		t.Fatalf("cancel at period end: %v", s)
+	}
+	st = f.ok(req("resume", "org_a"))
+	if s := subscriptionOf(t, st); s["cancel_at_period_end"] != false || s["status"] != "active" {
+		t.Fatalf("resume: %v", s)
+	}
+	if s := f.stripeSub(sub["id"].(string)); s.CancelAtPeriodEnd {
+		t.Fatal("resume left cancel_at_period_end set in Stripe")
 	}
 	st = f.ok(req("cancel", "org_a", "at_period_end", false))
 	if s := subscriptionOf(t, st); s["status"] != "canceled" {
@@ -131,7 +139,7 @@ func TestSubscribe_ErrorCodes(t *testing.T) {
 		})
 	}
 
-	f.ok(req("subscribe", "org_c", "tier", "starter", "email", "c@example.com"))
+	f.subscribe("org_c", "tier", "starter", "email", "c@example.com")
 	wantError(t, f.call(req("subscribe", "org_c", "tier", "business", "email", "c@example.com")), "conflict")
 
 	f.stripe.InjectFault(stripelocal.Fault{Kind: "card_declined", Path: "POST /v1/subscriptions"})
@@ -255,7 +263,7 @@ func TestRecordUsage_RetriedThreeTimesCountsOnce(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
-	st := f.ok(req("subscribe", "org_u", "tier", "starter", "email", "u@example.com", "instance_types", []string{"gpu-a100"}))
+	st := f.subscribe("org_u", "tier", "starter", "email", "u@example.com", "instance_types", []string{"gpu-a100"})
 	r := req("record_usage", "org_u", "instance_type", "gpu-a100", "minutes", 42)
 	// The first answer is lost after Stripe counted the event.
 	f.stripe.InjectFault(stripelocal.Fault{Kind: "500", After: true, Path: "POST /v1/billing/meter_events"})
@@ -272,7 +280,7 @@ func TestGetStatus_MakesNoStripeRequest(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
-	f.ok(req("subscribe", "org_s", "tier", "starter", "email", "s@example.com"))
+	f.subscribe("org_s", "tier", "starter", "email", "s@example.com")
 	f.stripe.ResetCounts()
 	f.db.Reset()
 	f.ok(map[string]any{"action": "get_status", "org_id": "org_s"})
@@ -313,7 +321,7 @@ func TestSubscribe_WebhooksForTheSameChangeAreDuplicatesOrOlder(t *testing.T) {
 	}
 	t.Logf("webhooks for subscribe's own change: %v", outcomes)
 	for k := range outcomes {
-		if !strings.HasPrefix(k, "stale/") && !strings.HasPrefix(k, "duplicate/") {
+		if !strings.HasPrefix(k, "stale/") && !strings.HasPrefix(k, "unchanged/") && !strings.HasPrefix(k, "duplicate/") {
 			t.Fatalf("a webhook for subscribe's own change was not a duplicate or older: %v", outcomes)
 		}
 	}
@@ -323,7 +331,7 @@ func TestChangeTier_SwapsTheTierItemAndKeepsInstanceTypes(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
-	st := f.ok(req("subscribe", "org_t", "tier", "starter", "email", "t@example.com", "instance_types", []string{"gpu-t4", "cpu-2x8"}))
+	st := f.subscribe("org_t", "tier", "starter", "email", "t@example.com", "instance_types", []string{"gpu-t4", "cpu-2x8"})
 	id := subscriptionOf(t, st)["id"].(string)
 	before := itemsByKey(f.stripeSub(id))
 	f.ok(req("change_tier", "org_t", "tier", "business"))
@@ -340,7 +348,7 @@ func TestSetInstanceTypes_AddsAndRemovesExactlyTheDifference(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
-	st := f.ok(req("subscribe", "org_i", "tier", "starter", "email", "i@example.com", "instance_types", []string{"gpu-t4", "cpu-1x2"}))
+	st := f.subscribe("org_i", "tier", "starter", "email", "i@example.com", "instance_types", []string{"gpu-t4", "cpu-1x2"})
 	id := subscriptionOf(t, st)["id"].(string)
 	before := itemsByKey(f.stripeSub(id))
 	f.stripe.ResetCounts()
@@ -375,8 +383,8 @@ func TestSubscribe_TransientStripeFailureThenRetryMakesNoDuplicate(t *testing.T)
 		t.Fatal("want retryable")
 	}
 	st := f.ok(r)
-	if subscriptionOf(t, st)["status"] != "active" {
-		t.Fatalf("retry %v", st)
+	if subscriptionOf(t, st)["status"] != "incomplete" {
+		t.Fatalf("retry %v: want the subscription the first attempt made, waiting for its first payment", st)
 	}
 	n := 0
 	for it := f.sc().Subscriptions.List(&stripe.SubscriptionListParams{}); it.Next(); {

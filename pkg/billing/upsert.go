@@ -3,6 +3,7 @@ package billing
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -125,9 +126,13 @@ func (s *Service) UpsertProducts(ctx context.Context, req UpsertRequest) (Upsert
 		mappings[m.Key] = m
 	}
 
+	gen, err := s.store.CatalogKeys(ctx)
+	if err != nil {
+		return UpsertResult{}, fromTable("read the catalog's key generation", err)
+	}
 	var result UpsertResult
 	err = s.withStripe(ctx, "upsert products", func(api *stripeAPI) error {
-		u := &upserter{ns: s.cfg.Namespace, stripe: stripeCatalog{api: api}, store: s.store, now: time.Now}
+		u := &upserter{ns: s.cfg.Namespace, stripe: stripeCatalog{api: api, keys: gen}, store: s.store, now: time.Now}
 		steps, err := u.plan(ctx, cat, mappings)
 		if err != nil {
 			return err
@@ -143,6 +148,13 @@ func (s *Service) UpsertProducts(ctx context.Context, req UpsertRequest) (Upsert
 		}
 		return nil
 	})
+	if errors.Is(err, errKeyBurned) {
+		// Stripe stored this answer under its key: the next run, planned
+		// again from what Stripe holds, uses keys of a new generation.
+		if nerr := s.store.NextCatalogKeys(ctx); nerr != nil {
+			s.log.WarnContext(ctx, "could not move to new idempotency keys; the next run may meet the same answer", "error", nerr.Error())
+		}
+	}
 	return result, err
 }
 
@@ -292,7 +304,12 @@ func (u *upserter) ensureMeter(ctx context.Context, d *desired, cur *stripeMeter
 }
 
 func (u *upserter) ensureProduct(ctx context.Context, d *desired, cur *stripeProduct) error {
-	p := &stripe.ProductParams{Name: stripe.String(d.entry.Name), Description: stripe.String(d.entry.Description)}
+	p := &stripe.ProductParams{Name: stripe.String(d.entry.Name)}
+	if d.entry.Description != "" {
+		// An empty string would be an attempt to unset, which a create
+		// refuses (FIDELITY.md, rule 1).
+		p.Description = stripe.String(d.entry.Description)
+	}
 	p.Metadata = d.productMeta
 	if cur == nil {
 		p.ID = stripe.String(d.productID)
@@ -304,8 +321,8 @@ func (u *upserter) ensureProduct(ctx context.Context, d *desired, cur *stripePro
 		}
 		return err
 	}
-	if cur.Description == "" && d.entry.Description == "" {
-		p.Description = nil // Stripe refuses to set an empty description
+	if cur.Description != "" && d.entry.Description == "" {
+		p.Description = stripe.String("") // the update unsets it
 	}
 	p.Active = stripe.Bool(true)
 	return u.stripe.updateProduct(ctx, cur.ID, p, cur)
@@ -332,10 +349,12 @@ func (u *upserter) replacePrice(ctx context.Context, d *desired, meterID string,
 	} else {
 		p := &stripe.PriceParams{
 			Product: stripe.String(d.productID), Currency: stripe.String(d.entry.Currency),
-			UnitAmountDecimal: stripe.Float64(mustFloat(d.entry.UnitAmountDecimal)),
-			Recurring:         &stripe.PriceRecurringParams{Interval: stripe.String(d.entry.Interval), UsageType: stripe.String(d.usageType())},
-			LookupKey:         stripe.String(d.lookupKey), TransferLookupKey: stripe.Bool(true),
+			Recurring: &stripe.PriceRecurringParams{Interval: stripe.String(d.entry.Interval), UsageType: stripe.String(d.usageType())},
+			LookupKey: stripe.String(d.lookupKey), TransferLookupKey: stripe.Bool(true),
 		}
+		// The exact decimal, as written: stripe-go's UnitAmountDecimal is a
+		// float64, which would round a long amount.
+		p.AddExtra("unit_amount_decimal", d.entry.UnitAmountDecimal)
 		if meterID != "" {
 			p.Recurring.Meter = stripe.String(meterID)
 		}
@@ -367,14 +386,31 @@ func from(p *stripePrice) string {
 	return p.ID
 }
 
+// archive retires a catalog entry: the product and its price inactive,
+// the meter deactivated, the mapping inactive. Stripe refuses to archive a
+// product's default price (FIDELITY.md, rule 2), so the product loses its
+// default price first, in the same update that archives it.
 func (u *upserter) archive(ctx context.Context, st *step) error {
 	if p := st.product; p != nil {
-		if p.Active {
-			if err := u.stripe.updateProduct(ctx, p.ID, &stripe.ProductParams{Active: stripe.Bool(false)}, p); err != nil {
+		if p.Active || p.DefaultPrice != nil {
+			up := &stripe.ProductParams{Active: stripe.Bool(false)}
+			if p.DefaultPrice != nil {
+				up.DefaultPrice = stripe.String("")
+			}
+			if err := u.stripe.updateProduct(ctx, p.ID, up, p); err != nil {
 				return err
 			}
 		}
-		if dp := p.DefaultPrice; dp != nil && dp.Active {
+		dp := p.DefaultPrice
+		if dp == nil && st.mapping.PriceID != "" {
+			// A run that stopped after the product update: the mapping
+			// still names the price.
+			var err error
+			if dp, err = u.stripe.getPrice(ctx, st.mapping.PriceID); err != nil && ErrorCode(err) != CodeNotFound {
+				return err
+			}
+		}
+		if dp != nil && dp.Active {
 			if err := u.stripe.updatePrice(ctx, dp.ID, &stripe.PriceParams{Active: stripe.Bool(false)}, dp); err != nil {
 				return err
 			}

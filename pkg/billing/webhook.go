@@ -223,6 +223,21 @@ func (d *delivery) apply(ctx context.Context, org string, ch table.Change, fetch
 		case errors.Is(err, table.ErrDuplicateEvent):
 			d.res.Status, d.res.Outcome = StatusDuplicate, StatusDuplicate
 			return nil
+		case errors.Is(err, table.ErrUnchanged):
+			// The store already says this, from the same second. The event
+			// is recorded, so that a redelivery after a newer change of the
+			// same second is a duplicate, not a tie that asks Stripe.
+			d.res.DynamoRequests++
+			err := d.svc.store.RecordEvent(ctx, rec)
+			if errors.Is(err, table.ErrDuplicateEvent) {
+				d.res.Status, d.res.Outcome = StatusDuplicate, StatusDuplicate
+				return nil
+			}
+			if err != nil {
+				return fromTable("record the event", err)
+			}
+			d.res.Status, d.res.Outcome = StatusIgnored, "unchanged"
+			return nil
 		case errors.Is(err, table.ErrStale):
 			d.res.Status, d.res.Outcome = StatusIgnored, "stale"
 			return nil

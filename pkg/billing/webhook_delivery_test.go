@@ -19,10 +19,7 @@ func TestWebhook_RealDeliveriesFromTheLocalStripeKeepTheMirror(t *testing.T) {
 	f.upsert(billing.UpsertRequest{})
 	sc := f.sc()
 	meta := map[string]string{"org_id": "org_live", "billing_namespace": ns}
-	c, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: meta}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := f.payingCustomer(meta)
 	tier, _ := f.store.GetProductMapping(context.Background(), "business")
 	gpu, _ := f.store.GetProductMapping(context.Background(), "gpu-a10g")
 	sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Params: stripe.Params{Metadata: meta},
@@ -40,7 +37,7 @@ func TestWebhook_RealDeliveriesFromTheLocalStripeKeepTheMirror(t *testing.T) {
 	}
 
 	// A renewal whose payment fails makes the org delinquent; paying clears it.
-	f.stripe.SetAutoPay(false)
+	f.stripe.SetPaymentMode(stripelocal.PayNothing) // the renewal waits to be settled
 	f.stripe.Advance(32 * 24 * time.Hour)
 	if err := f.stripe.Settle(sub.ID, "failed"); err != nil {
 		t.Fatal(err)

@@ -23,7 +23,11 @@ func (s *Service) HandleWebhook(ctx context.Context, req events.APIGatewayV2HTTP
 	var res WebhookResult
 	payload, err := webhookBody(req)
 	if err == nil {
-		res, err = s.ProcessWebhook(ctx, payload, header(req.Headers, "Stripe-Signature"))
+		// Stripe slower than the invocation gives up first, leaving time
+		// to answer 500 (Stripe retries) rather than time out.
+		work, cancel := withAnswerTime(ctx)
+		res, err = s.ProcessWebhook(work, payload, header(req.Headers, "Stripe-Signature"))
+		cancel()
 	}
 	answer := decideDelivery(res, err)
 	s.logDelivery(ctx, res, answer, err, time.Since(start))

@@ -39,16 +39,21 @@ type Change struct {
 type SubscriptionSnapshot struct {
 	OrgID, CustomerID, SubscriptionID, Status, Tier string
 	Items                                           []Item
-	Created, CurrentPeriodEnd                       int64
+	Created, CurrentPeriodStart, CurrentPeriodEnd   int64
 	CancelAtPeriodEnd                               bool
-	SourceTime                                      int64
+	// RequestID is the subscribe request that made the subscription.
+	RequestID  string
+	SourceTime int64
 }
 
 // InvoiceSnapshot is the latest invoice state of an organization's
-// subscription, ordered by its own SourceTime.
+// subscription, ordered by its own SourceTime. An invoice made before the
+// mirror's subscription began, of another subscription, is older news: it
+// never replaces the current subscription's.
 type InvoiceSnapshot struct {
 	OrgID, SubscriptionID, InvoiceID, Status string
 	PaymentFailed                            bool
+	Created                                  int64 // when the invoice was made
 	SourceTime                               int64
 }
 
@@ -70,7 +75,17 @@ var (
 	ErrDuplicateEvent = errors.New("table: event already processed")
 	// ErrStale is returned when the stored state is newer than the change.
 	ErrStale = errors.New("table: stored state is newer")
+	// ErrUnchanged is returned when the stored state says what the change
+	// says, from the same second. It matches ErrStale too; an event that
+	// meets it is recorded on its own (RecordEvent), so that a redelivery
+	// after a newer same-second change is a duplicate, not a tie.
+	ErrUnchanged = &unchangedError{}
 )
+
+type unchangedError struct{}
+
+func (*unchangedError) Error() string        { return "table: stored state is the same, from the same second" }
+func (*unchangedError) Is(target error) bool { return target == ErrStale }
 
 // TieError is returned when the stored state has the same source time as
 // the change (Stripe's one-second resolution): which is newer is unknown.
@@ -87,11 +102,7 @@ func (e *TieError) Error() string { return fmt.Sprintf("table: tie at source tim
 // It returns ErrDuplicateEvent, ErrStale or a *TieError, and then writes
 // nothing; ErrTransactionConflict or ErrUnavailable when it may be retried.
 func (s *Store) ApplyEvent(ctx context.Context, ev Event, ch Change, allowEqual bool) error {
-	evItem, err := attributevalue.MarshalMap(struct {
-		PK string `dynamodbav:"pk"`
-		SK string `dynamodbav:"sk"`
-		Event
-	}{PK: "EVT#" + ev.EventID, SK: "EVENT", Event: ev})
+	evItem, err := eventItem(ev)
 	if err != nil {
 		return fmt.Errorf("table.ApplyEvent %s: %w", ev.EventID, err)
 	}
@@ -121,10 +132,39 @@ func (s *Store) ApplyEvent(ctx context.Context, ev Event, ch Change, allowEqual 
 // carries nothing new (typically the webhook of subscribe's own change),
 // so it needs no re-fetch.
 func staleOrTie(ch Change, old map[string]types.AttributeValue, timeAttr string, t int64) error {
-	if old == nil || numAttr(old[timeAttr]) != t || !sameObject(ch, old) || sameState(ch, old) {
+	switch {
+	case old == nil || numAttr(old[timeAttr]) != t || !sameObject(ch, old):
 		return ErrStale
+	case sameState(ch, old):
+		return ErrUnchanged
 	}
 	return &TieError{SourceTime: t}
+}
+
+// RecordEvent records ev alone, as processed: for an event whose change
+// the store already held (ErrUnchanged). It returns ErrDuplicateEvent when
+// the event is recorded already.
+func (s *Store) RecordEvent(ctx context.Context, ev Event) error {
+	item, err := eventItem(ev)
+	if err != nil {
+		return fmt.Errorf("table.RecordEvent %s: %w", ev.EventID, err)
+	}
+	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.name, Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)")})
+	if err = translate(err); errors.Is(err, ErrConditionFailed) {
+		return fmt.Errorf("table.RecordEvent %s: %w", ev.EventID, ErrDuplicateEvent)
+	}
+	if err != nil {
+		return fmt.Errorf("table.RecordEvent %s: %w", ev.EventID, err)
+	}
+	return nil
+}
+
+func eventItem(ev Event) (map[string]types.AttributeValue, error) {
+	return attributevalue.MarshalMap(struct {
+		PK string `dynamodbav:"pk"`
+		SK string `dynamodbav:"sk"`
+		Event
+	}{PK: "EVT#" + ev.EventID, SK: "EVENT", Event: ev})
 }
 
 // sameState reports whether the stored item already says what ch says.
@@ -136,7 +176,7 @@ func sameState(ch Change, old map[string]types.AttributeValue) bool {
 			return false
 		}
 		c := ch.Subscription
-		return cur.Status == c.Status && cur.Tier == c.Tier && cur.CurrentPeriodEnd == c.CurrentPeriodEnd &&
+		return cur.Status == c.Status && cur.Tier == c.Tier && cur.CurrentPeriodStart == c.CurrentPeriodStart && cur.CurrentPeriodEnd == c.CurrentPeriodEnd &&
 			cur.CancelAtPeriodEnd == c.CancelAtPeriodEnd && cur.CustomerID == c.CustomerID && slices.Equal(cur.Items, c.Items)
 	case ch.Invoice != nil:
 		var cur Subscription
@@ -183,16 +223,16 @@ func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.
 		}
 		for k, v := range map[string]types.AttributeValue{
 			":org": str(c.OrgID), ":cus": str(c.CustomerID), ":sid": str(c.SubscriptionID), ":status": str(c.Status),
-			":tier": str(c.Tier), ":items": items, ":created": num(c.Created), ":cpe": num(c.CurrentPeriodEnd),
-			":cape": boolean(c.CancelAtPeriodEnd), ":t": num(c.SourceTime),
+			":tier": str(c.Tier), ":items": items, ":created": num(c.Created), ":cps": num(c.CurrentPeriodStart),
+			":cpe": num(c.CurrentPeriodEnd), ":cape": boolean(c.CancelAtPeriodEnd), ":rid": str(c.RequestID), ":t": num(c.SourceTime),
 		} {
 			vals[k] = v
 		}
 		return &types.Update{
 			TableName: &s.name, Key: key(orgPK(c.OrgID), skSubscription),
 			UpdateExpression: aws.String("SET org_id = :org, customer_id = :cus, subscription_id = :sid, stripe_id = :sid, #status = :status, " +
-				"tier = :tier, #items = :items, subscription_created = :created, current_period_end = :cpe, " +
-				"cancel_at_period_end = :cape, source_time = :t, updated_at = :now ADD version :one"),
+				"tier = :tier, #items = :items, subscription_created = :created, current_period_start = :cps, current_period_end = :cpe, " +
+				"cancel_at_period_end = :cape, request_id = :rid, source_time = :t, updated_at = :now ADD version :one"),
 			ConditionExpression: aws.String("attribute_not_exists(subscription_id) OR (subscription_id = :sid AND (attribute_not_exists(source_time) OR source_time " + older + " :t)) " +
 				"OR (subscription_id <> :sid AND subscription_created < :created)"),
 			ExpressionAttributeNames:  map[string]string{"#status": "status", "#items": "items"},
@@ -202,7 +242,7 @@ func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.
 		c := ch.Invoice
 		for k, v := range map[string]types.AttributeValue{
 			":org": str(c.OrgID), ":isid": str(c.SubscriptionID), ":inv": str(c.InvoiceID), ":istatus": str(c.Status),
-			":failed": boolean(c.PaymentFailed), ":t": num(c.SourceTime),
+			":failed": boolean(c.PaymentFailed), ":icreated": num(c.Created), ":t": num(c.SourceTime),
 		} {
 			vals[k] = v
 		}
@@ -210,7 +250,8 @@ func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.
 			TableName: &s.name, Key: key(orgPK(c.OrgID), skSubscription),
 			UpdateExpression: aws.String("SET org_id = :org, invoice_subscription_id = :isid, latest_invoice_id = :inv, latest_invoice_status = :istatus, " +
 				"invoice_payment_failed = :failed, invoice_time = :t, updated_at = :now ADD version :one"),
-			ConditionExpression:       aws.String("attribute_not_exists(invoice_time) OR invoice_time " + older + " :t"),
+			ConditionExpression: aws.String("(attribute_not_exists(invoice_time) OR invoice_time " + older + " :t) AND " +
+				"(attribute_not_exists(subscription_id) OR subscription_id = :isid OR subscription_created <= :icreated)"),
 			ExpressionAttributeValues: withOne(vals),
 		}, "invoice_time", c.SourceTime
 	case ch.Customer != nil:

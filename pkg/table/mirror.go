@@ -36,7 +36,9 @@ type Subscription struct {
 	Tier                string    `dynamodbav:"tier"`
 	Items               []Item    `dynamodbav:"items"`
 	SubscriptionCreated int64     `dynamodbav:"subscription_created"`
+	CurrentPeriodStart  int64     `dynamodbav:"current_period_start"`
 	CurrentPeriodEnd    int64     `dynamodbav:"current_period_end"`
+	RequestID           string    `dynamodbav:"request_id"` // the subscribe request that made it
 	CancelAtPeriodEnd   bool      `dynamodbav:"cancel_at_period_end"`
 	SourceTime          int64     `dynamodbav:"source_time"`
 	InvoiceSubscription string    `dynamodbav:"invoice_subscription_id"`

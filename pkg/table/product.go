@@ -45,14 +45,16 @@ type productItem struct {
 }
 
 // ListProductMappings returns every product mapping, archived ones
-// included, in one query (a catalog holds at most 100 entries).
+// included, in one query (a catalog holds at most 100 entries). The
+// catalog's other records (drift flags) are not read.
 func (s *Store) ListProductMappings(ctx context.Context) ([]ProductMapping, error) {
 	var out []ProductMapping
 	in := &dynamodb.QueryInput{
-		TableName:                 &s.name,
-		KeyConditionExpression:    aws.String("pk = :pk"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: pkCatalog}},
-		ConsistentRead:            aws.Bool(true),
+		TableName:              &s.name,
+		KeyConditionExpression: aws.String("pk = :pk AND begins_with(sk, :product)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: pkCatalog},
+			":product": &types.AttributeValueMemberS{Value: skProduct}},
+		ConsistentRead: aws.Bool(true),
 	}
 	for {
 		page, err := s.db.Query(ctx, in)
@@ -85,7 +87,7 @@ func (s *Store) GetProductMapping(ctx context.Context, key string) (ProductMappi
 // PutProductMapping writes the mapping of one catalog key. upsert-products
 // is its only writer and writes only after Stripe succeeded.
 func (s *Store) PutProductMapping(ctx context.Context, m ProductMapping) error {
-	item, err := attributevalue.MarshalMap(productItem{PK: pkCatalog, SK: "PRODUCT#" + m.Key, StripeID: m.ProductID, ProductMapping: m})
+	item, err := attributevalue.MarshalMap(productItem{PK: pkCatalog, SK: skProduct + m.Key, StripeID: m.ProductID, ProductMapping: m})
 	if err != nil {
 		return fmt.Errorf("table.PutProductMapping %s: %w", m.Key, err)
 	}
@@ -95,6 +97,32 @@ func (s *Store) PutProductMapping(ctx context.Context, m ProductMapping) error {
 	return nil
 }
 
+const skProduct = "PRODUCT#"
+
 func productKey(catalogKey string) map[string]types.AttributeValue {
-	return key(pkCatalog, "PRODUCT#"+catalogKey)
+	return key(pkCatalog, skProduct+catalogKey)
+}
+
+// CatalogKeys returns the generation of upsert-products' Stripe
+// idempotency keys: 0 until a run met an answer Stripe stores under a key
+// (a 5xx), which a run with the same keys would only meet again.
+func (s *Store) CatalogKeys(ctx context.Context) (int64, error) {
+	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.name, Key: key(pkCatalog, "KEYS"), ConsistentRead: aws.Bool(true)})
+	if err != nil {
+		return 0, fmt.Errorf("table.CatalogKeys: %w", translate(err))
+	}
+	return max(numAttr(out.Item["generation"]), 0), nil
+}
+
+// NextCatalogKeys moves upsert-products to a new generation of keys.
+func (s *Store) NextCatalogKeys(ctx context.Context) error {
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &s.name, Key: key(pkCatalog, "KEYS"),
+		UpdateExpression:          aws.String("ADD generation :one"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":one": num(1)},
+	})
+	if err != nil {
+		return fmt.Errorf("table.NextCatalogKeys: %w", translate(err))
+	}
+	return nil
 }

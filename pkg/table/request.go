@@ -12,11 +12,18 @@ import (
 )
 
 // Request is a caller's request_id and what became of it: in progress until
-// Result is stored.
+// Result is stored. Attempt counts the invocations that began it, from 1; it
+// goes up only when an attempt released it for a retry with new Stripe
+// idempotency keys (ReleaseRequest with newKeys), so that every other
+// retry replays Stripe's first answer.
 type Request struct {
 	Fingerprint string
 	Done        bool
 	Result      string // the answer to replay, once Done
+	Attempt     int64
+	// Retry says an earlier invocation began this request and did not
+	// finish it: what it did in Stripe is unknown.
+	Retry bool
 }
 
 var (
@@ -28,28 +35,27 @@ var (
 	ErrRequestMismatch = errors.New("table: request_id reused with other fields")
 )
 
-// BeginRequest claims requestID for a lease. When the request was already
-// finished with the same fingerprint it returns the stored Request (Done);
-// with another fingerprint, ErrRequestMismatch; when another invocation
-// holds the lease, ErrRequestInProgress.
+// BeginRequest claims requestID for a lease and returns it, with its
+// attempt number. When the request was already finished with the same
+// fingerprint it returns the stored Request (Done); with another
+// fingerprint, ErrRequestMismatch; when another invocation holds the lease,
+// ErrRequestInProgress. A lapsed lease (its invocation died) or a released
+// one may be taken over.
 func (s *Store) BeginRequest(ctx context.Context, requestID, fingerprint string, now time.Time, lease, keep time.Duration) (Request, error) {
 	k := key("REQ#"+requestID, "REQUEST")
-	item := map[string]types.AttributeValue{
-		AttrPK: k[AttrPK], AttrSK: k[AttrSK],
-		"fingerprint": &types.AttributeValueMemberS{Value: fingerprint}, "done": &types.AttributeValueMemberBOOL{Value: false},
-		"lease_until": num(now.Add(lease).UnixMilli()), AttrExpiresAt: num(now.Add(keep).Unix()),
-	}
-	_, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: &s.name, Item: item,
-		// A lapsed lease of the same request may be taken over: its
-		// invocation died.
+	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &s.name, Key: k,
+		UpdateExpression: aws.String("SET fingerprint = :fp, done = :false, lease_until = :lease, " +
+			"expires_at = if_not_exists(expires_at, :expires), attempt = if_not_exists(attempt, :one)"),
 		ConditionExpression: aws.String("attribute_not_exists(pk) OR (done = :false AND fingerprint = :fp AND lease_until < :now)"),
 		ExpressionAttributeValues: map[string]types.AttributeValue{":false": &types.AttributeValueMemberBOOL{Value: false},
-			":fp": &types.AttributeValueMemberS{Value: fingerprint}, ":now": num(now.UnixMilli())},
+			":fp": &types.AttributeValueMemberS{Value: fingerprint}, ":now": num(now.UnixMilli()),
+			":lease": num(now.Add(lease).UnixMilli()), ":expires": num(now.Add(keep).Unix()), ":one": num(1)},
+		ReturnValues:                        types.ReturnValueAllOld,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
 	if err == nil {
-		return Request{Fingerprint: fingerprint}, nil
+		return Request{Fingerprint: fingerprint, Attempt: max(numAttr(out.Attributes["attempt"]), 1), Retry: len(out.Attributes) > 0}, nil
 	}
 	var failed *ConditionError
 	if err = translate(err); !errors.As(err, &failed) {
@@ -63,7 +69,7 @@ func (s *Store) BeginRequest(ctx context.Context, requestID, fingerprint string,
 		}
 		old = out.Item
 	}
-	r := Request{Fingerprint: strAttr(old["fingerprint"]), Result: strAttr(old["result"])}
+	r := Request{Fingerprint: strAttr(old["fingerprint"]), Result: strAttr(old["result"]), Attempt: numAttr(old["attempt"])}
 	if b, ok := old["done"].(*types.AttributeValueMemberBOOL); ok {
 		r.Done = b.Value
 	}
@@ -76,11 +82,13 @@ func (s *Store) BeginRequest(ctx context.Context, requestID, fingerprint string,
 	return r, nil
 }
 
-// FinishRequest stores the answer to replay for requestID.
+// FinishRequest stores the answer to replay for requestID. A request
+// record that is gone (expired) is not made again: it would have no TTL.
 func (s *Store) FinishRequest(ctx context.Context, requestID, result string) error {
 	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: &s.name, Key: key("REQ#"+requestID, "REQUEST"),
 		UpdateExpression:          aws.String("SET done = :true, #r = :r REMOVE lease_until"),
+		ConditionExpression:       aws.String("attribute_exists(pk)"),
 		ExpressionAttributeNames:  map[string]string{"#r": "result"},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":true": &types.AttributeValueMemberBOOL{Value: true}, ":r": &types.AttributeValueMemberS{Value: result}},
 	})
@@ -90,16 +98,25 @@ func (s *Store) FinishRequest(ctx context.Context, requestID, result string) err
 	return nil
 }
 
-// AbandonRequest forgets an unfinished requestID, so that a retry runs it
-// again (its Stripe calls replay through their idempotency keys).
-func (s *Store) AbandonRequest(ctx context.Context, requestID string) error {
-	_, err := s.db.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+// ReleaseRequest lets a retry of an unfinished requestID begin at once.
+// With newKeys the next attempt's number is one higher, and the caller uses
+// new Stripe idempotency keys for it (Stripe replays a stored 5xx for a key
+// for 24 hours).
+func (s *Store) ReleaseRequest(ctx context.Context, requestID string, newKeys bool) error {
+	expr := "SET lease_until = :zero"
+	vals := map[string]types.AttributeValue{":false": &types.AttributeValueMemberBOOL{Value: false}, ":zero": num(0)}
+	if newKeys {
+		expr += " ADD attempt :one"
+		vals[":one"] = num(1)
+	}
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: &s.name, Key: key("REQ#"+requestID, "REQUEST"),
+		UpdateExpression:          aws.String(expr),
 		ConditionExpression:       aws.String("done = :false"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":false": &types.AttributeValueMemberBOOL{Value: false}},
+		ExpressionAttributeValues: vals,
 	})
 	if err != nil && !errors.Is(translate(err), ErrConditionFailed) {
-		return fmt.Errorf("table.AbandonRequest %s: %w", requestID, translate(err))
+		return fmt.Errorf("table.ReleaseRequest %s: %w", requestID, translate(err))
 	}
 	return nil
 }
