@@ -50,7 +50,7 @@ func (s *Server) newPaymentMethod(token string) obj {
 			"email": nil, "name": nil, "phone": nil},
 		"card": obj{"brand": "visa", "last4": card.last4, "exp_month": 12, "exp_year": 2034, "funding": "credit", "country": "US",
 			"fingerprint": randomHex(8), "display_brand": "visa", "generated_from": nil, "wallet": nil,
-			"checks": obj{"address_line1_check": nil, "address_postal_code_check": nil, "cvc_check": "pass"},
+			"checks":   obj{"address_line1_check": nil, "address_postal_code_check": nil, "cvc_check": "pass"},
 			"networks": obj{"available": []any{"visa"}, "preferred": nil}, "three_d_secure_usage": obj{"supported": true}},
 	}
 	s.state.put("payment_method", pm)

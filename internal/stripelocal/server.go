@@ -63,21 +63,21 @@ type Server struct {
 	client   *http.Client
 	patterns []string // the Stripe API routes served, as "GET /v1/products/{id}"
 
-	mu          sync.Mutex
-	state       *state
-	idem        map[string]idemEntry
-	faults      []*fault
-	counts      map[string]int
-	violations  []string
-	revoked     map[string]bool
+	mu            sync.Mutex
+	state         *state
+	idem          map[string]idemEntry
+	faults        []*fault
+	counts        map[string]int
+	violations    []string
+	revoked       map[string]bool
 	clockOffset   time.Duration
 	payMode       string // PayWithPaymentMethods, PayEverything or PayNothing
 	portalDefault bool   // the default portal configuration was saved
-	delivery    deliveryMode
-	held        []*delivery
-	seq         int64
-	pendingOut  []*delivery
-	current     obj // event.request of the API request being handled
+	delivery      deliveryMode
+	held          []*delivery
+	seq           int64
+	pendingOut    []*delivery
+	current       obj // event.request of the API request being handled
 
 	deliveries sync.WaitGroup
 	closed     chan struct{}

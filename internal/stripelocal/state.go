@@ -14,10 +14,10 @@ type state struct {
 	objects map[string]map[string]obj // kind -> id -> object
 	order   map[string][]string       // kind -> ids, oldest first
 
-	lookupKeys  map[string]string // price lookup_key -> price ID
+	lookupKeys  map[string]string     // price lookup_key -> price ID
 	meterEvents map[string]meterEvent // identifier -> the meter event
-	usage       []usageRecord     // accepted meter events, in order
-	events      []obj             // oldest first
+	usage       []usageRecord         // accepted meter events, in order
+	events      []obj                 // oldest first
 	eventByID   map[string]obj
 	failedEvent map[string]bool // event ID -> some endpoint gave up on it
 	endpoints   []*endpoint
