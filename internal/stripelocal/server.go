@@ -193,7 +193,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 	f := s.takeFault(r.Method, r.URL.Path, pattern)
 	s.mu.Unlock()
 
-	if f != nil && !f.After {
+	if f != nil && !f.After && !f.Stored {
 		if status, raw, done := f.apply(w); done {
 			s.respond(w, r, status, raw)
 			return
@@ -205,9 +205,11 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 			return
 		}
 	}
+	// Parameters come in the body, or the query string (GET, and DELETE
+	// from some clients; stripe-go sends a DELETE's in the body).
 	values, _ := url.ParseQuery(string(body))
-	if r.Method == http.MethodGet || r.Method == http.MethodDelete {
-		values = r.URL.Query()
+	for k, v := range r.URL.Query() {
+		values[k] = append(values[k], v...)
 	}
 	if r.Method == http.MethodPost {
 		// Parameters that fail validation begin no execution: nothing is
@@ -239,6 +241,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 				return
 			}
 			w.Header().Set("Idempotent-Replayed", "true")
+			if f != nil && f.After {
+				if fstatus, fraw, done := f.apply(w); done { // a replay's answer can be lost too
+					s.respond(w, r, fstatus, fraw)
+					return
+				}
+			}
 			s.respond(w, r, prev.status, prev.body)
 			return
 		}

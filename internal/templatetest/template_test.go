@@ -20,6 +20,7 @@ import (
 	"testing"
 
 	"github.com/baseten/billing-functions/internal/testenv"
+	"github.com/baseten/billing-functions/pkg/billing"
 	"github.com/baseten/billing-functions/pkg/table"
 )
 
@@ -158,6 +159,25 @@ func TestTemplate_ParametersAndGlobals(t *testing.T) {
 	}
 	if !equalJSON(fn["LoggingConfig"].(map[string]any)["LogFormat"], "JSON") {
 		t.Error("logs must be JSON")
+	}
+}
+
+// TestTemplate_EachFunctionOutlastsItsStripeRequests keeps every function's
+// timeout at three Stripe requests or more (stripe-go tries a request up to
+// three times), so that a slow Stripe makes the function answer, not time
+// out.
+func TestTemplate_EachFunctionOutlastsItsStripeRequests(t *testing.T) {
+	tp := load(t)
+	global := tp.Globals["Function"]["Timeout"]
+	for logicalID := range functions {
+		timeout := tp.Resources[logicalID].Properties["Timeout"]
+		if timeout == nil {
+			timeout = global
+		}
+		seconds, _ := timeout.(float64)
+		if need := 3 * billing.StripeRequestTimeout.Seconds(); seconds < need {
+			t.Errorf("%s times out after %vs; three Stripe requests take up to %vs", logicalID, seconds, need)
+		}
 	}
 }
 

@@ -88,3 +88,24 @@ func TestPlan_IdentityIsDerivedFromNamespaceAndKey(t *testing.T) {
 		}
 	}
 }
+
+func TestCatalog_OneCurrencyAndOneInterval(t *testing.T) {
+	c := DefaultCatalog()
+	c.Entries = append([]Entry(nil), c.Entries...)
+	c.Entries[3].Currency = "eur"
+	c.Entries[5].Interval = "year"
+	err := c.Validate()
+	if ErrorCode(err) != CodeInvalidRequest || !strings.Contains(err.Error(), "entries[3] (cpu-1x4): eur per month") ||
+		!strings.Contains(err.Error(), "entries[5] (cpu-4x16): usd per year") {
+		t.Fatalf("got %v, want both entries named", err)
+	}
+}
+
+func TestNormalAmount_WorksOnTheDigits(t *testing.T) {
+	for in, want := range map[string]string{"10.2400": "10.24", "0049": "49", "0.0867": "0.0867", "4900": "4900",
+		"123456789012.123456789012": "123456789012.123456789012", "7.0": "7", ".5": "0.5"} {
+		if got := normalAmount(in); got != want {
+			t.Errorf("normalAmount(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -557,3 +557,35 @@ type stripeState struct {
 	prices   []*stripe.Price
 	meters   []*stripe.BillingMeter
 }
+
+// rawStripe returns the local Stripe's JSON answer to a GET, as sent.
+func (f *fixture) rawStripe(path string) string {
+	f.t.Helper()
+	r, _ := http.NewRequest(http.MethodGet, f.url+path, nil)
+	r.Header.Set("Authorization", "Bearer sk_test_inspect")
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return string(raw)
+}
+
+func jsonOf(v any) ([]byte, error) { return json.Marshal(v) }
+
+// toMap turns a result into the JSON object the caller sees.
+func toMap(v any) (map[string]any, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	return out, json.Unmarshal(raw, &out)
+}
+
+// signedRequest is API Gateway's request for a delivery of payload,
+// signed with secret as Stripe signs.
+func signedRequest(payload []byte, secret string) events.APIGatewayV2HTTPRequest {
+	return events.APIGatewayV2HTTPRequest{Body: string(payload), Headers: map[string]string{"stripe-signature": signed(payload, secret, time.Now())}}
+}

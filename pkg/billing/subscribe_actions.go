@@ -198,12 +198,12 @@ func (s *Service) findCustomer(ctx context.Context, cmd Command) (string, error)
 }
 
 func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
+	if n := 1 + len(cmd.InstanceTypes); n > MaxSubscriptionItems {
+		return Status{}, Errorf(CodeInvalidRequest, "instance_types: at most %d besides the tier (a subscription has at most %d items)", MaxSubscriptionItems-1, MaxSubscriptionItems)
+	}
 	tier, err := s.product(ctx, "tier", cmd.Tier, KindTier)
 	if err != nil {
 		return Status{}, err
-	}
-	if n := 1 + len(cmd.InstanceTypes); n > MaxSubscriptionItems {
-		return Status{}, Errorf(CodeInvalidRequest, "instance_types: at most %d besides the tier (a subscription has at most %d items)", MaxSubscriptionItems-1, MaxSubscriptionItems)
 	}
 	items := []*stripe.SubscriptionItemsParams{{Price: stripe.String(tier.PriceID)}}
 	for _, k := range cmd.InstanceTypes {

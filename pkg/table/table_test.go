@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -212,5 +215,94 @@ func TestApplyEvent_SameSecondEqualSnapshotIsStaleNotATie(t *testing.T) {
 	// The same state in the same second tells nothing new: no re-fetch.
 	if err := s.ApplyEvent(ctx, ev("evt_2"), sub("org_1", "sub_1", 200, "active"), false); !errors.Is(err, table.ErrStale) {
 		t.Fatalf("got %v, want ErrStale", err)
+	}
+}
+
+func TestApplyEvent_AnInvoiceOfAnOlderSubscriptionDoesNotReplaceTheCurrentOnes(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	current := table.Change{Subscription: &table.SubscriptionSnapshot{OrgID: "org_1", SubscriptionID: "sub_new", Status: "active", Created: 500, SourceTime: 500}}
+	if err := s.ApplyEvent(ctx, ev("evt_sub"), current, false); err != nil {
+		t.Fatal(err)
+	}
+	invoice := func(sub, id string, created, at int64) table.Change {
+		return table.Change{Invoice: &table.InvoiceSnapshot{OrgID: "org_1", SubscriptionID: sub, InvoiceID: id, Status: "paid", Created: created, SourceTime: at}}
+	}
+	if err := s.ApplyEvent(ctx, ev("evt_inv_new"), invoice("sub_new", "in_new", 500, 510), false); err != nil {
+		t.Fatal(err)
+	}
+	// The old subscription's final invoice, made before the current one
+	// began, arrives late with a newer event time.
+	if err := s.ApplyEvent(ctx, ev("evt_inv_old"), invoice("sub_old", "in_old", 400, 600), false); !errors.Is(err, table.ErrStale) {
+		t.Fatalf("an older subscription's invoice: %v, want ErrStale", err)
+	}
+	// A newer subscription's invoice, ahead of its subscription's event,
+	// still lands.
+	if err := s.ApplyEvent(ctx, ev("evt_inv_next"), invoice("sub_next", "in_next", 700, 700), false); err != nil {
+		t.Fatalf("a newer subscription's invoice: %v", err)
+	}
+	m, _ := s.GetMirror(ctx, "org_1")
+	if m.Subscription.LatestInvoiceID != "in_next" {
+		t.Fatalf("latest invoice %s, want in_next", m.Subscription.LatestInvoiceID)
+	}
+}
+
+func TestFinishRequest_DoesNotMakeAGoneRecordAgain(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	if err := s.FinishRequest(ctx, "req_gone", `{"ok":true}`); !errors.Is(err, table.ErrConditionFailed) {
+		t.Fatalf("finishing a request that has no record: %v, want ErrConditionFailed", err)
+	}
+	out, err := testenv.DynamoDB(t).GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(s.Name()),
+		Key: map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "REQ#req_gone"}, "sk": &types.AttributeValueMemberS{Value: "REQUEST"}}})
+	if err != nil || out.Item != nil {
+		t.Fatalf("a record without a TTL was made: %v %v", out.Item, err)
+	}
+}
+
+func TestRequest_AttemptsGoUpOnlyWhenReleasedForNewKeys(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	now := time.Now()
+	r, err := s.BeginRequest(ctx, "req_a", "fp", now, time.Minute, time.Hour)
+	if err != nil || r.Attempt != 1 || r.Retry {
+		t.Fatalf("first: %+v %v", r, err)
+	}
+	if err := s.ReleaseRequest(ctx, "req_a", false); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = s.BeginRequest(ctx, "req_a", "fp", now, time.Minute, time.Hour); err != nil || r.Attempt != 1 || !r.Retry {
+		t.Fatalf("after a release with the same keys: %+v %v", r, err)
+	}
+	if err := s.ReleaseRequest(ctx, "req_a", true); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = s.BeginRequest(ctx, "req_a", "fp", now, time.Minute, time.Hour); err != nil || r.Attempt != 2 || !r.Retry {
+		t.Fatalf("after a release for new keys: %+v %v", r, err)
+	}
+	if _, err := s.BeginRequest(ctx, "req_a", "fp", now, time.Minute, time.Hour); !errors.Is(err, table.ErrRequestInProgress) {
+		t.Fatalf("while leased: %v", err)
+	}
+}
+
+func TestListProductMappings_SkipsTheCatalogsOtherRecords(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	if err := s.PutProductMapping(ctx, table.ProductMapping{Key: "starter", Kind: "tier", ProductID: "prod_1", PriceID: "price_1", Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	drift := table.Change{Drift: &table.Drift{Key: "starter", ObjectID: "prod_1", EventType: "product.updated", At: 1}}
+	if err := s.ApplyEvent(ctx, ev("evt_drift"), drift, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.NextCatalogKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListProductMappings(ctx)
+	if err != nil || len(got) != 1 || got[0].Key != "starter" {
+		t.Fatalf("mappings %+v %v, want the one product mapping", got, err)
+	}
+	if gen, err := s.CatalogKeys(ctx); err != nil || gen != 1 {
+		t.Fatalf("key generation %d %v, want 1", gen, err)
 	}
 }
