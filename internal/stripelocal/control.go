@@ -272,10 +272,6 @@ func (s *Server) controlRoutes() {
 	ctl("POST /_local/counts/reset", func(r *http.Request) (any, error) { s.ResetCounts(); return ok, nil })
 	ctl("GET /_local/violations", func(r *http.Request) (any, error) { return s.Violations(), nil })
 	ctl("POST /_local/wait", func(r *http.Request) (any, error) { s.WaitDeliveries(); return ok, nil })
-	s.mux.HandleFunc("GET /_local/portal/{id}", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprintf(w, "<!doctype html><title>Billing portal</title><h1>Local billing portal</h1><p>Session %s. This page stands in for Stripe's hosted portal.</p>", r.PathValue("id"))
-	})
 }
 
 // RevokeKey makes requests with key answer 401, as Stripe does for a

@@ -1,11 +1,13 @@
 package stripelocal
 
+import "strings"
+
 func (s *Server) createCustomer(r *request) (any, *apiError) {
 	c := obj{
 		"id": s.newID("cus"), "object": "customer", "created": s.now().Unix(), "livemode": false,
 		"email": nullable(r.p.str("email")), "name": nullable(r.p.str("name")),
 		"description": nullable(r.p.str("description")), "metadata": obj{}, "delinquent": false,
-		"balance": 0, "currency": nil, "default_source": nil,
+		"balance": 0, "currency": nil, "default_source": nil, "invoice_prefix": strings.ToUpper(randomHex(4)),
 		"invoice_settings": obj{"custom_fields": nil, "default_payment_method": nil, "footer": nil, "rendering_options": nil},
 	}
 	if md, given := r.p.metadata(); given {
@@ -117,14 +119,24 @@ func (s *Server) createPortalSession(r *request) (any, *apiError) {
 	if _, aerr := s.liveCustomer(cid, "customer"); aerr != nil {
 		return nil, aerr
 	}
-	if r.p.str("configuration") == "" && !s.portalDefault {
+	config := "bpc_local_default"
+	if id := r.p.str("configuration"); id != "" {
+		c, ok := s.state.get("billing_portal.configuration", id)
+		if !ok {
+			return nil, noSuch("billing portal configuration", id, "configuration")
+		}
+		if c["active"] != true {
+			return nil, invalid("configuration", "The configuration %s is not active. Activate it or use a different configuration.", id)
+		}
+		config = id
+	} else if !s.portalDefault {
 		return nil, invalid("configuration", "No configuration provided and your test mode default configuration has not been created. "+
 			"Provide a configuration or create your default by saving your customer portal settings in test mode at https://dashboard.stripe.com/test/settings/billing/portal.")
 	}
 	id := s.newID("bps")
 	return obj{
 		"id": id, "object": "billing_portal.session", "created": s.now().Unix(), "customer": cid,
-		"livemode": false, "locale": nil, "on_behalf_of": nil, "flow": nil, "configuration": "bpc_local",
+		"livemode": false, "locale": nil, "on_behalf_of": nil, "flow": nil, "configuration": config,
 		"return_url": nullable(r.p.str("return_url")),
 		"url":        "http://" + r.Host + "/_local/portal/" + id,
 	}, nil

@@ -1,17 +1,39 @@
 package stripelocal
 
 import (
+	"fmt"
 	"math"
+	"math/big"
 	"slices"
 	"strconv"
 	"time"
 )
 
 // newInvoice creates and finalizes an open invoice for sub and makes it the
-// subscription's latest. Callers hold s.mu.
+// subscription's latest, with its number and its hosted page. Callers hold
+// s.mu.
 func (s *Server) newInvoice(sub obj, reason string, amount int64) obj {
+	inv := s.invoiceShape(sub, reason, amount)
+	id := inv["id"].(string)
+	if c, ok := s.state.get("customer", str(sub["customer"])); ok {
+		s.state.invoiceCount[c["id"].(string)]++
+		inv["number"] = fmt.Sprintf("%s-%04d", c["invoice_prefix"], s.state.invoiceCount[c["id"].(string)])
+		inv["customer_email"], inv["customer_name"] = c["email"], c["name"]
+	}
+	inv["hosted_invoice_url"] = s.base + "/_local/invoices/" + id
+	inv["invoice_pdf"] = s.base + "/_local/invoices/" + id + "/pdf"
+	s.state.put("invoice", inv)
+	sub["latest_invoice"] = id
+	s.emit("invoice.created", inv, nil)
+	s.emit("invoice.finalized", inv, nil)
+	return inv
+}
+
+// invoiceShape is an invoice of sub as Stripe shows one, before it is
+// kept.
+func (s *Server) invoiceShape(sub obj, reason string, amount int64) obj {
 	now := s.now().Unix()
-	inv := obj{
+	return obj{
 		"id": s.newID("in"), "object": "invoice", "customer": sub["customer"], "subscription": sub["id"],
 		"status": "open", "amount_due": amount, "amount_paid": 0, "amount_remaining": amount,
 		"attempt_count": 0, "attempted": false, "paid": false, "currency": sub["currency"],
@@ -31,11 +53,26 @@ func (s *Server) newInvoice(sub obj, reason string, amount int64) obj {
 		"subscription_details": obj{"metadata": clone(sub["metadata"].(obj))},
 		"lines":                obj{"object": "list", "data": []any{}, "has_more": false, "url": "/v1/invoices/lines"},
 	}
-	s.state.put("invoice", inv)
-	sub["latest_invoice"] = inv["id"]
-	s.emit("invoice.created", inv, nil)
-	s.emit("invoice.finalized", inv, nil)
-	return inv
+}
+
+// meteredAmount prices minutes of a metered price in the currency's minor
+// unit, exactly (the unit amount is a decimal of up to 12 places), rounded
+// half away from zero.
+func (s *Server) meteredAmount(price obj, minutes float64) int64 {
+	unit, ok := new(big.Rat).SetString(str(price["unit_amount_decimal"]))
+	if !ok {
+		return 0
+	}
+	total := new(big.Rat).Mul(unit, new(big.Rat).SetFloat64(minutes))
+	return roundRat(total)
+}
+
+func roundRat(r *big.Rat) int64 {
+	q, m := new(big.Int).QuoRem(r.Num(), r.Denom(), new(big.Int))
+	if new(big.Int).Mul(new(big.Int).Abs(m), big.NewInt(2)).Cmp(r.Denom()) >= 0 {
+		q.Add(q, big.NewInt(int64(r.Sign())))
+	}
+	return q.Int64()
 }
 
 // markPaid marks inv paid and emits what Stripe emits; the subscription's
@@ -138,19 +175,29 @@ func (s *Server) settle(subID, outcome string) *apiError {
 func (s *Server) advanceClock(d time.Duration) {
 	s.clockOffset += d
 	now := s.now()
+	for _, id := range s.state.order["checkout.session"] {
+		if cs := s.state.objects["checkout.session"][id]; cs["status"] == "open" && now.Unix() >= toInt(cs["expires_at"]) {
+			s.expireCheckout(cs)
+		}
+	}
 	for _, id := range s.state.order["subscription"] {
 		sub := s.state.objects["subscription"][id]
 		if sub["status"] == "incomplete" && now.Unix() >= toInt(sub["created"])+int64(IncompleteLifetime/time.Second) {
 			s.expire(sub)
 			continue
 		}
+		s.trialWillEnd(sub)
 		for {
 			status := sub["status"]
-			if status == "canceled" || status == "incomplete" || status == "incomplete_expired" || toInt(sub["current_period_end"]) > now.Unix() {
+			if status == "canceled" || status == "incomplete" || status == "incomplete_expired" || status == "paused" ||
+				toInt(sub["current_period_end"]) > now.Unix() {
 				break
 			}
 			if sub["cancel_at_period_end"] == true {
 				s.cancelNow(sub)
+				break
+			}
+			if status == "trialing" && !s.endTrial(sub) {
 				break
 			}
 			s.renew(sub)
@@ -198,21 +245,14 @@ func (s *Server) renew(sub obj) {
 
 // meteredTotal prices the usage of sub's metered items in [from, to).
 func (s *Server) meteredTotal(sub obj, from, to int64) int64 {
-	total := 0.0
+	total := int64(0)
 	for _, it := range itemList(sub) {
 		price := itemPrice(it.(obj))
-		meter, _ := price["recurring"].(obj)["meter"].(string)
-		if meter == "" {
-			continue
-		}
-		unit, _ := strconv.ParseFloat(price["unit_amount_decimal"].(string), 64)
-		for _, u := range s.state.usage {
-			if u.meterID == meter && u.customer == sub["customer"] && u.timestamp >= from && u.timestamp < to {
-				total += u.value * unit
-			}
+		if meter, _ := price["recurring"].(obj)["meter"].(string); meter != "" {
+			total += s.meteredAmount(price, s.usageOf(price, sub, from, to))
 		}
 	}
-	return int64(math.Round(total))
+	return total
 }
 
 func (s *Server) retrieveInvoice(r *request) (any, *apiError) {

@@ -46,9 +46,20 @@ func (s *Server) routes() {
 	s.api("POST /v1/payment_intents/{id}/confirm", s.confirmPaymentIntent)
 
 	s.api("GET /v1/invoices", s.listInvoices)
+	s.api("GET /v1/invoices/upcoming", s.upcomingInvoice)
 	s.api("GET /v1/invoices/{id}", s.retrieveInvoice)
 
+	s.api("GET /v1/setup_intents/{id}", s.retrieveSetupIntent)
+	s.api("POST /v1/setup_intents/{id}/confirm", s.confirmSetupIntent)
+
+	s.api("POST /v1/checkout/sessions", s.createCheckoutSession)
+	s.api("GET /v1/checkout/sessions/{id}", s.retrieveCheckoutSession)
+	s.api("POST /v1/checkout/sessions/{id}/expire", s.expireCheckoutSession)
+
 	s.api("POST /v1/billing_portal/sessions", s.createPortalSession)
+	s.api("POST /v1/billing_portal/configurations", s.createPortalConfiguration)
+	s.api("GET /v1/billing_portal/configurations/{id}", s.retrievePortalConfiguration)
+	s.api("POST /v1/billing_portal/configurations/{id}", s.updatePortalConfiguration)
 
 	s.api("GET /v1/events", s.listEvents)
 	s.api("GET /v1/events/{id}", s.retrieveEvent)
@@ -62,4 +73,5 @@ func (s *Server) routes() {
 			Message: "Unrecognized request URL (" + r.Method + ": " + r.URL.Path + "). The local Stripe does not model this endpoint; see MODEL.md."}})
 	})
 	s.controlRoutes()
+	s.hostedRoutes()
 }

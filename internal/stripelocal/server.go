@@ -77,7 +77,8 @@ type Server struct {
 	held          []*delivery
 	seq           int64
 	pendingOut    []*delivery
-	current       obj // event.request of the API request being handled
+	current       obj    // event.request of the API request being handled
+	base          string // the server's own URL, as the last request reached it: hosted pages' links
 
 	deliveries sync.WaitGroup
 	closed     chan struct{}
@@ -260,6 +261,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 		f = nil
 	} else {
 		s.current = obj{"id": w.Header().Get("Request-Id"), "idempotency_key": nullable(idemKey)}
+		s.base = "http://" + r.Host
 		out, aerr := h(req)
 		s.current = nil
 		status = 200

@@ -24,6 +24,11 @@ type state struct {
 
 	cardBehavior map[string]string // payment method ID -> what a charge does (testCards)
 	detached     map[string]bool   // payment methods detached, never to be used again
+
+	checkouts    map[string]*checkoutSession // Checkout Session ID -> the subscription it makes
+	setupFor     map[string]string           // SetupIntent ID -> the subscription it collects a card for
+	trialWarned  map[string]bool             // subscriptions told their trial will end
+	invoiceCount map[string]int              // customer ID -> invoices numbered
 }
 
 type usageRecord struct {
@@ -50,6 +55,11 @@ func newState() *state {
 
 		cardBehavior: map[string]string{},
 		detached:     map[string]bool{},
+
+		checkouts:    map[string]*checkoutSession{},
+		setupFor:     map[string]string{},
+		trialWarned:  map[string]bool{},
+		invoiceCount: map[string]int{},
 	}
 }
 

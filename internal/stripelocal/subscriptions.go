@@ -81,6 +81,12 @@ func (s *Server) createSubscription(r *request) (any, *apiError) {
 	if save := r.p.obj("payment_settings").str("save_default_payment_method"); save != "" {
 		sub["payment_settings"].(obj)["save_default_payment_method"] = save
 	}
+	if missing := r.p.obj("trial_settings").obj("end_behavior").str("missing_payment_method"); missing != "" {
+		if !slices.Contains([]string{"cancel", "create_invoice", "pause"}, missing) {
+			return nil, invalid("trial_settings[end_behavior][missing_payment_method]", "Invalid missing_payment_method: must be one of cancel, create_invoice, or pause")
+		}
+		sub["trial_settings"] = obj{"end_behavior": obj{"missing_payment_method": missing}}
+	}
 
 	amount := licensedTotal(items)
 	if trialDays > 0 {
@@ -125,7 +131,13 @@ func (s *Server) createSubscription(r *request) (any, *apiError) {
 			s.recordFailedAttempt(inv, outcome == chargeFailed)
 		}
 	}
+	// With nothing to pay now and no card, default_incomplete leaves a
+	// SetupIntent to collect one (FIDELITY.md, rule 12).
+	if amount == 0 && behavior == "default_incomplete" && s.defaultPaymentMethod(sub) == "" {
+		s.newSetupIntent(sub)
+	}
 	s.emit("customer.subscription.created", sub, nil)
+	s.trialWillEnd(sub)
 	return s.expandSubscription(sub, r.p.strs("expand")), nil
 }
 
@@ -146,14 +158,19 @@ func (s *Server) expandSubscription(sub obj, expand []string) obj {
 }
 
 func (s *Server) expandSubscriptionAt(sub obj, expand []string, prefix string) obj {
+	c := sub
+	if si, ok := s.state.get("setup_intent", str(sub["pending_setup_intent"])); ok && slices.Contains(expand, prefix+"pending_setup_intent") {
+		c = clone(sub)
+		c["pending_setup_intent"] = clone(si)
+	}
 	if !slices.Contains(expand, prefix+"latest_invoice") && !slices.Contains(expand, prefix+"latest_invoice.payment_intent") {
-		return sub
+		return c
 	}
 	inv, ok := s.state.get("invoice", str(sub["latest_invoice"]))
 	if !ok {
-		return sub
+		return c
 	}
-	c := clone(sub)
+	c = clone(c)
 	ci := clone(inv)
 	if slices.Contains(expand, prefix+"latest_invoice.payment_intent") {
 		if pi, ok := s.state.get("payment_intent", str(inv["payment_intent"])); ok {

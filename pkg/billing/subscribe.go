@@ -295,6 +295,11 @@ func (s *Service) Run(ctx context.Context, cmd Command) Response {
 	result, runErr := act.run(s, work, cmd)
 	cancel()
 	resp := answer(result, runErr)
+	// What becomes of the request_id is written even when the caller's
+	// deadline has passed: a held claim would answer "in progress" to every
+	// retry until its lease lapsed.
+	ctx, cancelRecord := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancelRecord()
 	if resp.Error != nil && resp.Error.Retryable {
 		// The retry runs the request again: with the same Stripe keys, so
 		// that Stripe replays what it did; after an answer Stripe stores
@@ -310,6 +315,9 @@ func (s *Service) Run(ctx context.Context, cmd Command) Response {
 	}
 	return resp
 }
+
+// recordTimeout bounds the write that records a request's outcome.
+const recordTimeout = 2 * time.Second
 
 // withAnswerTime returns ctx with an earlier deadline, keeping back a
 // quarter of the time left (at most a second): when Stripe is slower than
