@@ -95,7 +95,7 @@ test:
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# The full-size soak: 10,000 webhook deliveries (make test runs 2,000).
+# The full-size soak: 10,000 webhook deliveries (make test runs 1,000).
 soak: tools
 	SOAK_DELIVERIES=10000 $(GO) test -race -count=1 -v -timeout 30m -run '^TestSoak_' ./pkg/billing/
 

@@ -338,6 +338,10 @@ func TestSamconfig_HasEveryStageAndConfirmsProd(t *testing.T) {
 	if !found || !strings.Contains(prod, "confirm_changeset = true") || !strings.Contains(prod, `Stage=\"prod\"`) {
 		t.Error("prod must confirm its change set and deploy Stage=prod")
 	}
+	// Three parallel go builds compile the shared dependencies three times.
+	if _, build, _ := strings.Cut(cfg, "[default.build.parameters]"); !strings.Contains(build, "parallel = false") {
+		t.Error("sam build must build the functions one after the other (parallel = false)")
+	}
 }
 
 func asList(v any) []any {

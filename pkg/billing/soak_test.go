@@ -21,12 +21,12 @@ import (
 	"github.com/baseten/billing-functions/pkg/billing"
 )
 
-// soakSize is the number of webhook deliveries of the soak: 2,000 in
+// soakSize is the number of webhook deliveries of the soak: 1,000 in
 // `make test`, which still has duplicates, concurrent deliveries, events out
 // of order and another deployment's events; SOAK_DELIVERIES sets it
 // (`make soak` and `make bench` run 10,000).
 func soakSize(t *testing.T) int {
-	n := 2_000
+	n := 1_000
 	if v := os.Getenv("SOAK_DELIVERIES"); v != "" {
 		var err error
 		if n, err = strconv.Atoi(v); err != nil || n < 100 {
