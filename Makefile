@@ -34,7 +34,7 @@ export AWS_LAMBDA_RIE    := $(BIN)/aws-lambda-rie
 # that each package is compiled once for all of them.
 TEST_FLAGS := -race -tags lambda.norpc
 
-.PHONY: help test test-short fuzz soak tools dev bench fmt vet clean upsert-products \
+.PHONY: help test test-short fuzz soak tools chromium dev bench fmt vet clean upsert-products \
         build-WebhookFunction build-SubscribeFunction build-UpsertProductsFunction
 
 help:
@@ -69,8 +69,18 @@ $(BIN)/stripe-mock-%/stripe-mock:
 $(BIN)/aws-lambda-rie:
 	GOBIN=$(BIN) $(GO) install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@$(RIE_VERSION)
 
+# Debian's Chromium, for the test that pays on the local Checkout page in a
+# real browser (internal/testenv.Chromium). apt-get needs root: sudo when
+# not root.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium with apt-get"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 tools: $(VENV)/.installed $(BIN)/stripe-mock-$(STRIPE_MOCK_CORE)/stripe-mock \
-       $(BIN)/stripe-mock-$(STRIPE_MOCK_METERS)/stripe-mock $(BIN)/aws-lambda-rie
+       $(BIN)/stripe-mock-$(STRIPE_MOCK_METERS)/stripe-mock $(BIN)/aws-lambda-rie chromium
 
 # --- checks --------------------------------------------------------------
 fmt:
@@ -89,7 +99,7 @@ TEST_TIMEOUT := 900
 # `make fuzz` runs them coverage-guided, which needs a build of its own.
 test:
 	@$(MAKE) --no-print-directory -j4 tools fmt vet
-	$(GO) test $(TEST_FLAGS) -count=1 -v -parallel 8 -timeout $(TEST_TIMEOUT)s ./... 2>&1 | TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-summary
+	REQUIRE_BROWSER=1 $(GO) test $(TEST_FLAGS) -count=1 -v -parallel 8 -timeout $(TEST_TIMEOUT)s ./... 2>&1 | TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-summary
 
 # The quick loop: every test that needs no server, with none installed.
 test-short:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -8,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,13 +17,14 @@ import (
 
 // command is a subscribe action for people: its flags and how to call it.
 type command struct {
-	action string
-	usage  string
-	flags  func(fs *flag.FlagSet) func() map[string]any
+	action   string
+	readOnly bool // changes nothing, so takes no request_id
+	usage    string
+	flags    func(fs *flag.FlagSet) func() map[string]any
 }
 
 var commands = map[string]command{
-	"status": {action: "get_status", usage: "status --org ORG", flags: func(fs *flag.FlagSet) func() map[string]any {
+	"status": {action: "get_status", readOnly: true, usage: "status --org ORG", flags: func(fs *flag.FlagSet) func() map[string]any {
 		return func() map[string]any { return map[string]any{} }
 	}},
 	"subscribe": {action: "subscribe", usage: "subscribe --org ORG --tier starter|business --email E [--name N] [--instance-types a,b] [--trial-days N]",
@@ -73,7 +76,42 @@ var commands = map[string]command{
 		now := fs.Bool("now", false, "cancel at once instead of at the period end")
 		return func() map[string]any { return map[string]any{"at_period_end": !*now} }
 	}},
-	"portal": {action: "create_portal_session", usage: "portal --org ORG --return-url URL", flags: func(fs *flag.FlagSet) func() map[string]any {
+	"checkout": {action: "create_checkout_session",
+		usage: "checkout --org ORG --tier starter|business --email E [--name N] [--instance-types a,b] [--trial-days N] [--success-url U] [--cancel-url U]",
+		flags: func(fs *flag.FlagSet) func() map[string]any {
+			tier, email, name := fs.String("tier", "", "plan tier"), fs.String("email", "", "billing email"), fs.String("name", "", "billing name")
+			types, trial := fs.String("instance-types", "", "comma-separated instance types"), fs.Int("trial-days", 0, "trial length")
+			success := fs.String("success-url", "http://localhost:8000/billing/done?session={CHECKOUT_SESSION_ID}", "where the page sends the customer after paying")
+			cancel := fs.String("cancel-url", "http://localhost:8000/billing", "where the page sends the customer who leaves")
+			return func() map[string]any {
+				m := map[string]any{"tier": *tier, "email": *email, "success_url": *success, "cancel_url": *cancel}
+				if *name != "" {
+					m["name"] = *name
+				}
+				if *types != "" {
+					m["instance_types"] = splitList(*types)
+				}
+				if *trial > 0 {
+					m["trial_days"] = *trial
+				}
+				return m
+			}
+		}},
+	"invoices": {action: "list_invoices", readOnly: true, usage: "invoices --org ORG [--limit N] [--starting-after INVOICE_ID]",
+		flags: func(fs *flag.FlagSet) func() map[string]any {
+			limit, after := fs.Int("limit", 10, "invoices per page (1 to 100)"), fs.String("starting-after", "", "the last invoice of the previous page")
+			return func() map[string]any {
+				m := map[string]any{"limit": *limit}
+				if *after != "" {
+					m["starting_after"] = *after
+				}
+				return m
+			}
+		}},
+	"preview": {action: "preview_invoice", readOnly: true, usage: "preview --org ORG", flags: func(fs *flag.FlagSet) func() map[string]any {
+		return func() map[string]any { return map[string]any{} }
+	}},
+	"portal": {action: "create_portal_session", readOnly: true, usage: "portal --org ORG --return-url URL", flags: func(fs *flag.FlagSet) func() map[string]any {
 		ret := fs.String("return-url", "http://localhost:8000/billing", "where the portal sends the customer back")
 		return func() map[string]any { return map[string]any{"return_url": *ret} }
 	}},
@@ -108,7 +146,7 @@ func runCommand(ctx context.Context, t target, name string, args []string, asJSO
 	}
 	payload := fields()
 	payload["action"], payload["org_id"] = c.action, *org
-	if c.action != "get_status" && c.action != "create_portal_session" {
+	if !c.readOnly {
 		if *requestID == "" {
 			*requestID = newRequestID()
 		}
@@ -158,11 +196,82 @@ func printResult(w io.Writer, raw json.RawMessage) {
 		fmt.Fprintf(tw, "updated\t%s\n", orNone(st.UpdatedAt))
 		return
 	}
-	var fields map[string]any
-	_ = json.Unmarshal(raw, &fields)
-	for k, v := range fields {
-		fmt.Fprintf(tw, "%s\t%v\n", k, v)
+	if printInvoices(tw, raw) || printPreview(tw, raw) {
+		return
 	}
+	var fields map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // unix times print as integers
+	_ = dec.Decode(&fields)
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%v\n", k, fields[k])
+	}
+}
+
+// printInvoices prints list_invoices' answer as a table.
+func printInvoices(tw io.Writer, raw json.RawMessage) bool {
+	var page struct {
+		Invoices []struct {
+			ID, Status, Currency string
+			Number               *string `json:"number"`
+			Total, Created       int64
+			HostedInvoiceURL     *string `json:"hosted_invoice_url"`
+		} `json:"invoices"`
+		HasMore *bool `json:"has_more"`
+	}
+	if json.Unmarshal(raw, &page) != nil || page.HasMore == nil {
+		return false
+	}
+	fmt.Fprintf(tw, "id\tnumber\tstatus\ttotal\tcreated\tpage\n")
+	for _, inv := range page.Invoices {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", inv.ID, orNone(inv.Number), inv.Status, money(inv.Total, inv.Currency),
+			time.Unix(inv.Created, 0).UTC().Format("2006-01-02"), orNone(inv.HostedInvoiceURL))
+	}
+	if *page.HasMore {
+		fmt.Fprintf(tw, "more: --starting-after %s\n", page.Invoices[len(page.Invoices)-1].ID)
+	}
+	return true
+}
+
+// printPreview prints preview_invoice's answer as a table.
+func printPreview(tw io.Writer, raw json.RawMessage) bool {
+	var p struct {
+		Currency string
+		Total    *int64 `json:"total"`
+		Lines    []struct {
+			Key, Kind string
+			Minutes   *int64 `json:"minutes"`
+			Amount    int64
+			PeriodEnd int64 `json:"period_end"`
+		} `json:"lines"`
+	}
+	if json.Unmarshal(raw, &p) != nil || p.Total == nil || p.Lines == nil {
+		return false
+	}
+	fmt.Fprintf(tw, "line\tkind\tminutes\tamount\tuntil\n")
+	for _, l := range p.Lines {
+		minutes := "-"
+		if l.Minutes != nil {
+			minutes = fmt.Sprint(*l.Minutes)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Key, l.Kind, minutes, money(l.Amount, p.Currency), time.Unix(l.PeriodEnd, 0).UTC().Format("2006-01-02"))
+	}
+	fmt.Fprintf(tw, "total\t\t\t%s\t\n", money(*p.Total, p.Currency))
+	return true
+}
+
+// money formats an amount in a currency's minor unit (two decimals).
+func money(minor int64, currency string) string {
+	sign := ""
+	if minor < 0 {
+		sign, minor = "-", -minor
+	}
+	return fmt.Sprintf("%s%d.%02d %s", sign, minor/100, minor%100, strings.ToUpper(currency))
 }
 
 func orNone(s *string) string {

@@ -30,6 +30,11 @@ commands:
   record-usage --org ORG --type T --minutes N [--timestamp UNIX]
   cancel --org ORG [--now]
   portal --org ORG [--return-url URL]
+  checkout --org ORG --tier T --email E [--instance-types a,b] [--trial-days N]
+      prints the URL of a Checkout page; paying there makes the subscription
+  invoices --org ORG [--limit N] [--starting-after ID]
+  preview --org ORG
+      the upcoming invoice: minutes so far and the next period's tier
   upsert-products [--dry-run] [--catalog file.json]
       bring the Stripe catalog in line; prints the plan
       (+ create, ~ update, = unchanged, - archive)

@@ -379,6 +379,35 @@ func (s *stack) billingctl(t *testing.T) {
 	if out := ctl("portal", "--org", "org_ctl"); !strings.Contains(out, "http") {
 		t.Fatalf("portal:\n%s", out)
 	}
+	// Checkout: billingctl prints the page's URL; the customer pays on it
+	// (posted as the browser does); the webhook binary mirrors the
+	// subscription Checkout made; the billing page shows its invoice.
+	out = ctl("checkout", "--org", "org_ctl_co", "--tier", "starter", "--email", "co@example.com", "--instance-types", "gpu-t4")
+	pageURL := ""
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "url" {
+			pageURL = f[1]
+		}
+	}
+	if !strings.HasPrefix(pageURL, s.stripeURL) {
+		t.Fatalf("checkout printed no page of the local Stripe:\n%s", out)
+	}
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.PostForm(pageURL+"/pay", url.Values{"card": {"pm_card_visa"}})
+	if err != nil || resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "http://localhost:8000/billing/done?session=cs_") {
+		t.Fatalf("paying on the Checkout page: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	s.control("/_local/wait", nil)
+	if out := ctl("status", "--org", "org_ctl_co"); !strings.Contains(out, "status                active") || !strings.Contains(out, "gpu-t4") {
+		t.Fatalf("status after Checkout:\n%s\n%s", out, s.webhookLog())
+	}
+	if out := ctl("invoices", "--org", "org_ctl_co"); !strings.Contains(out, " paid ") || !strings.Contains(out, "USD") || !strings.Contains(out, "/_local/invoices/") {
+		t.Fatalf("invoices:\n%s", out)
+	}
+	if out := ctl("preview", "--org", "org_ctl_co"); !strings.Contains(out, "starter") || !strings.Contains(out, "gpu-t4") || !strings.Contains(out, "total") {
+		t.Fatalf("preview:\n%s", out)
+	}
 	if out := ctl("upsert-products", "--dry-run"); !strings.Contains(out, "unchanged 11") {
 		t.Fatalf("upsert-products --dry-run:\n%s", out)
 	}

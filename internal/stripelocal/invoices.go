@@ -160,6 +160,7 @@ func (s *Server) settle(subID, outcome string) *apiError {
 			s.setStatus(sub, "active")
 		}
 	case "failed":
+		s.invoiceIntent(inv) // a finalized invoice has its PaymentIntent, which the customer can pay
 		s.recordFailedAttempt(inv, true)
 		s.pastDue(sub, inv)
 	default:

@@ -1,6 +1,10 @@
 package billing
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -117,9 +121,23 @@ func TestLoadConfig_NoLocalStripeOnProd(t *testing.T) {
 	}
 }
 
-func TestKeys_StringRedactsEveryValue(t *testing.T) {
+func TestKeys_RedactEveryValueUnderFmtJSONAndSlog(t *testing.T) {
 	k := Keys{APIKey: "sk_test_SECRET", PublishableKey: "pk_test_PUB", WebhookSecret: "whsec_W", WebhookSecretPrevious: "whsec_P"}
-	for _, s := range []string{k.String(), k.GoString()} {
+	asJSON, err := json.Marshal(k)
+	if err != nil || !strings.Contains(string(asJSON), `"api_key":true`) {
+		t.Fatalf("json.Marshal: %s %v", asJSON, err)
+	}
+	nested, _ := json.Marshal(map[string]any{"keys": k, "ptr": &k})
+	var logged bytes.Buffer
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("keys", "keys", k, "ptr", &k)
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("keys", "keys", k)
+	// Decoding the secret's JSON still reads the values.
+	var back Keys
+	if err := json.Unmarshal([]byte(`{"api_key":"sk_test_x","webhook_secret":"whsec_y"}`), &back); err != nil || back.APIKey != "sk_test_x" || back.WebhookSecret != "whsec_y" {
+		t.Fatalf("decoding the secret: %+v %v", back, err)
+	}
+	for _, s := range []string{k.String(), k.GoString(), fmt.Sprintf("%v %+v %#v %s", k, k, k, k), fmt.Sprintf("%v %+v", &k, &k),
+		string(asJSON), string(nested), logged.String()} {
 		for _, v := range []string{"SECRET", "PUB", "whsec_W", "whsec_P"} {
 			if strings.Contains(s, v) {
 				t.Fatalf("%q reveals %q", s, v)

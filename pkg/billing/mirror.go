@@ -46,6 +46,19 @@ type wireSubscription struct {
 	Items              struct {
 		Data []wireItem `json:"data"`
 	} `json:"items"`
+	TrialEnd             int64   `json:"trial_end"`
+	DefaultPaymentMethod wireRef `json:"default_payment_method"`
+	PendingSetupIntent   wireRef `json:"pending_setup_intent"`
+
+	// setupSecret is the pending SetupIntent's client secret: not in a
+	// payload, read from Stripe while a trial waits for a card.
+	setupSecret string
+}
+
+// awaitsCard reports whether the subscription is in a trial without a
+// payment method and has a SetupIntent to save one.
+func (s wireSubscription) awaitsCard() bool {
+	return s.Status == string(stripe.SubscriptionStatusTrialing) && s.DefaultPaymentMethod.ID == "" && s.PendingSetupIntent.ID != ""
 }
 
 type wireItem struct {
@@ -63,6 +76,13 @@ func asWireSubscription(s *stripe.Subscription) wireSubscription {
 		CurrentPeriodEnd: s.CurrentPeriodEnd, CancelAtPeriodEnd: s.CancelAtPeriodEnd, Metadata: s.Metadata}
 	if s.Customer != nil {
 		w.Customer.ID = s.Customer.ID
+	}
+	w.TrialEnd = s.TrialEnd
+	if s.DefaultPaymentMethod != nil {
+		w.DefaultPaymentMethod.ID = s.DefaultPaymentMethod.ID
+	}
+	if si := s.PendingSetupIntent; si != nil {
+		w.PendingSetupIntent.ID, w.setupSecret = si.ID, si.ClientSecret // the secret when expanded
 	}
 	if s.Items != nil {
 		for _, it := range s.Items.Data {
@@ -90,14 +110,57 @@ type wireInvoice struct {
 	SubscriptionDetails *struct {
 		Metadata map[string]string `json:"metadata"`
 	} `json:"subscription_details"`
+	PaymentIntent    wireRef `json:"payment_intent"`
+	HostedInvoiceURL string  `json:"hosted_invoice_url"`
+	BillingReason    string  `json:"billing_reason"`
+
+	// payment is what the invoice's PaymentIntent waits for: not in a
+	// payload (it holds the PaymentIntent's ID), read from Stripe when the
+	// invoice awaits the customer.
+	payment table.Payment
+	// chargeRefused: the event says an automatic charge failed or needs
+	// authentication, whatever the payload's attempt_count.
+	chargeRefused bool
+}
+
+// awaitsCustomer reports whether the invoice's payment waits for the
+// customer: it is open and unpaid, and either a subscription's first
+// invoice (default_incomplete does not charge it) or one whose automatic
+// charge failed or needs authentication. A renewal before its first
+// attempt waits for Stripe, not the customer.
+func (inv wireInvoice) awaitsCustomer() bool {
+	return inv.Status == string(stripe.InvoiceStatusOpen) && !inv.Paid && inv.PaymentIntent.ID != "" &&
+		(inv.BillingReason == string(stripe.InvoiceBillingReasonSubscriptionCreate) || inv.AttemptCount > 0 || inv.chargeRefused)
+}
+
+// paymentOf is what a PaymentIntent waits for from the customer, or
+// nothing.
+func paymentOf(pi *stripe.PaymentIntent, hostedInvoiceURL string) table.Payment {
+	status := ""
+	switch pi.Status {
+	case stripe.PaymentIntentStatusRequiresPaymentMethod, stripe.PaymentIntentStatusRequiresConfirmation:
+		status = string(stripe.PaymentIntentStatusRequiresPaymentMethod)
+	case stripe.PaymentIntentStatusRequiresAction, stripe.PaymentIntentStatusProcessing:
+		status = string(pi.Status)
+	default:
+		return table.Payment{}
+	}
+	return table.Payment{Status: status, ClientSecret: pi.ClientSecret, HostedInvoiceURL: hostedInvoiceURL}
 }
 
 // asWireInvoice converts an answer of Stripe's API to the shape a payload
 // decodes into.
 func asWireInvoice(inv *stripe.Invoice) wireInvoice {
-	w := wireInvoice{ID: inv.ID, Created: inv.Created, Status: string(inv.Status), AttemptCount: inv.AttemptCount, Paid: inv.Paid}
+	w := wireInvoice{ID: inv.ID, Created: inv.Created, Status: string(inv.Status), AttemptCount: inv.AttemptCount, Paid: inv.Paid,
+		HostedInvoiceURL: inv.HostedInvoiceURL, BillingReason: string(inv.BillingReason)}
 	if inv.Customer != nil {
 		w.Customer.ID = inv.Customer.ID
+	}
+	if pi := inv.PaymentIntent; pi != nil {
+		w.PaymentIntent.ID = pi.ID
+		if pi.Status != "" && w.awaitsCustomer() { // expanded
+			w.payment = paymentOf(pi, inv.HostedInvoiceURL)
+		}
 	}
 	if inv.Subscription != nil {
 		w.Subscription.ID = inv.Subscription.ID
@@ -123,6 +186,10 @@ func subscriptionChange(org string, sub wireSubscription, at int64) table.Change
 		OrgID: org, CustomerID: sub.Customer.ID, SubscriptionID: sub.ID, Status: sub.Status, Created: sub.Created,
 		CurrentPeriodStart: sub.CurrentPeriodStart, CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd,
 		RequestID: sub.Metadata[metaRequest], SourceTime: at, Items: []table.Item{},
+		Trial: table.Trial{End: sub.TrialEnd, PaymentMethodOnFile: sub.DefaultPaymentMethod.ID != ""},
+	}
+	if sub.awaitsCard() {
+		snap.Trial.SetupClientSecret = sub.setupSecret
 	}
 	for _, it := range sub.Items.Data {
 		if it.Price == nil {
@@ -143,7 +210,7 @@ func subscriptionChange(org string, sub wireSubscription, at int64) table.Change
 func invoiceChange(org string, inv wireInvoice, at int64) table.Change {
 	failed := (inv.Status == string(stripe.InvoiceStatusOpen) && inv.AttemptCount > 0 && !inv.Paid) || inv.Status == string(stripe.InvoiceStatusUncollectible)
 	return table.Change{Invoice: &table.InvoiceSnapshot{OrgID: org, SubscriptionID: inv.Subscription.ID, InvoiceID: inv.ID,
-		Status: inv.Status, PaymentFailed: failed, Created: inv.Created, SourceTime: at}}
+		Status: inv.Status, PaymentFailed: failed, Payment: inv.payment, Created: inv.Created, SourceTime: at}}
 }
 
 // customerChange records whether the organization's customer still exists.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -57,6 +58,16 @@ func (k Keys) String() string {
 
 // GoString keeps %#v as safe as %v.
 func (k Keys) GoString() string { return k.String() }
+
+// MarshalJSON encodes which keys are set, never their values (decoding
+// reads the secret's JSON through the field tags as usual).
+func (k Keys) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]bool{"api_key": k.APIKey != "", "publishable_key": k.PublishableKey != "",
+		"webhook_secret": k.WebhookSecret != "", "webhook_secret_previous": k.WebhookSecretPrevious != ""})
+}
+
+// LogValue makes slog print a Keys as String does, under any handler.
+func (k Keys) LogValue() slog.Value { return slog.StringValue(k.String()) }
 
 // merge returns k with every non-empty field of over taking precedence.
 func (k Keys) merge(over Keys) Keys {

@@ -17,12 +17,15 @@ import (
 	"github.com/stripe/stripe-go/v76/billing/meter"
 	"github.com/stripe/stripe-go/v76/billing/meterevent"
 	"github.com/stripe/stripe-go/v76/billingportal/session"
+	checkoutsession "github.com/stripe/stripe-go/v76/checkout/session"
 	"github.com/stripe/stripe-go/v76/customer"
 	"github.com/stripe/stripe-go/v76/event"
 	"github.com/stripe/stripe-go/v76/form"
 	"github.com/stripe/stripe-go/v76/invoice"
+	"github.com/stripe/stripe-go/v76/paymentintent"
 	"github.com/stripe/stripe-go/v76/price"
 	"github.com/stripe/stripe-go/v76/product"
+	"github.com/stripe/stripe-go/v76/setupintent"
 	"github.com/stripe/stripe-go/v76/subscription"
 )
 
@@ -194,6 +197,9 @@ type stripeAPI struct {
 	Subscriptions         *subscription.Client
 	Invoices              *invoice.Client
 	BillingPortalSessions *session.Client
+	CheckoutSessions      *checkoutsession.Client
+	PaymentIntents        *paymentintent.Client
+	SetupIntents          *setupintent.Client
 	Events                *event.Client
 }
 
@@ -203,6 +209,8 @@ func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
 		BillingMeters: &meter.Client{B: b, Key: key}, BillingMeterEvents: &meterevent.Client{B: b, Key: key},
 		Customers: &customer.Client{B: b, Key: key}, Subscriptions: &subscription.Client{B: b, Key: key},
 		Invoices: &invoice.Client{B: b, Key: key}, BillingPortalSessions: &session.Client{B: b, Key: key},
-		Events: &event.Client{B: b, Key: key},
+		CheckoutSessions: &checkoutsession.Client{B: b, Key: key}, PaymentIntents: &paymentintent.Client{B: b, Key: key},
+		SetupIntents: &setupintent.Client{B: b, Key: key},
+		Events:       &event.Client{B: b, Key: key},
 	}
 }

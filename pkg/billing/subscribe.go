@@ -32,6 +32,10 @@ type Command struct {
 	Timestamp     *int64   `json:"timestamp"`
 	AtPeriodEnd   *bool    `json:"at_period_end"`
 	ReturnURL     string   `json:"return_url"`
+	SuccessURL    string   `json:"success_url"`
+	CancelURL     string   `json:"cancel_url"`
+	Limit         *int64   `json:"limit"`
+	StartingAfter string   `json:"starting_after"`
 	Repair        bool     `json:"repair"`
 	Replay        bool     `json:"replay"`
 
@@ -78,6 +82,10 @@ var actions = map[string]action{
 	"get_status": {run: func(s *Service, ctx context.Context, cmd Command) (any, error) { return s.status(ctx, cmd.OrgID) }},
 	"create_portal_session": {fields: []string{"return_url"}, required: []string{"return_url"},
 		run: (*Service).portalAction},
+	"create_checkout_session": {fields: []string{"tier", "email", "name", "instance_types", "trial_days", "success_url", "cancel_url"},
+		required: []string{"tier", "email", "success_url", "cancel_url"}, mutating: true, run: (*Service).createCheckoutSession},
+	"list_invoices":   {fields: []string{"limit", "starting_after"}, run: result((*Service).listInvoices)},
+	"preview_invoice": {run: result((*Service).previewInvoice)},
 	// reconcile is for operators and the daily schedule: its writes
 	// (repair, replay) are idempotent, so it needs no request_id.
 	"reconcile": {fields: []string{"repair", "replay"}, noOrg: true, run: func(s *Service, ctx context.Context, cmd Command) (any, error) {
@@ -93,6 +101,7 @@ func result[T any](run func(*Service, context.Context, Command) (T, error)) func
 var (
 	orgIDPattern     = newPattern(`^[A-Za-z0-9_-]+$`, 1, 64)
 	requestIDPattern = newPattern(`^[A-Za-z0-9_.:-]+$`, 1, 128)
+	stripeIDPattern  = newPattern(`^[A-Za-z0-9_]+$`, 1, 255)
 )
 
 // MaxCommandSize bounds a request; a real one is a few hundred bytes.
@@ -181,10 +190,18 @@ func (c Command) validate() error {
 	if slices.Contains(c.fields, "instance_type") && !keyPattern.MatchString(c.InstanceType) {
 		return Errorf(CodeInvalidRequest, "instance_type: %q is not a catalog key", safeName(c.InstanceType))
 	}
-	if c.ReturnURL != "" {
-		if err := checkReturnURL(c.ReturnURL); err != nil {
-			return err
+	for field, u := range map[string]string{"return_url": c.ReturnURL, "success_url": c.SuccessURL, "cancel_url": c.CancelURL} {
+		if slices.Contains(c.fields, field) {
+			if err := checkReturnURL(field, u); err != nil {
+				return err
+			}
 		}
+	}
+	switch {
+	case c.Limit != nil && (*c.Limit < 1 || *c.Limit > 100):
+		return Errorf(CodeInvalidRequest, "limit: an integer from 1 to 100")
+	case slices.Contains(c.fields, "starting_after") && !stripeIDPattern.MatchString(c.StartingAfter):
+		return Errorf(CodeInvalidRequest, "starting_after: an invoice ID from an earlier page")
 	}
 	return nil
 }

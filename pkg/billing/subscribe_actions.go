@@ -22,7 +22,24 @@ type Status struct {
 	CustomerID   *string             `json:"customer_id"`
 	Subscription *SubscriptionStatus `json:"subscription"`
 	Delinquent   bool                `json:"delinquent"`
-	UpdatedAt    *time.Time          `json:"updated_at"`
+	// Payment is set while the subscription's latest invoice waits for the
+	// customer: its first payment, or a renewal whose charge failed or
+	// needs authentication.
+	Payment   *Payment   `json:"payment"`
+	UpdatedAt *time.Time `json:"updated_at"`
+}
+
+// Payment tells the frontend how the customer pays: confirm the
+// PaymentIntent with Stripe.js, the publishable key (get_config) and
+// client_secret, or send the customer to the hosted invoice page.
+type Payment struct {
+	Status string `json:"status"` // requires_payment_method, requires_action or processing
+	// Intent says which Stripe.js call takes client_secret: "payment"
+	// (an invoice's PaymentIntent) or "setup" (a trial's SetupIntent, which
+	// saves a card for when the trial ends).
+	Intent           string  `json:"intent"`
+	ClientSecret     *string `json:"client_secret"`
+	HostedInvoiceURL *string `json:"hosted_invoice_url"`
 }
 
 // SubscriptionStatus is the organization's subscription in a Status.
@@ -33,6 +50,11 @@ type SubscriptionStatus struct {
 	InstanceTypes     []string `json:"instance_types"`
 	CurrentPeriodEnd  int64    `json:"current_period_end"`
 	CancelAtPeriodEnd bool     `json:"cancel_at_period_end"`
+	// TrialEnd is when the trial ends (unix seconds), null without one;
+	// PaymentMethodOnFile says whether the subscription can be charged
+	// then. A trial that ends without one cancels the subscription.
+	TrialEnd            *int64 `json:"trial_end"`
+	PaymentMethodOnFile bool   `json:"payment_method_on_file"`
 }
 
 // status reads the organization's status from the mirror alone: one
@@ -55,13 +77,29 @@ func (s *Service) status(ctx context.Context, org string) (Status, error) {
 		}
 		sort.Strings(types)
 		st.Subscription = &SubscriptionStatus{ID: sub.SubscriptionID, Status: sub.Status, Tier: sub.Tier, InstanceTypes: types,
-			CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd}
+			CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd, PaymentMethodOnFile: sub.Trial.PaymentMethodOnFile}
+		if sub.Trial.End != 0 {
+			st.Subscription.TrialEnd = &sub.Trial.End
+		}
 		st.Delinquent = sub.Delinquent()
+		switch p := sub.Payment; {
+		case p.Status != "" && live(sub) && sub.InvoiceSubscription == sub.SubscriptionID:
+			st.Payment = &Payment{Status: p.Status, Intent: "payment", ClientSecret: nonEmpty(p.ClientSecret), HostedInvoiceURL: nonEmpty(p.HostedInvoiceURL)}
+		case sub.Status == "trialing" && !sub.Trial.PaymentMethodOnFile && sub.Trial.SetupClientSecret != "":
+			st.Payment = &Payment{Status: "requires_payment_method", Intent: "setup", ClientSecret: &sub.Trial.SetupClientSecret}
+		}
 		if !sub.UpdatedAt.IsZero() {
 			st.UpdatedAt = &sub.UpdatedAt
 		}
 	}
 	return st, nil
+}
+
+func nonEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // live reports whether a subscription still bills: anything but canceled.
@@ -198,20 +236,13 @@ func (s *Service) findCustomer(ctx context.Context, cmd Command) (string, error)
 }
 
 func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
-	if n := 1 + len(cmd.InstanceTypes); n > MaxSubscriptionItems {
-		return Status{}, Errorf(CodeInvalidRequest, "instance_types: at most %d besides the tier (a subscription has at most %d items)", MaxSubscriptionItems-1, MaxSubscriptionItems)
-	}
-	tier, err := s.product(ctx, "tier", cmd.Tier, KindTier)
+	prices, err := s.subscriptionPrices(ctx, cmd)
 	if err != nil {
 		return Status{}, err
 	}
-	items := []*stripe.SubscriptionItemsParams{{Price: stripe.String(tier.PriceID)}}
-	for _, k := range cmd.InstanceTypes {
-		m, err := s.product(ctx, "instance_types", k, KindInstanceType)
-		if err != nil {
-			return Status{}, err
-		}
-		items = append(items, &stripe.SubscriptionItemsParams{Price: stripe.String(m.PriceID)})
+	var items []*stripe.SubscriptionItemsParams
+	for _, price := range prices {
+		items = append(items, &stripe.SubscriptionItemsParams{Price: stripe.String(price)})
 	}
 	// One subscribe per organization at a time; the mirror is read under
 	// the claim, so a subscription made by the previous holder is seen.
@@ -227,8 +258,10 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 		return Status{}, fromTable("read the mirror", err)
 	}
 	if live(m.Subscription) {
-		if m.Subscription.RequestID == cmd.RequestID {
-			return s.status(ctx, cmd.OrgID) // this request made it: an earlier attempt's answer was lost
+		if m.Subscription.RequestID == cmd.RequestID || m.Subscription.Status == "incomplete" {
+			// This request made it (an earlier attempt's answer was lost),
+			// or it waits for its first payment: the status says how to pay.
+			return s.status(ctx, cmd.OrgID)
 		}
 		return Status{}, Errorf(CodeConflict, "the organization is already subscribed (%s)", m.Subscription.Status)
 	}
@@ -255,8 +288,17 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 			PaymentSettings: &stripe.SubscriptionPaymentSettingsParams{SaveDefaultPaymentMethod: stripe.String("on_subscription")}}
 		p.Metadata = map[string]string{metaOrg: cmd.OrgID, metaNamespace: s.cfg.Namespace, metaRequest: cmd.RequestID}
 		if cmd.TrialDays != nil {
+			// A trial needs no card; one that ends without a card cancels
+			// the subscription (the org may subscribe again) rather than
+			// leave it paused or past due.
 			p.TrialPeriodDays = cmd.TrialDays
+			p.TrialSettings = &stripe.SubscriptionTrialSettingsParams{EndBehavior: &stripe.SubscriptionTrialSettingsEndBehaviorParams{
+				MissingPaymentMethod: stripe.String(string(stripe.SubscriptionTrialSettingsEndBehaviorMissingPaymentMethodCancel))}}
 		}
+		// The client secrets of the first payment, or of the trial's
+		// SetupIntent, for the status.
+		p.AddExpand("latest_invoice.payment_intent")
+		p.AddExpand("pending_setup_intent")
 		p.Context = ctx
 		p.SetIdempotencyKey(s.stripeKey(cmd, "create subscription", p))
 		return api.Subscriptions.New(p)
@@ -371,11 +413,30 @@ func (s *Service) applyAnswer(ctx context.Context, org string, sub *stripe.Subsc
 			at = t.Unix()
 		}
 	}
-	err := s.store.ApplyChange(ctx, subscriptionChange(org, asWireSubscription(sub), at), true, time.Now())
-	if errors.Is(err, table.ErrStale) {
-		return nil // a newer webhook already landed
+	w := asWireSubscription(sub)
+	if w.awaitsCard() && w.setupSecret == "" { // not expanded: the trial's SetupIntent holds it
+		err := s.withStripe(ctx, "read the trial's SetupIntent", func(api *stripeAPI) error {
+			si, err := api.SetupIntents.Get(w.PendingSetupIntent.ID, &stripe.SetupIntentParams{Params: stripe.Params{Context: ctx}})
+			if err == nil {
+				w.setupSecret = si.ClientSecret
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
 	}
-	return fromTable("write the mirror", err)
+	err := s.store.ApplyChange(ctx, subscriptionChange(org, w, at), true, time.Now())
+	if err != nil && !errors.Is(err, table.ErrStale) { // stale: a newer webhook already landed
+		return fromTable("write the mirror", err)
+	}
+	if inv := sub.LatestInvoice; inv != nil && inv.Status != "" { // expanded: its payment is known now
+		err = s.store.ApplyChange(ctx, invoiceChange(org, asWireInvoice(inv), at), true, time.Now())
+		if err != nil && !errors.Is(err, table.ErrStale) {
+			return fromTable("write the mirror", err)
+		}
+	}
+	return nil
 }
 
 func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
@@ -580,16 +641,13 @@ func (s *Service) portalAction(ctx context.Context, cmd Command) (any, error) {
 }
 
 func (s *Service) portal(ctx context.Context, cmd Command) (string, error) {
-	m, err := s.store.GetMirror(ctx, cmd.OrgID)
+	customer, err := s.customerOf(ctx, cmd.OrgID)
 	if err != nil {
-		return "", fromTable("read the mirror", err)
-	}
-	if m.Customer == nil || m.Customer.Deleted {
-		return "", Errorf(CodeNotFound, "the organization has no Stripe customer; call ensure_customer or subscribe first")
+		return "", err
 	}
 	var session *stripe.BillingPortalSession
 	err = s.withStripe(ctx, "create portal session", func(api *stripeAPI) error {
-		p := &stripe.BillingPortalSessionParams{Customer: stripe.String(m.Customer.CustomerID), ReturnURL: stripe.String(cmd.ReturnURL)}
+		p := &stripe.BillingPortalSessionParams{Customer: stripe.String(customer), ReturnURL: stripe.String(cmd.ReturnURL)}
 		p.Context = ctx
 		var err error
 		session, err = api.BillingPortalSessions.New(p)
@@ -602,7 +660,7 @@ func (s *Service) portal(ctx context.Context, cmd Command) (string, error) {
 }
 
 // checkReturnURL accepts https, or http on this machine for development.
-func checkReturnURL(raw string) error {
+func checkReturnURL(field, raw string) error {
 	u, err := url.Parse(raw)
 	if err == nil && u.Host != "" && u.User == nil {
 		host := u.Hostname()
@@ -611,5 +669,5 @@ func checkReturnURL(raw string) error {
 			return nil
 		}
 	}
-	return Errorf(CodeInvalidRequest, "return_url: must be an https URL, or http on localhost")
+	return Errorf(CodeInvalidRequest, "%s: must be an https URL, or http on localhost", field)
 }

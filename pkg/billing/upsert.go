@@ -56,7 +56,7 @@ func (s *Service) HandleUpsertProducts(ctx context.Context, raw json.RawMessage)
 		if e.Code == CodeBillingDisabled || e.Code == CodeInvalidRequest {
 			level = slog.LevelWarn
 		}
-		s.log.Log(ctx, level, "upsert-products", "outcome", e.Code, "dry_run", req.DryRun, "error", e.Error(),
+		s.log.Log(ctx, level, "upsert-products", "outcome", e.Code, "dry_run", req.DryRun, "error", e.Message,
 			"stripe_request_id", e.StripeRequestID, "duration_ms", time.Since(start).Milliseconds())
 		return Failure(err), nil
 	}

@@ -25,7 +25,10 @@ type mirrored[T any] struct {
 	// a re-fetch at all; nil means it always does.
 	stale func(T) bool
 	// skip, when set, names why an object is not mirrored ("" mirrors it).
-	skip   func(T) string
+	skip func(T) string
+	// enrich, when set, reads from Stripe what the mirror needs of one of
+	// this deployment's objects and its payload lacks.
+	enrich func(ctx context.Context, d *delivery, obj *T) error
 	owner  func(T) (metadata map[string]string, customerID string)
 	change func(org string, obj T, at int64) table.Change
 }
@@ -65,12 +68,24 @@ func (m mirrored[T]) handler() eventHandler {
 		if err != nil || !ours {
 			return orIgnore(err, d, "foreign")
 		}
-		return d.apply(ctx, org, m.change(org, obj, d.ev.Created), d.mismatch, func(ctx context.Context) (table.Change, error) {
+		changeOf := func(ctx context.Context, obj T) (table.Change, error) {
+			if m.enrich != nil {
+				if err := m.enrich(ctx, d, &obj); err != nil {
+					return table.Change{}, err
+				}
+			}
+			return m.change(org, obj, d.ev.Created), nil
+		}
+		ch, err := changeOf(ctx, obj)
+		if err != nil {
+			return err
+		}
+		return d.apply(ctx, org, ch, d.mismatch, func(ctx context.Context) (table.Change, error) {
 			got, err := fetch(ctx, obj)
 			if err != nil {
 				return table.Change{}, err
 			}
-			return m.change(org, got, d.ev.Created), nil
+			return changeOf(ctx, got)
 		})
 	}
 }
@@ -83,6 +98,19 @@ var subscriptions = mirrored[wireSubscription]{
 			return wireSubscription{}, err
 		}
 		return asWireSubscription(got), nil
+	},
+	// A trial without a card: its SetupIntent's client secret saves one.
+	enrich: func(ctx context.Context, d *delivery, sub *wireSubscription) error {
+		if !sub.awaitsCard() || sub.setupSecret != "" {
+			return nil
+		}
+		return d.refetch(ctx, "read the trial's SetupIntent", func(api *stripeAPI) error {
+			si, err := api.SetupIntents.Get(sub.PendingSetupIntent.ID, &stripe.SetupIntentParams{Params: stripe.Params{Context: ctx}})
+			if err == nil {
+				sub.setupSecret = si.ClientSecret
+			}
+			return err
+		})
 	},
 	owner:  func(s wireSubscription) (map[string]string, string) { return s.Metadata, s.Customer.ID },
 	change: subscriptionChange,
@@ -102,6 +130,23 @@ var invoices = mirrored[wireInvoice]{
 			return "not_a_subscription_invoice"
 		}
 		return ""
+	},
+	adjust: func(ev *wireEvent, inv *wireInvoice) {
+		inv.chargeRefused = ev.Type == "invoice.payment_failed" || ev.Type == "invoice.payment_action_required"
+	},
+	// An invoice that awaits the customer: its PaymentIntent says for what,
+	// and holds the client secret Stripe.js confirms it with.
+	enrich: func(ctx context.Context, d *delivery, inv *wireInvoice) error {
+		if !inv.awaitsCustomer() || inv.payment.Status != "" {
+			return nil
+		}
+		return d.refetch(ctx, "read the invoice's payment", func(api *stripeAPI) error {
+			pi, err := api.PaymentIntents.Get(inv.PaymentIntent.ID, &stripe.PaymentIntentParams{Params: stripe.Params{Context: ctx}})
+			if err == nil {
+				inv.payment = paymentOf(pi, inv.HostedInvoiceURL)
+			}
+			return err
+		})
 	},
 	// Invoices carry their subscription's metadata.
 	owner: func(inv wireInvoice) (map[string]string, string) {

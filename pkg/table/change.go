@@ -41,6 +41,7 @@ type SubscriptionSnapshot struct {
 	Items                                           []Item
 	Created, CurrentPeriodStart, CurrentPeriodEnd   int64
 	CancelAtPeriodEnd                               bool
+	Trial                                           Trial
 	// RequestID is the subscribe request that made the subscription.
 	RequestID  string
 	SourceTime int64
@@ -53,8 +54,11 @@ type SubscriptionSnapshot struct {
 type InvoiceSnapshot struct {
 	OrgID, SubscriptionID, InvoiceID, Status string
 	PaymentFailed                            bool
-	Created                                  int64 // when the invoice was made
-	SourceTime                               int64
+	// Payment is what the invoice's payment waits for from the customer,
+	// or empty when it waits for nothing.
+	Payment    Payment
+	Created    int64 // when the invoice was made
+	SourceTime int64
 }
 
 // CustomerSnapshot is the organization's customer at SourceTime.
@@ -177,14 +181,15 @@ func sameState(ch Change, old map[string]types.AttributeValue) bool {
 		}
 		c := ch.Subscription
 		return cur.Status == c.Status && cur.Tier == c.Tier && cur.CurrentPeriodStart == c.CurrentPeriodStart && cur.CurrentPeriodEnd == c.CurrentPeriodEnd &&
-			cur.CancelAtPeriodEnd == c.CancelAtPeriodEnd && cur.CustomerID == c.CustomerID && slices.Equal(cur.Items, c.Items)
+			cur.CancelAtPeriodEnd == c.CancelAtPeriodEnd && cur.CustomerID == c.CustomerID && slices.Equal(cur.Items, c.Items) && cur.Trial == c.Trial
 	case ch.Invoice != nil:
 		var cur Subscription
 		if attributevalue.UnmarshalMap(old, &cur) != nil {
 			return false
 		}
 		c := ch.Invoice
-		return cur.LatestInvoiceID == c.InvoiceID && cur.LatestInvoiceStatus == c.Status && cur.InvoicePaymentFail == c.PaymentFailed
+		return cur.LatestInvoiceID == c.InvoiceID && cur.LatestInvoiceStatus == c.Status && cur.InvoicePaymentFail == c.PaymentFailed &&
+			cur.Payment == c.Payment
 	case ch.Customer != nil:
 		b, _ := old["deleted"].(*types.AttributeValueMemberBOOL)
 		return b != nil && b.Value == ch.Customer.Deleted
@@ -225,6 +230,7 @@ func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.
 			":org": str(c.OrgID), ":cus": str(c.CustomerID), ":sid": str(c.SubscriptionID), ":status": str(c.Status),
 			":tier": str(c.Tier), ":items": items, ":created": num(c.Created), ":cps": num(c.CurrentPeriodStart),
 			":cpe": num(c.CurrentPeriodEnd), ":cape": boolean(c.CancelAtPeriodEnd), ":rid": str(c.RequestID), ":t": num(c.SourceTime),
+			":tend": num(c.Trial.End), ":pmof": boolean(c.Trial.PaymentMethodOnFile), ":scs": str(c.Trial.SetupClientSecret),
 		} {
 			vals[k] = v
 		}
@@ -232,7 +238,8 @@ func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.
 			TableName: &s.name, Key: key(orgPK(c.OrgID), skSubscription),
 			UpdateExpression: aws.String("SET org_id = :org, customer_id = :cus, subscription_id = :sid, stripe_id = :sid, #status = :status, " +
 				"tier = :tier, #items = :items, subscription_created = :created, current_period_start = :cps, current_period_end = :cpe, " +
-				"cancel_at_period_end = :cape, request_id = :rid, source_time = :t, updated_at = :now ADD version :one"),
+				"cancel_at_period_end = :cape, trial_end = :tend, payment_method_on_file = :pmof, setup_client_secret = :scs, " +
+				"request_id = :rid, source_time = :t, updated_at = :now ADD version :one"),
 			ConditionExpression: aws.String("attribute_not_exists(subscription_id) OR (subscription_id = :sid AND (attribute_not_exists(source_time) OR source_time " + older + " :t)) " +
 				"OR (subscription_id <> :sid AND subscription_created < :created)"),
 			ExpressionAttributeNames:  map[string]string{"#status": "status", "#items": "items"},
@@ -243,13 +250,15 @@ func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.
 		for k, v := range map[string]types.AttributeValue{
 			":org": str(c.OrgID), ":isid": str(c.SubscriptionID), ":inv": str(c.InvoiceID), ":istatus": str(c.Status),
 			":failed": boolean(c.PaymentFailed), ":icreated": num(c.Created), ":t": num(c.SourceTime),
+			":pst": str(c.Payment.Status), ":pcs": str(c.Payment.ClientSecret), ":hurl": str(c.Payment.HostedInvoiceURL),
 		} {
 			vals[k] = v
 		}
 		return &types.Update{
 			TableName: &s.name, Key: key(orgPK(c.OrgID), skSubscription),
 			UpdateExpression: aws.String("SET org_id = :org, invoice_subscription_id = :isid, latest_invoice_id = :inv, latest_invoice_status = :istatus, " +
-				"invoice_payment_failed = :failed, invoice_time = :t, updated_at = :now ADD version :one"),
+				"invoice_payment_failed = :failed, payment_status = :pst, payment_client_secret = :pcs, hosted_invoice_url = :hurl, " +
+				"invoice_time = :t, updated_at = :now ADD version :one"),
 			ConditionExpression: aws.String("(attribute_not_exists(invoice_time) OR invoice_time " + older + " :t) AND " +
 				"(attribute_not_exists(subscription_id) OR subscription_id = :isid OR subscription_created <= :icreated)"),
 			ExpressionAttributeValues: withOne(vals),

@@ -40,14 +40,35 @@ type Subscription struct {
 	CurrentPeriodEnd    int64     `dynamodbav:"current_period_end"`
 	RequestID           string    `dynamodbav:"request_id"` // the subscribe request that made it
 	CancelAtPeriodEnd   bool      `dynamodbav:"cancel_at_period_end"`
+	Trial                         // flattened into the item
 	SourceTime          int64     `dynamodbav:"source_time"`
 	InvoiceSubscription string    `dynamodbav:"invoice_subscription_id"`
 	LatestInvoiceID     string    `dynamodbav:"latest_invoice_id"`
 	LatestInvoiceStatus string    `dynamodbav:"latest_invoice_status"`
 	InvoicePaymentFail  bool      `dynamodbav:"invoice_payment_failed"`
+	Payment                       // the latest invoice's, flattened into the item
 	InvoiceTime         int64     `dynamodbav:"invoice_time"`
 	Version             int64     `dynamodbav:"version"`
 	UpdatedAt           time.Time `dynamodbav:"updated_at"`
+}
+
+// Trial is a subscription's trial: when it ends (0 without one), whether
+// the subscription has a payment method for when it does, and the client
+// secret of the SetupIntent that saves one.
+type Trial struct {
+	End                 int64  `dynamodbav:"trial_end"`
+	PaymentMethodOnFile bool   `dynamodbav:"payment_method_on_file"`
+	SetupClientSecret   string `dynamodbav:"setup_client_secret"`
+}
+
+// Payment is what the latest invoice's payment waits for from the
+// customer: the PaymentIntent's status (requires_payment_method,
+// requires_action or processing; empty when it waits for nothing), its
+// client secret for Stripe.js, and the hosted invoice page.
+type Payment struct {
+	Status           string `dynamodbav:"payment_status"`
+	ClientSecret     string `dynamodbav:"payment_client_secret"`
+	HostedInvoiceURL string `dynamodbav:"hosted_invoice_url"`
 }
 
 // Delinquent reports whether the organization's payments are failing: the
