@@ -16,7 +16,8 @@ var marks = map[string]string{"create": "+", "update": "~", "replace_price": "~"
 func Print(w io.Writer, result json.RawMessage) error {
 	var res struct {
 		Created, Updated, Archived, Unchanged int
-		DryRun                                bool `json:"dry_run"`
+		DryRun                                bool   `json:"dry_run"`
+		Portal                                string `json:"portal_configuration"`
 		Plan                                  []struct {
 			Key     string   `json:"key"`
 			Action  string   `json:"action"`
@@ -37,5 +38,8 @@ func Print(w io.Writer, result json.RawMessage) error {
 		fmt.Fprint(w, " (dry run: nothing was written)")
 	}
 	fmt.Fprintln(w)
+	if res.Portal != "" {
+		fmt.Fprintf(w, "customer portal configuration %s (payment methods and invoices)\n", res.Portal)
+	}
 	return nil
 }

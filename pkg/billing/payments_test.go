@@ -2,6 +2,7 @@ package billing_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -351,4 +352,53 @@ func tierAmount(t *testing.T, f *fixture, tier string) int64 {
 		t.Fatal(err)
 	}
 	return p.UnitAmount
+}
+
+func TestPortal_EachDeploymentHasItsOwnConfigurationMadeByUpsertProducts(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	// Before upsert-products there is no portal, whatever the account's
+	// default configuration.
+	f.ok(req("ensure_customer", "org_portal", "email", "portal@example.com"))
+	f.stripe.SetPortalDefault(true)
+	resp := f.call(map[string]any{"action": "create_portal_session", "org_id": "org_portal", "return_url": "https://app.example.com/billing"})
+	if resp.OK || resp.Error.Code != billing.CodeInvalidRequest || !strings.Contains(resp.Error.Message, "upsert-products") {
+		t.Fatalf("a portal before upsert-products: %+v", resp)
+	}
+	f.stripe.SetPortalDefault(false) // as on a fresh test-mode account
+
+	first := f.upsert(billing.UpsertRequest{})
+	cfg, err := f.sc().BillingPortalConfigurations.Get(first.PortalConfiguration, nil)
+	if err != nil || !cfg.Active || cfg.Metadata["billing_namespace"] != ns || !cfg.Features.PaymentMethodUpdate.Enabled ||
+		!cfg.Features.InvoiceHistory.Enabled || cfg.Features.SubscriptionCancel.Enabled || cfg.Features.SubscriptionUpdate.Enabled {
+		t.Fatalf("the deployment's configuration: %+v %v", cfg, err)
+	}
+	// Another deployment on the account has its own; a second run keeps it.
+	other, _, _ := newService(t, "portal-other", f.url, nil) // its own table, as another deployment has
+	other.SetMetricsOutput(io.Discard)
+	theirs, err := other.UpsertProducts(context.Background(), billing.UpsertRequest{})
+	if err != nil || theirs.PortalConfiguration == "" || theirs.PortalConfiguration == first.PortalConfiguration {
+		t.Fatalf("another deployment's configuration: %q %v (ours %q)", theirs.PortalConfiguration, err, first.PortalConfiguration)
+	}
+	if again := f.upsert(billing.UpsertRequest{}); again.PortalConfiguration != first.PortalConfiguration {
+		t.Fatalf("a second run made %q, want %q kept", again.PortalConfiguration, first.PortalConfiguration)
+	}
+
+	portal := f.ok(map[string]any{"action": "create_portal_session", "org_id": "org_portal", "return_url": "https://app.example.com/billing"})
+	if u, _ := portal["url"].(string); !strings.Contains(u, "/_local/portal/") {
+		t.Fatalf("create_portal_session: %v", portal)
+	}
+	// A configuration deactivated by hand: a clear error, not internal.
+	if _, err := f.sc().BillingPortalConfigurations.Update(first.PortalConfiguration, &stripe.BillingPortalConfigurationParams{Active: stripe.Bool(false)}); err != nil {
+		t.Fatal(err)
+	}
+	resp = f.call(map[string]any{"action": "create_portal_session", "org_id": "org_portal", "return_url": "https://app.example.com/billing"})
+	if resp.OK || resp.Error.Code != billing.CodeInvalidRequest || !strings.Contains(resp.Error.Message, "run upsert-products") {
+		t.Fatalf("a deactivated configuration: %+v", resp)
+	}
+	// upsert-products restores it.
+	if again := f.upsert(billing.UpsertRequest{}); again.PortalConfiguration != first.PortalConfiguration {
+		t.Fatalf("restoring made %q, want %q", again.PortalConfiguration, first.PortalConfiguration)
+	}
+	f.ok(map[string]any{"action": "create_portal_session", "org_id": "org_portal", "return_url": "https://app.example.com/billing"})
 }

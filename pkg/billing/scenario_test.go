@@ -178,6 +178,10 @@ func TestScenario_TheReleaseCheck(t *testing.T) {
 			if sub := st["subscription"].(map[string]any); sub["status"] != "incomplete" {
 				t.Fatalf("subscribe: %v", st)
 			}
+			// The Elements path: the status holds the client secret Stripe.js confirms.
+			if pay, _ := st["payment"].(map[string]any); pay["intent"] != "payment" || !strings.Contains(fmt.Sprint(pay["client_secret"]), "_secret_") {
+				t.Fatalf("subscribe's payment: %v", st["payment"])
+			}
 			s.pay(org, "pm_card_visa")
 			s.deliver()
 			if sub := s.call("get_status", org)["subscription"].(map[string]any); sub["status"] != "active" {
@@ -191,6 +195,25 @@ func TestScenario_TheReleaseCheck(t *testing.T) {
 				t.Fatalf("set_instance_types: %s", got)
 			}
 			s.call("record_usage", org, "instance_type", "gpu-a10g", "minutes", 12)
+
+			// The billing page: the paid first invoice, the upcoming one, the
+			// deployment's own portal.
+			if inv := s.call("list_invoices", org)["invoices"].([]any); len(inv) == 0 || inv[len(inv)-1].(map[string]any)["status"] != "paid" {
+				t.Fatalf("list_invoices: %v", inv)
+			}
+			if lines := s.call("preview_invoice", org)["lines"].([]any); len(lines) < 2 {
+				t.Fatalf("preview_invoice: %v", lines)
+			}
+			if u := s.call("create_portal_session", org, "return_url", "https://app.example.com/billing")["url"]; u == nil || u == "" {
+				t.Fatal("create_portal_session made no URL")
+			}
+
+			// Checkout for another organization: a page that expires unpaid.
+			co := s.call("create_checkout_session", "org_scn_co", "tier", "starter", "email", "scn-co@example.com",
+				"success_url", "https://app.example.com/done?session={CHECKOUT_SESSION_ID}", "cancel_url", "https://app.example.com/back")
+			if cs, err := s.sc.CheckoutSessions.Expire(fmt.Sprint(co["session_id"]), nil); err != nil || cs.Status != "expired" || cs.ClientReferenceID != "org_scn_co" {
+				t.Fatalf("the Checkout session %v: %+v %v", co, cs, err)
+			}
 			if sub := s.call("cancel", org)["subscription"].(map[string]any); sub["cancel_at_period_end"] != true {
 				t.Fatalf("cancel: %v", sub)
 			}
@@ -223,7 +246,8 @@ func TestScenario_TheReleaseCheck(t *testing.T) {
 }
 
 // archiveAll retires what a live scenario made in its namespace: products
-// and prices archived, meters deactivated, customers deleted.
+// and prices archived, portal configurations and meters deactivated,
+// customers deleted.
 func (s *scenario) archiveAll() {
 	for it := s.sc.Products.List(&stripe.ProductListParams{}); it.Next(); {
 		p := it.Product()
@@ -233,6 +257,11 @@ func (s *scenario) archiveAll() {
 		_, _ = s.sc.Products.Update(p.ID, &stripe.ProductParams{Active: stripe.Bool(false), DefaultPrice: stripe.String("")})
 		for pi := s.sc.Prices.List(&stripe.PriceListParams{Product: stripe.String(p.ID)}); pi.Next(); {
 			_, _ = s.sc.Prices.Update(pi.Price().ID, &stripe.PriceParams{Active: stripe.Bool(false)})
+		}
+	}
+	for it := s.sc.BillingPortalConfigurations.List(&stripe.BillingPortalConfigurationListParams{}); it.Next(); {
+		if c := it.BillingPortalConfiguration(); c.Metadata["billing_namespace"] == s.b.ns && c.Active {
+			_, _ = s.sc.BillingPortalConfigurations.Update(c.ID, &stripe.BillingPortalConfigurationParams{Active: stripe.Bool(false)})
 		}
 	}
 	for it := s.sc.BillingMeters.List(&stripe.BillingMeterListParams{}); it.Next(); {

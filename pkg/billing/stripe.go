@@ -16,6 +16,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/billing/meter"
 	"github.com/stripe/stripe-go/v76/billing/meterevent"
+	"github.com/stripe/stripe-go/v76/billingportal/configuration"
 	"github.com/stripe/stripe-go/v76/billingportal/session"
 	checkoutsession "github.com/stripe/stripe-go/v76/checkout/session"
 	"github.com/stripe/stripe-go/v76/customer"
@@ -149,6 +150,9 @@ func fromStripe(op string, err error) error {
 		out.Code, out.Message = CodeNotFound, fmt.Sprintf("%s: not found in Stripe", op)
 	case se.HTTPStatusCode == http.StatusUnauthorized:
 		out.Code, out.Message, out.Err = CodeInternal, op+": Stripe rejected the API key", fmt.Errorf("%w: %w", errKeyRejected, err)
+	case se.Param == "configuration":
+		// The deployment's portal configuration, deactivated or gone.
+		out.Code, out.Message = CodeInvalidRequest, op+": Stripe refused the customer portal configuration: run upsert-products, which restores it"
 	case se.Code == stripe.ErrorCodeResourceAlreadyExists:
 		out.Code, out.Message = CodeConflict, op+": the object exists already in Stripe"
 	case se.HTTPStatusCode == http.StatusBadRequest && strings.HasPrefix(se.Msg, "An event already exists with identifier"):
@@ -189,18 +193,19 @@ func keyHash(parts ...string) string {
 // others: stripe-go's client.API would link every Stripe resource into each
 // binary and run their init at every cold start.
 type stripeAPI struct {
-	Products              *product.Client
-	Prices                *price.Client
-	BillingMeters         *meter.Client
-	BillingMeterEvents    *meterevent.Client
-	Customers             *customer.Client
-	Subscriptions         *subscription.Client
-	Invoices              *invoice.Client
-	BillingPortalSessions *session.Client
-	CheckoutSessions      *checkoutsession.Client
-	PaymentIntents        *paymentintent.Client
-	SetupIntents          *setupintent.Client
-	Events                *event.Client
+	Products                    *product.Client
+	Prices                      *price.Client
+	BillingMeters               *meter.Client
+	BillingMeterEvents          *meterevent.Client
+	Customers                   *customer.Client
+	Subscriptions               *subscription.Client
+	Invoices                    *invoice.Client
+	BillingPortalSessions       *session.Client
+	BillingPortalConfigurations *configuration.Client
+	CheckoutSessions            *checkoutsession.Client
+	PaymentIntents              *paymentintent.Client
+	SetupIntents                *setupintent.Client
+	Events                      *event.Client
 }
 
 func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
@@ -209,7 +214,8 @@ func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
 		BillingMeters: &meter.Client{B: b, Key: key}, BillingMeterEvents: &meterevent.Client{B: b, Key: key},
 		Customers: &customer.Client{B: b, Key: key}, Subscriptions: &subscription.Client{B: b, Key: key},
 		Invoices: &invoice.Client{B: b, Key: key}, BillingPortalSessions: &session.Client{B: b, Key: key},
-		CheckoutSessions: &checkoutsession.Client{B: b, Key: key}, PaymentIntents: &paymentintent.Client{B: b, Key: key},
+		BillingPortalConfigurations: &configuration.Client{B: b, Key: key},
+		CheckoutSessions:            &checkoutsession.Client{B: b, Key: key}, PaymentIntents: &paymentintent.Client{B: b, Key: key},
 		SetupIntents: &setupintent.Client{B: b, Key: key},
 		Events:       &event.Client{B: b, Key: key},
 	}

@@ -634,31 +634,6 @@ func (s *Service) resume(ctx context.Context, cmd Command) (Status, error) {
 	return s.status(ctx, cmd.OrgID)
 }
 
-// portalAction is the create_portal_session action.
-func (s *Service) portalAction(ctx context.Context, cmd Command) (any, error) {
-	url, err := s.portal(ctx, cmd)
-	return map[string]string{"url": url}, err
-}
-
-func (s *Service) portal(ctx context.Context, cmd Command) (string, error) {
-	customer, err := s.customerOf(ctx, cmd.OrgID)
-	if err != nil {
-		return "", err
-	}
-	var session *stripe.BillingPortalSession
-	err = s.withStripe(ctx, "create portal session", func(api *stripeAPI) error {
-		p := &stripe.BillingPortalSessionParams{Customer: stripe.String(customer), ReturnURL: stripe.String(cmd.ReturnURL)}
-		p.Context = ctx
-		var err error
-		session, err = api.BillingPortalSessions.New(p)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	return session.URL, nil
-}
-
 // checkReturnURL accepts https, or http on this machine for development.
 func checkReturnURL(field, raw string) error {
 	u, err := url.Parse(raw)

@@ -82,7 +82,8 @@ func TestSubscribe_EveryActionSucceeds(t *testing.T) {
 	if r := f.ok(req("record_usage", "org_a", "instance_type", "gpu-a10g", "minutes", 30)); r["recorded"] != true {
 		t.Fatalf("record_usage %v", r)
 	}
-	f.stripe.SetPortalDefault(true) // as if saved in the Dashboard
+	// The deployment's own portal configuration, which upsert-products made:
+	// no saved default configuration is needed.
 	portal := f.ok(map[string]any{"action": "create_portal_session", "org_id": "org_a", "return_url": "https://app.example.com/billing"})
 	if !strings.HasPrefix(portal["url"].(string), "http") {
 		t.Fatalf("portal %v", portal)

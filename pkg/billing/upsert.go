@@ -28,6 +28,9 @@ type UpsertResult struct {
 	Unchanged int        `json:"unchanged"`
 	DryRun    bool       `json:"dry_run"`
 	Plan      []PlanItem `json:"plan"`
+	// PortalConfiguration is the deployment's customer portal
+	// configuration (not made or changed by a dry run).
+	PortalConfiguration string `json:"portal_configuration,omitempty"`
 }
 
 // PlanItem is one catalog key's action and its changes, for people.
@@ -146,7 +149,8 @@ func (s *Service) UpsertProducts(ctx context.Context, req UpsertRequest) (Upsert
 				return err
 			}
 		}
-		return nil
+		result.PortalConfiguration, err = s.ensurePortal(ctx, api, gen)
+		return err
 	})
 	if errors.Is(err, errKeyBurned) {
 		// Stripe stored this answer under its key: the next run, planned

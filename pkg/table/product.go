@@ -126,3 +126,41 @@ func (s *Store) NextCatalogKeys(ctx context.Context) error {
 	}
 	return nil
 }
+
+// PortalConfiguration is this deployment's customer portal configuration
+// in Stripe: upsert-products makes it and keeps it as Hash says, and
+// create_portal_session names it, so that a portal never depends on the
+// account's default configuration, which other deployments share.
+type PortalConfiguration struct {
+	ID        string    `dynamodbav:"configuration_id"`
+	Hash      string    `dynamodbav:"hash"`
+	UpdatedAt time.Time `dynamodbav:"updated_at"`
+}
+
+const skPortal = "PORTAL"
+
+// GetPortalConfiguration returns the deployment's portal configuration, or
+// ErrNotFound before upsert-products made one.
+func (s *Store) GetPortalConfiguration(ctx context.Context) (PortalConfiguration, error) {
+	var c PortalConfiguration
+	if err := s.getItem(ctx, key(pkCatalog, skPortal), &c); err != nil {
+		return PortalConfiguration{}, fmt.Errorf("table.GetPortalConfiguration: %w", err)
+	}
+	return c, nil
+}
+
+// PutPortalConfiguration records the deployment's portal configuration;
+// upsert-products is its only writer.
+func (s *Store) PutPortalConfiguration(ctx context.Context, c PortalConfiguration) error {
+	item, err := attributevalue.MarshalMap(c)
+	if err != nil {
+		return fmt.Errorf("table.PutPortalConfiguration: %w", err)
+	}
+	for k, v := range key(pkCatalog, skPortal) {
+		item[k] = v
+	}
+	if _, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.name, Item: item}); err != nil {
+		return fmt.Errorf("table.PutPortalConfiguration: %w", translate(err))
+	}
+	return nil
+}
