@@ -2,8 +2,12 @@ package billing
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"github.com/stripe/stripe-go/v76"
+
+	"github.com/baseten/billing-functions/pkg/table"
 )
 
 // Taking the money and the billing page: the Checkout page that makes a
@@ -32,6 +36,14 @@ func (s *Service) createCheckoutSession(ctx context.Context, cmd Command) (any, 
 	if err != nil {
 		return nil, err
 	}
+	// One subscribe or Checkout per organization at a time, as subscribe.
+	switch err := s.store.ClaimSubscribe(ctx, cmd.OrgID, cmd.RequestID, time.Now(), requestLease); {
+	case errors.Is(err, table.ErrConditionFailed):
+		return nil, Errorf(CodeConflict, "another subscribe for this organization is in progress")
+	case err != nil:
+		return nil, fromTable("claim the subscription", err)
+	}
+	defer func() { _ = s.store.ReleaseSubscribe(context.WithoutCancel(ctx), cmd.OrgID, cmd.RequestID) }()
 	m, err := s.store.GetMirror(ctx, cmd.OrgID)
 	if err != nil {
 		return nil, fromTable("read the mirror", err)
@@ -45,6 +57,12 @@ func (s *Service) createCheckoutSession(ctx context.Context, cmd Command) (any, 
 	customer, err := s.ensureCustomer(ctx, cmd, m)
 	if err != nil {
 		return nil, err
+	}
+	if m.Customer != nil && m.Customer.Checkout.SessionID != "" {
+		open, err := s.closePreviousCheckout(ctx, cmd, m.Customer.Checkout)
+		if err != nil || open != nil {
+			return open, err
+		}
 	}
 	var cs *stripe.CheckoutSession
 	err = s.withStripe(ctx, "create checkout session", func(api *stripeAPI) error {
@@ -72,7 +90,44 @@ func (s *Service) createCheckoutSession(ctx context.Context, cmd Command) (any, 
 	if err != nil {
 		return nil, err
 	}
+	if err := s.store.SetCheckout(ctx, cmd.OrgID, table.CheckoutRef{SessionID: cs.ID, RequestID: cmd.RequestID}); err != nil {
+		return nil, fromTable("record the checkout session", err)
+	}
 	return CheckoutSession{URL: cs.URL, SessionID: cs.ID, ExpiresAt: cs.ExpiresAt}, nil
+}
+
+// closePreviousCheckout keeps at most one Checkout session of an
+// organization open, so that its customer cannot pay for two
+// subscriptions: the previous session is expired when it is still open.
+// One that was paid means the subscription is on its way to the mirror
+// (conflict). The same request's own session, made by an attempt whose
+// answer was lost, is answered again while open.
+func (s *Service) closePreviousCheckout(ctx context.Context, cmd Command, prev table.CheckoutRef) (any, error) {
+	var cs *stripe.CheckoutSession
+	err := s.withStripe(ctx, "read the previous checkout session", func(api *stripeAPI) error {
+		var err error
+		cs, err = api.CheckoutSessions.Get(prev.SessionID, &stripe.CheckoutSessionParams{Params: stripe.Params{Context: ctx}})
+		return err
+	})
+	switch {
+	case ErrorCode(err) == CodeNotFound:
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case cs.Status == stripe.CheckoutSessionStatusComplete:
+		return nil, Errorf(CodeConflict, "the organization paid on a Checkout page: its subscription is on its way")
+	case cs.Status != stripe.CheckoutSessionStatusOpen:
+		return nil, nil // expired
+	case prev.RequestID == cmd.RequestID:
+		return CheckoutSession{URL: cs.URL, SessionID: cs.ID, ExpiresAt: cs.ExpiresAt}, nil
+	}
+	return nil, s.withStripe(ctx, "expire the previous checkout session", func(api *stripeAPI) error {
+		p := &stripe.CheckoutSessionExpireParams{}
+		p.Context = ctx
+		p.SetIdempotencyKey(keyHash(s.cfg.Namespace, "expire checkout", prev.SessionID))
+		_, err := api.CheckoutSessions.Expire(prev.SessionID, p)
+		return err
+	})
 }
 
 // subscriptionPrices checks a subscription's tier and instance types

@@ -402,3 +402,29 @@ func TestPortal_EachDeploymentHasItsOwnConfigurationMadeByUpsertProducts(t *test
 	}
 	f.ok(map[string]any{"action": "create_portal_session", "org_id": "org_portal", "return_url": "https://app.example.com/billing"})
 }
+
+func TestCheckout_OneOpenSessionPerOrganization(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	first := f.ok(checkoutReq("org_one"))
+	// A second page (another tier) expires the first: the customer can pay
+	// for one subscription only.
+	second := f.ok(checkoutReq("org_one", "tier", "starter"))
+	cs1, err := f.sc().CheckoutSessions.Get(first["session_id"].(string), nil)
+	if err != nil || cs1.Status != "expired" {
+		t.Fatalf("the first session after a second: %v %v", cs1, err)
+	}
+	if resp := hostedPage(t, first["url"].(string)+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode == http.StatusSeeOther {
+		t.Fatal("the expired first page took a payment")
+	}
+	// Paid on the second page, its webhooks not yet delivered: a third
+	// request is refused, not a page for a second subscription.
+	if resp := hostedPage(t, second["url"].(string)+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("paying the second page: %d", resp.StatusCode)
+	}
+	wantError(t, f.call(checkoutReq("org_one")), billing.CodeConflict)
+	if it := f.sc().Subscriptions.List(&stripe.SubscriptionListParams{Customer: stripe.String(cs1.Customer.ID), Status: stripe.String("all")}); !it.Next() || it.Next() {
+		t.Fatal("want exactly one subscription")
+	}
+}

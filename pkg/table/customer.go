@@ -20,6 +20,15 @@ type Customer struct {
 	CustomerID string    `dynamodbav:"customer_id"`
 	Deleted    bool      `dynamodbav:"deleted"`
 	CreatedAt  time.Time `dynamodbav:"created_at"`
+	// Checkout is the organization's latest Checkout session: at most one
+	// may be open, or a customer could pay for two subscriptions.
+	Checkout CheckoutRef `dynamodbav:"checkout,omitempty"`
+}
+
+// CheckoutRef names a Checkout session and the request that opened it.
+type CheckoutRef struct {
+	SessionID string `dynamodbav:"session_id"`
+	RequestID string `dynamodbav:"request_id"`
 }
 
 type customerItem struct {
@@ -83,4 +92,23 @@ func (s *Store) OrgForStripeID(ctx context.Context, stripeID string) (string, er
 		return "", fmt.Errorf("table.OrgForStripeID %s: %w", stripeID, err)
 	}
 	return it.OrgID, nil
+}
+
+// SetCheckout records the organization's latest Checkout session on its
+// customer mapping, which must exist.
+func (s *Store) SetCheckout(ctx context.Context, orgID string, ref CheckoutRef) error {
+	av, err := attributevalue.Marshal(ref)
+	if err != nil {
+		return fmt.Errorf("table.SetCheckout %s: %w", orgID, err)
+	}
+	_, err = s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &s.name, Key: key(orgPK(orgID), skCustomer),
+		UpdateExpression:          aws.String("SET checkout = :ref"),
+		ConditionExpression:       aws.String("attribute_exists(pk)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":ref": av},
+	})
+	if err != nil {
+		return fmt.Errorf("table.SetCheckout %s: %w", orgID, translate(err))
+	}
+	return nil
 }
