@@ -103,6 +103,15 @@ func run() error {
 	for _, f := range benches {
 		add(f)
 	}
+
+	fmt.Println("the full soak (10,000 deliveries, as make soak runs it; make test runs 1,000):")
+	soaked, err := soak(root)
+	if err != nil {
+		return err
+	}
+	for _, f := range soaked {
+		add(f)
+	}
 	return write(root, res)
 }
 

@@ -354,3 +354,75 @@ func asList(v any) []any {
 func toJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
 
 func equalJSON(a, b any) bool { return toJSON(a) == toJSON(b) }
+
+func TestTemplate_TheWebhookIsThrottledLoggedAndCapped(t *testing.T) {
+	tp := load(t)
+	api := tp.Resources["WebhookApi"].Properties
+	route, _ := api["DefaultRouteSettings"].(map[string]any)
+	if !equalJSON(route["ThrottlingRateLimit"], map[string]any{"Ref": "WebhookRateLimit"}) ||
+		!equalJSON(route["ThrottlingBurstLimit"], map[string]any{"Ref": "WebhookBurstLimit"}) {
+		t.Errorf("the webhook route's throttling = %v, want the stage's parameters", route)
+	}
+	logs, _ := api["AccessLogSettings"].(map[string]any)
+	if !equalJSON(logs["DestinationArn"], map[string]any{"Fn::GetAtt": []any{"WebhookAccessLogGroup", "Arn"}}) ||
+		!strings.Contains(fmt.Sprint(logs["Format"]), "$context.status") {
+		t.Errorf("the webhook's access log = %v", logs)
+	}
+	if group := tp.Resources["WebhookAccessLogGroup"]; group.Type != "AWS::Logs::LogGroup" || group.Properties["RetentionInDays"] == nil {
+		t.Errorf("WebhookAccessLogGroup = %+v, want a log group with a retention", group)
+	}
+	if got := tp.Resources["WebhookFunction"].Properties["ReservedConcurrentExecutions"]; !equalJSON(got, map[string]any{"Ref": "WebhookReservedConcurrency"}) {
+		t.Errorf("the webhook's reserved concurrency = %v", got)
+	}
+	if got := tp.Resources["UpsertProductsFunction"].Properties["ReservedConcurrentExecutions"]; fmt.Sprint(got) != "1" {
+		t.Errorf("upsert-products' reserved concurrency = %v, want 1: two runs never overlap", got)
+	}
+	if got := tp.Resources["SubscribeFunction"].Properties["ReservedConcurrentExecutions"]; got != nil {
+		t.Errorf("subscribe's concurrency is capped at %v: the core app's calls must not be throttled by us", got)
+	}
+	for _, p := range []string{"WebhookRateLimit", "WebhookBurstLimit", "WebhookReservedConcurrency"} {
+		if tp.Parameters[p]["Type"] != "Number" || tp.Parameters[p]["Default"] == nil {
+			t.Errorf("parameter %s = %v, want a Number with a default", p, tp.Parameters[p])
+		}
+	}
+}
+
+func TestTemplate_AlarmsWatchWhatTheCodeEmits(t *testing.T) {
+	tp := load(t)
+	emitted := billing.EmittedMetrics()
+	want := map[string]string{ // alarm → metric
+		"WebhookFailuresAlarm": "WebhookFailed", "WebhookRejectedAlarm": "WebhookRejected", "WebhookUnavailableAlarm": "WebhookUnavailable",
+		"ReconcileDriftAlarm": "ReconcileDifferences", "ReconcileHeartbeatAlarm": "ReconcileCompleted",
+	}
+	for id, r := range tp.Resources {
+		if r.Type != "AWS::CloudWatch::Alarm" {
+			continue
+		}
+		p := r.Properties
+		function := ""
+		for _, d := range asList(p["Dimensions"]) {
+			if dm, _ := d.(map[string]any); dm["Name"] == "Function" {
+				function = fmt.Sprint(dm["Value"])
+			}
+		}
+		if p["Namespace"] != "BillingFunctions" || !slices.Contains(emitted[function], fmt.Sprint(p["MetricName"])) {
+			t.Errorf("%s watches %v/%v of function %q, which the code does not emit", id, p["Namespace"], p["MetricName"], function)
+		}
+		if metric, ok := want[id]; ok && p["MetricName"] != metric {
+			t.Errorf("%s watches %v, want %s", id, p["MetricName"], metric)
+		}
+		delete(want, id)
+	}
+	if len(want) != 0 {
+		t.Errorf("alarms missing: %v", want)
+	}
+	hb := tp.Resources["ReconcileHeartbeatAlarm"].Properties
+	if hb["TreatMissingData"] != "breaching" || hb["ComparisonOperator"] != "LessThanThreshold" || fmt.Sprint(hb["Period"]) != "86400" {
+		t.Errorf("the reconcile heartbeat = %v: a day without a completed run must alarm", hb)
+	}
+	for _, id := range []string{"WebhookRejectedAlarm", "WebhookUnavailableAlarm"} {
+		if p := tp.Resources[id].Properties; fmt.Sprint(p["EvaluationPeriods"]) == "1" {
+			t.Errorf("%s alarms on one period: it is for a sustained run", id)
+		}
+	}
+}

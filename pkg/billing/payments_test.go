@@ -215,6 +215,19 @@ func TestPayment_TheStatusSaysHowToPayTheFirstInvoiceUntilItIsPaid(t *testing.T)
 	if it := f.sc().Subscriptions.List(&stripe.SubscriptionListParams{Customer: stripe.String(sub.Customer.ID), Status: stripe.String("all")}); it.Next() && it.Next() {
 		t.Fatal("a second subscription was made")
 	}
+	// Changes wait for the first payment (Stripe takes only metadata then).
+	for _, r := range []map[string]any{req("change_tier", "org_pay", "tier", "business"), req("set_instance_types", "org_pay", "instance_types", []string{"gpu-t4"})} {
+		resp := f.call(r)
+		if resp.OK || resp.Error.Code != billing.CodePaymentRequired || !strings.Contains(resp.Error.Message, "first payment") {
+			t.Fatalf("%v while incomplete: %+v", r["action"], resp)
+		}
+	}
+	// Cancelling an unpaid subscription ends it at once, even "at the
+	// period's end": nothing was paid for.
+	f.ok(req("subscribe", "org_pay_cancel", "tier", "starter", "email", "pc@example.com"))
+	if st := f.ok(req("cancel", "org_pay_cancel")); subscriptionOf(t, st)["status"] != "canceled" || st["payment"] != nil {
+		t.Fatalf("cancel while incomplete: %v", st)
+	}
 	// A card that needs 3-D Secure: the payment requires action, until the
 	// customer authenticates.
 	f.pay("org_pay", "pm_card_authenticationRequired")

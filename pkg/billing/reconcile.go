@@ -52,6 +52,18 @@ type ReplayReport struct {
 	Failed    int `json:"failed"`
 }
 
+// reconcileMetrics are the reconcile action's metrics. ReconcileCompleted
+// is its heartbeat, which the template's ReconcileHeartbeatAlarm watches.
+var reconcileMetrics = []string{"ReconcileCompleted", "ReconcileOrganizations", "ReconcileDifferences", "ReconcileRepaired",
+	"ReconcileRemaining", "ReplayProcessed", "ReplayFailed"}
+
+// EmittedMetrics lists the metrics each function's Embedded Metric Format
+// lines carry, by the Function dimension's value, for the template's
+// alarms (a template test checks each alarm watches one of these).
+func EmittedMetrics() map[string][]string {
+	return map[string][]string{"webhook": webhookMetrics, "reconcile": reconcileMetrics}
+}
+
 // reconcileRun is the reconcile action: it runs Reconcile, logs each
 // difference (IDs and states only), and counts them in metrics, which the
 // template's ReconcileDriftAlarm watches.
@@ -63,12 +75,12 @@ func (s *Service) reconcileRun(ctx context.Context, opts ReconcileOptions) (Reco
 	for _, d := range rep.Differences {
 		s.log.WarnContext(ctx, "reconcile: the mirror differs from Stripe", "org_id", d.OrgID, "field", d.Field, "mirror", d.Mirror, "stripe", d.Stripe)
 	}
-	counts := map[string]int{"ReconcileOrganizations": rep.Organizations, "ReconcileDifferences": len(rep.Differences),
+	counts := map[string]int{"ReconcileCompleted": 1, "ReconcileOrganizations": rep.Organizations, "ReconcileDifferences": len(rep.Differences),
 		"ReconcileRepaired": rep.Repaired, "ReconcileRemaining": len(rep.Remaining)}
 	if r := rep.Replay; r != nil {
 		counts["ReplayProcessed"], counts["ReplayFailed"] = r.Processed, r.Failed
 	}
-	s.emitEMF("reconcile", []string{"ReconcileOrganizations", "ReconcileDifferences", "ReconcileRepaired", "ReconcileRemaining", "ReplayProcessed", "ReplayFailed"}, counts)
+	s.emitEMF("reconcile", reconcileMetrics, counts)
 	return rep, nil
 }
 
