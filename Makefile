@@ -25,6 +25,11 @@ UV_VERSION         := 0.13.8
 LAMBDA_GOFLAGS := -tags lambda.norpc -trimpath -ldflags=-s
 LAMBDA_ENV     := CGO_ENABLED=0 GOOS=linux GOARCH=arm64
 
+# Everything make builds, the Lambda binaries included, uses the Go release
+# go.mod's toolchain line names (the newest 1.26 patch: net/http fixes over
+# 1.26.8); the go command fetches it from the module proxy once.
+export GOTOOLCHAIN := $(shell sed -n 's/^toolchain //p' go.mod)
+
 export SAM_CLI_TELEMETRY := 0
 export MOTO_SERVER       := $(CURDIR)/scripts/moto-server
 export AWS_LAMBDA_RIE    := $(BIN)/aws-lambda-rie
@@ -34,7 +39,7 @@ export AWS_LAMBDA_RIE    := $(BIN)/aws-lambda-rie
 # that each package is compiled once for all of them.
 TEST_FLAGS := -race -tags lambda.norpc
 
-.PHONY: help test test-short fuzz soak tools chromium dev bench fmt vet clean upsert-products \
+.PHONY: help test test-short fuzz soak tools chromium dev bench fmt vet vulncheck clean upsert-products \
         build-WebhookFunction build-SubscribeFunction build-UpsertProductsFunction
 
 help:
@@ -90,6 +95,16 @@ fmt:
 vet:
 	$(GO) vet $(TEST_FLAGS) ./...
 
+# Known vulnerabilities in what the binaries link, when govulncheck's
+# database can be reached; otherwise it says so and the run goes on.
+GOVULNCHECK_VERSION := v1.9.0
+vulncheck:
+	@if curl -fsS -m 5 -o /dev/null https://vuln.go.dev/index/db.json 2>/dev/null; then \
+	  $(GO) run golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK_VERSION) ./functions/... ./pkg/...; \
+	else \
+	  echo "govulncheck skipped: its database (vuln.go.dev) cannot be reached from this machine"; \
+	fi
+
 FUZZTIME     ?= 30s
 TEST_TIMEOUT := 900
 
@@ -98,7 +113,7 @@ TEST_TIMEOUT := 900
 # targets' properties run there over random mutations of their seeds;
 # `make fuzz` runs them coverage-guided, which needs a build of its own.
 test:
-	@$(MAKE) --no-print-directory -j4 tools fmt vet
+	@$(MAKE) --no-print-directory -j4 tools fmt vet vulncheck
 	REQUIRE_BROWSER=1 $(GO) test $(TEST_FLAGS) -count=1 -v -parallel 8 -timeout $(TEST_TIMEOUT)s ./... 2>&1 | TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-summary
 
 # The quick loop: every test that needs no server, with none installed.

@@ -104,6 +104,15 @@ func TestTemplate_SamBuildMakesThreeDistinctArm64Bootstraps(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("sam build: %v\n%s", err, out)
 	}
+	mod, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, found := strings.Cut(string(mod), "\ntoolchain ")
+	toolchain, _, _ := strings.Cut(after, "\n")
+	if !found || !strings.HasPrefix(toolchain, "go1.26.") {
+		t.Fatalf("go.mod names no go1.26 toolchain: %q", toolchain)
+	}
 	sums := map[[32]byte]string{}
 	for logicalID, pkg := range functions {
 		bin := filepath.Join(buildDir, logicalID, "bootstrap")
@@ -127,6 +136,11 @@ func TestTemplate_SamBuildMakesThreeDistinctArm64Bootstraps(t *testing.T) {
 		info, err := exec.Command(runtime.GOROOT()+"/bin/go", "version", "-m", bin).Output()
 		if err != nil {
 			t.Fatalf("go version -m %s: %v", bin, err)
+		}
+		// Built with go.mod's toolchain (the newest patch release), not
+		// whichever Go is installed.
+		if first, _, _ := strings.Cut(string(info), "\n"); !strings.HasSuffix(first, ": "+toolchain) {
+			t.Errorf("%s/bootstrap was built with %q, want %s", logicalID, first, toolchain)
 		}
 		for _, want := range []string{"\tpath\tgithub.com/baseten/billing-functions/" + pkg + "\n", "-tags=lambda.norpc", "-trimpath=true", "CGO_ENABLED=0", "GOARCH=arm64"} {
 			if !strings.Contains(string(info), want) {
