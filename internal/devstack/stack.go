@@ -8,6 +8,7 @@ package devstack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -58,6 +59,11 @@ const (
 	LocalPubKey   = "pk_test_local"
 	LocalWhSecret = "whsec_local_dev"
 	WebhookPath   = "/integrations/stripe/webhooks"
+	// DynamoDBActionsFile, in the state directory, lists when the stack
+	// stops the IAM actions each function's DynamoDB requests needed and
+	// the partition key prefixes they touched, by logical ID (a test
+	// compares them with the template's policies).
+	DynamoDBActionsFile = "dynamodb-actions.json"
 )
 
 // Stack is the running system.
@@ -66,6 +72,7 @@ type Stack struct {
 	GatewayURL, InvokeURL, StripeURL string
 	MotoURL, LogDir                  string
 	awsURL                           string // moto behind dynamoproxy
+	proxy                            *dynamoproxy.Proxy
 	RealStripe                       bool
 	procs                            []*process
 	servers                          []*http.Server
@@ -187,7 +194,8 @@ func (s *Stack) startMoto() error {
 	}
 	target, _ := url.Parse(s.MotoURL)
 	s.awsURL = fmt.Sprintf("http://127.0.0.1:%d", proxyPort)
-	return s.listen(fmt.Sprintf("127.0.0.1:%d", proxyPort), dynamoproxy.New(target))
+	s.proxy = dynamoproxy.New(target)
+	return s.listen(fmt.Sprintf("127.0.0.1:%d", proxyPort), s.proxy)
 }
 
 func (s *Stack) startLocalStripe() error {
@@ -247,7 +255,7 @@ func (s *Stack) startFunctions(ctx context.Context) error {
 	env := []string{
 		"PATH=" + os.Getenv("PATH"), "STAGE=" + Stage, "BILLING_NAMESPACE=" + s.opts.Namespace, "TABLE_NAME=" + TableName,
 		"STRIPE_SECRET_ID=" + SecretID, "AWS_ENDPOINT_URL=" + s.awsURL, "AWS_REGION=us-east-1",
-		"AWS_ACCESS_KEY_ID=local", "AWS_SECRET_ACCESS_KEY=local",
+		"AWS_SECRET_ACCESS_KEY=local",
 	}
 	if !s.RealStripe {
 		env = append(env, "STRIPE_API_BASE="+s.StripeURL)
@@ -280,7 +288,10 @@ func (s *Stack) startFunctions(ctx context.Context) error {
 		if fd.name == "upsert-products" {
 			timeout = "300"
 		}
-		p, err := start(fd.name, w, append(env, "AWS_LAMBDA_FUNCTION_NAME="+fd.logicalID, "AWS_LAMBDA_FUNCTION_TIMEOUT="+timeout), s.opts.RIE,
+		// Each function signs with its own access key ID, so the proxy can
+		// tell which DynamoDB actions each one needs (DynamoDBActionsFile).
+		fnEnv := append(env, "AWS_ACCESS_KEY_ID="+fd.logicalID, "AWS_LAMBDA_FUNCTION_NAME="+fd.logicalID, "AWS_LAMBDA_FUNCTION_TIMEOUT="+timeout)
+		p, err := start(fd.name, w, fnEnv, s.opts.RIE,
 			"--runtime-api-address", fmt.Sprintf("127.0.0.1:%d", runtimePort),
 			"--runtime-interface-emulator-address", fmt.Sprintf("127.0.0.1:%d", apiPort), bin)
 		if err != nil {
@@ -328,6 +339,12 @@ func (s *Stack) Invoke(ctx context.Context, logicalID string, payload []byte) ([
 func (s *Stack) Stop() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if s.proxy != nil {
+		record := map[string]map[string][]string{"actions": s.proxy.Actions(), "partitions": s.proxy.Partitions()}
+		if raw, err := json.MarshalIndent(record, "", "  "); err == nil {
+			_ = os.WriteFile(filepath.Join(s.opts.StateDir, DynamoDBActionsFile), raw, 0o644)
+		}
+	}
 	for _, srv := range s.servers {
 		_ = srv.Shutdown(ctx)
 	}

@@ -13,7 +13,9 @@
 package dynamoproxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -22,6 +24,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +57,11 @@ type Proxy struct {
 	mu     sync.Mutex
 	faults []*Fault
 	hits   map[string]int
+	// actions are the IAM actions each caller's DynamoDB requests needed,
+	// and partitions the partition key prefixes they touched ("ORG#",
+	// "CATALOG"), by the caller's access key ID (make dev gives each
+	// function its own).
+	actions, partitions map[string]map[string]bool
 }
 
 // New returns a proxy to target (moto's URL).
@@ -63,7 +71,7 @@ func New(target *url.URL) *Proxy {
 	// connections under load.
 	rp.Transport = &http.Transport{DisableKeepAlives: true}
 	rp.ErrorLog = log.New(io.Discard, "", 0) // callers that give up are the point of some faults
-	return &Proxy{rp: rp, hits: map[string]int{}}
+	return &Proxy{rp: rp, hits: map[string]int{}, actions: map[string]map[string]bool{}, partitions: map[string]map[string]bool{}}
 }
 
 // Inject adds a fault; faults match in the order they were added.
@@ -120,8 +128,125 @@ func (p *Proxy) take(op string) *Fault {
 	return nil
 }
 
+// Actions returns, by access key ID, the IAM actions the DynamoDB requests
+// signed with that key needed, sorted: an operation's own action, and for
+// TransactWriteItems the action of each of its items (IAM authorizes a
+// transaction item by item). A read of an index is "dynamodb:Query@index":
+// IAM authorizes it on the index's ARN.
+func (p *Proxy) Actions() map[string][]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string][]string{}
+	for key, set := range p.actions {
+		for a := range set {
+			out[key] = append(out[key], "dynamodb:"+a)
+		}
+		sort.Strings(out[key])
+	}
+	return out
+}
+
+// Partitions returns, by access key ID, the partition key prefixes of the
+// table's items the requests signed with that key read or wrote (the text
+// up to and including its first "#", or the whole key): what a
+// dynamodb:LeadingKeys condition would have to allow. Index reads are not
+// counted: their partition key is another attribute.
+func (p *Proxy) Partitions() map[string][]string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string][]string{}
+	for key, set := range p.partitions {
+		for prefix := range set {
+			out[key] = append(out[key], prefix)
+		}
+		sort.Strings(out[key])
+	}
+	return out
+}
+
+// keyed is the part of a request (or of a transaction item) that names
+// items by their partition key.
+type keyed struct {
+	Key, Item                 map[string]map[string]any
+	KeyConditionExpression    string
+	ExpressionAttributeValues map[string]map[string]any
+}
+
+// partition returns the partition key prefix k names, or "".
+func (k keyed) partition() string {
+	pk := ""
+	for _, m := range []map[string]map[string]any{k.Key, k.Item} {
+		if v, ok := m["pk"]["S"].(string); ok {
+			pk = v
+		}
+	}
+	if _, rest, ok := strings.Cut(k.KeyConditionExpression, "pk = "); ok && pk == "" {
+		name, _, _ := strings.Cut(rest, " ")
+		pk, _ = k.ExpressionAttributeValues[name]["S"].(string)
+	}
+	if i := strings.Index(pk, "#"); i >= 0 {
+		return pk[:i+1]
+	}
+	return pk
+}
+
+// record notes the IAM actions a DynamoDB request needs, and the
+// partitions it touches, for its signer.
+func (p *Proxy) record(r *http.Request, op string) {
+	_, cred, _ := strings.Cut(r.Header.Get("Authorization"), "Credential=")
+	key, _, _ := strings.Cut(cred, "/")
+	body, err := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	var req struct {
+		keyed
+		IndexName     string
+		TransactItems []map[string]json.RawMessage
+		RequestItems  map[string][]map[string]json.RawMessage
+	}
+	_ = json.Unmarshal(body, &req)
+	needed, partitions := []string{op}, []string{req.partition()}
+	switch {
+	case req.IndexName != "":
+		needed, partitions = []string{op + "@index"}, nil // authorized on the index's ARN
+	case op == "TransactWriteItems" || op == "BatchWriteItem":
+		needed = nil
+		items := req.TransactItems
+		for _, reqs := range req.RequestItems {
+			items = append(items, reqs...)
+		}
+		byKind := map[string]string{"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem",
+			"PutRequest": "PutItem", "DeleteRequest": "DeleteItem"}
+		for _, it := range items {
+			for kind, raw := range it {
+				needed = append(needed, byKind[kind])
+				var k keyed
+				_ = json.Unmarshal(raw, &k)
+				partitions = append(partitions, k.partition())
+			}
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for set, values := range map[*map[string]map[string]bool][]string{&p.actions: needed, &p.partitions: partitions} {
+		if (*set)[key] == nil {
+			(*set)[key] = map[string]bool{}
+		}
+		for _, v := range values {
+			if v != "" {
+				(*set)[key][v] = true
+			}
+		}
+	}
+}
+
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	service, op := operation(r)
+	if service == "DynamoDB_20120810" {
+		p.record(r, op)
+	}
 	f := p.take(op)
 	if f != nil && f.OnMatch != nil {
 		f.OnMatch()

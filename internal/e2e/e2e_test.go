@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +32,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 
+	"github.com/baseten/billing-functions/internal/devstack"
 	"github.com/baseten/billing-functions/internal/testenv"
 )
 
@@ -136,7 +139,35 @@ func (s *stack) stop() {
 			s.t.Errorf("port %d still open after Ctrl-C", p)
 		}
 	}
+	// What each function's DynamoDB requests needed, for
+	// TestEndToEnd_EachFunctionHasExactlyTheDynamoDBActionsItCalls.
+	raw, err := os.ReadFile(filepath.Join(s.stateDir, devstack.DynamoDBActionsFile))
+	var record struct{ Actions, Partitions map[string][]string }
+	if err != nil || json.Unmarshal(raw, &record) != nil {
+		s.t.Errorf("billing-dev wrote no %s: %v", devstack.DynamoDBActionsFile, err)
+	}
+	called.mu.Lock()
+	defer called.mu.Unlock()
+	for into, from := range map[*map[string]map[string]bool]map[string][]string{&called.actions: record.Actions, &called.partitions: record.Partitions} {
+		for fn, list := range from {
+			if (*into)[fn] == nil {
+				(*into)[fn] = map[string]bool{}
+			}
+			for _, a := range list {
+				(*into)[fn][a] = true
+			}
+		}
+	}
+	called.stacks++
 }
+
+// called gathers, over the package's stacks, the DynamoDB actions each
+// function needed and the partition key prefixes it touched.
+var called = struct {
+	mu                  sync.Mutex
+	actions, partitions map[string]map[string]bool
+	stacks              int
+}{actions: map[string]map[string]bool{}, partitions: map[string]map[string]bool{}}
 
 // call invokes the subscribe function through the Lambda client.
 func (s *stack) call(req map[string]any) map[string]any {
@@ -262,6 +293,12 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 	// Drift: webhooks held while a period renews; billingctl reconcile
 	// finds it through the real subscribe binary, and --repair fixes it.
 	t.Run("reconcile", func(t *testing.T) { s.reconcile(t) })
+
+	// Changes made by hand in Stripe: a customer without our metadata is
+	// looked up by its ID and ignored; a product renamed is drift the
+	// webhook flags; upsert-products meets a Stripe 500 (its keys move to a
+	// new generation), then puts the name back.
+	t.Run("by hand", func(t *testing.T) { s.byHand(t) })
 
 	s.checkLogsAreSafe(t)
 
@@ -655,5 +692,144 @@ func TestEndToEnd_TakingTheMoneyThroughTheRealBinaries(t *testing.T) {
 	s.control("/_local/wait", nil)
 	if sub, delinquent := s.status("org_co"); sub["status"] != "active" || delinquent || payment("org_co") != nil {
 		t.Fatalf("after paying the renewal: %v delinquent=%v", sub, delinquent)
+	}
+}
+
+// TestEndToEnd_EachFunctionHasExactlyTheDynamoDBActionsItCalls compares,
+// for each function, the DynamoDB actions its real binary needed during the
+// end-to-end tests above (recorded by make dev's DynamoDB proxy, from each
+// function's own access key; a transaction counts as the actions of its
+// items; a read of an index as "@index", which IAM authorizes on the
+// index's ARN) with the actions template.yaml grants it on each resource:
+// no more, no fewer. It runs last, after the stacks of the tests above
+// stopped.
+func TestEndToEnd_EachFunctionHasExactlyTheDynamoDBActionsItCalls(t *testing.T) {
+	testenv.Need(t, "the end-to-end tests above")
+	called.mu.Lock()
+	defer called.mu.Unlock()
+	if called.stacks < 2 {
+		t.Skip("needs the other end-to-end tests of this package in the same run: go test ./internal/e2e/")
+	}
+	python := testenv.VenvTool(t, "python")
+	script := `
+import json, sys
+from cfnlint.decode import decode
+t, m = decode(sys.argv[1])
+out = {}
+for fid, r in t["Resources"].items():
+    if r["Type"] != "AWS::Serverless::Function":
+        continue
+    acts, leading = set(), None
+    for pol in r["Properties"].get("Policies", []):
+        for st in pol.get("Statement", []):
+            a, res = st["Action"], st["Resource"]
+            for x in (a if isinstance(a, list) else [a]):
+                if not x.startswith("dynamodb:"):
+                    continue
+                for rr in (res if isinstance(res, list) else [res]):
+                    index = "/index/" in json.dumps(rr)
+                    acts.add(x + ("@index" if index else ""))
+                    if not index:
+                        for op, cond in st.get("Condition", {}).items():
+                            if op.startswith("ForAllValues:String") and "dynamodb:LeadingKeys" in cond:
+                                v = cond["dynamodb:LeadingKeys"]
+                                leading = sorted(v if isinstance(v, list) else [v])
+    out[fid] = {"actions": sorted(acts), "leading": leading}
+print(json.dumps(out))
+`
+	out, err := exec.Command(python, "-c", script, filepath.Join(testenv.RepoRoot(), "template.yaml")).Output()
+	if err != nil {
+		t.Fatalf("reading the template's policies: %v", err)
+	}
+	var granted map[string]struct {
+		Actions []string
+		Leading []string // nil: no dynamodb:LeadingKeys condition
+	}
+	if err := json.Unmarshal(out, &granted); err != nil {
+		t.Fatal(err)
+	}
+	for fn, g := range granted {
+		var needed []string
+		for a := range called.actions[fn] {
+			needed = append(needed, a)
+		}
+		sort.Strings(needed)
+		if !slices.Equal(needed, g.Actions) {
+			t.Errorf("%s: the template grants %v; its code called %v", fn, g.Actions, needed)
+		}
+		// Each partition the function touched is one its LeadingKeys
+		// condition allows ("ORG#*" allows "ORG#"; "CATALOG" itself).
+		for prefix := range called.partitions[fn] {
+			if g.Leading != nil && !slices.Contains(g.Leading, prefix) && !slices.Contains(g.Leading, prefix+"*") {
+				t.Errorf("%s touched partition %q, which its dynamodb:LeadingKeys condition %v refuses", fn, prefix, g.Leading)
+			}
+		}
+		t.Logf("%s: actions %v; partitions %v; LeadingKeys %v", fn, needed, keys(called.partitions[fn]), g.Leading)
+	}
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *stack) byHand(t *testing.T) {
+	// A second endpoint with a wrong signing secret, for customer events:
+	// its deliveries fail, so the daily reconcile's replay takes them up.
+	raw, _ := json.Marshal(map[string]any{"url": s.gatewayURL + devstack.WebhookPath, "secrets": []string{"whsec_wrong"}, "events": []string{"customer.created"}})
+	resp, err := http.Post(s.stripeURL+"/_local/webhook_endpoints", "application/json", strings.NewReader(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var endpoint struct{ ID string }
+	_ = json.NewDecoder(resp.Body).Decode(&endpoint)
+	resp.Body.Close()
+
+	var c, p struct{ ID, Name string }
+	s.stripeAPI(t, http.MethodPost, "/v1/customers", url.Values{"email": {"byhand@example.com"}}, &c)
+	const product = "/v1/products/bf_local-e2e_gpu-t4"
+	s.stripeAPI(t, http.MethodPost, product, url.Values{"name": {"Renamed by hand"}}, &p)
+	// Not /_local/wait, which would wait out the failing endpoint's retries.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var failed struct{ Data []struct{ ID string } }
+		s.stripeAPI(t, http.MethodGet, "/v1/events?delivery_success=false", nil, &failed)
+		log := s.webhookLog()
+		if len(failed.Data) > 0 && strings.Contains(log, "catalog drift") && strings.Contains(log, `"type":"customer.created","status":200`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the webhook did not see the changes by hand (failed deliveries %v):\n%s", failed.Data, log)
+		}
+	}
+	var deleted struct{ Deleted bool }
+	s.stripeAPI(t, http.MethodDelete, "/v1/webhook_endpoints/"+endpoint.ID, nil, &deleted)
+	rep := s.call(map[string]any{"action": "reconcile", "replay": true})
+	if replay, _ := rep["replay"].(map[string]any); replay["events"] == nil || replay["events"].(float64) < 1 || replay["failed"].(float64) != 0 {
+		t.Fatalf("the replay of the undelivered customer event: %v", rep)
+	}
+	upsert := func() map[string]any {
+		t.Helper()
+		out, err := s.lambda.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("UpsertProductsFunction"), Payload: []byte("{}")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var env map[string]any
+		_ = json.Unmarshal(out.Payload, &env)
+		return env
+	}
+	s.control("/_local/faults", map[string]any{"kind": "500", "count": 1, "method": "POST", "path": product})
+	if env := upsert(); env["ok"] != false || fmt.Sprint(env["error"].(map[string]any)["code"]) != "unavailable" {
+		t.Fatalf("upsert-products through a Stripe 500: %v", env)
+	}
+	if env := upsert(); env["ok"] != true {
+		t.Fatalf("upsert-products after the 500: %v", env)
+	}
+	s.stripeAPI(t, http.MethodGet, product, nil, &p)
+	if p.Name == "Renamed by hand" {
+		t.Fatalf("upsert-products left the name changed by hand: %+v", p)
 	}
 }
