@@ -258,6 +258,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			// through, as one already sent to DynamoDB would.
 			time.Sleep(f.Delay)
 			r = r.WithContext(context.WithoutCancel(r.Context()))
+			// Hidden from the reverse proxy, which would otherwise cancel
+			// the forwarded request when the caller hangs up (CloseNotifier).
+			w = plainWriter{w}
 		case f.Kind == "drop" && f.After:
 			rec := httptest.NewRecorder()
 			p.forward(rec, r, service, op)
@@ -316,3 +319,10 @@ func drop(w http.ResponseWriter) {
 	}
 	_ = conn.Close()
 }
+
+// plainWriter is an http.ResponseWriter and nothing more: no CloseNotifier.
+type plainWriter struct{ w http.ResponseWriter }
+
+func (p plainWriter) Header() http.Header         { return p.w.Header() }
+func (p plainWriter) Write(b []byte) (int, error) { return p.w.Write(b) }
+func (p plainWriter) WriteHeader(code int)        { p.w.WriteHeader(code) }
