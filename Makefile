@@ -39,7 +39,7 @@ export AWS_LAMBDA_RIE    := $(BIN)/aws-lambda-rie
 # that each package is compiled once for all of them.
 TEST_FLAGS := -race -tags lambda.norpc
 
-.PHONY: help test test-short fuzz soak tools chromium dev bench fmt vet vulncheck clean upsert-products \
+.PHONY: help test test-short fuzz soak tools chromium dev bench fmt vet lint vulncheck clean upsert-products \
         build-WebhookFunction build-SubscribeFunction build-UpsertProductsFunction
 
 help:
@@ -95,6 +95,13 @@ fmt:
 vet:
 	$(GO) vet $(TEST_FLAGS) ./...
 
+# staticcheck over every package, tests included: zero findings.
+STATICCHECK_VERSION := v0.8.2
+$(BIN)/staticcheck-$(STATICCHECK_VERSION)/staticcheck:
+	GOBIN=$(BIN)/staticcheck-$(STATICCHECK_VERSION) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+lint: $(BIN)/staticcheck-$(STATICCHECK_VERSION)/staticcheck
+	$(BIN)/staticcheck-$(STATICCHECK_VERSION)/staticcheck -tags lambda.norpc ./...
+
 # Known vulnerabilities in what the binaries link, when govulncheck's
 # database can be reached; otherwise it says so and the run goes on.
 GOVULNCHECK_VERSION := v1.9.0
@@ -113,7 +120,7 @@ TEST_TIMEOUT := 900
 # targets' properties run there over random mutations of their seeds;
 # `make fuzz` runs them coverage-guided, which needs a build of its own.
 test:
-	@$(MAKE) --no-print-directory -j4 tools fmt vet vulncheck
+	@$(MAKE) --no-print-directory -j4 tools fmt vet lint vulncheck
 	REQUIRE_BROWSER=1 $(GO) test $(TEST_FLAGS) -count=1 -v -parallel 8 -timeout $(TEST_TIMEOUT)s ./... 2>&1 | TEST_TIMEOUT=$(TEST_TIMEOUT) scripts/test-summary
 
 # The quick loop: every test that needs no server, with none installed.

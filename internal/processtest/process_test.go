@@ -94,7 +94,7 @@ func (w *world) liveSubscription(org string) *stripe.Subscription {
 	b := stripe.GetBackendWithConfig(stripe.APIBackend, &stripe.BackendConfig{URL: stripe.String(w.url), LeveledLogger: &stripe.LeveledLogger{Level: stripe.LevelNull}})
 	sc := client.New("sk_test_process", &stripe.Backends{API: b, Connect: b, Uploads: b})
 	meta := map[string]string{"org_id": org, "billing_namespace": namespace}
-	c, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: meta}})
+	c, err := sc.Customers.New(&stripe.CustomerParams{Metadata: meta})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func (w *world) liveSubscription(org string) *stripe.Subscription {
 	if _, err := sc.Customers.Update(c.ID, &stripe.CustomerParams{InvoiceSettings: &stripe.CustomerInvoiceSettingsParams{DefaultPaymentMethod: stripe.String(pm.ID)}}); err != nil {
 		w.t.Fatal(err)
 	}
-	sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Params: stripe.Params{Metadata: meta},
+	sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Metadata: meta,
 		Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(tier.PriceID)}}})
 	if err != nil {
 		w.t.Fatal(err)

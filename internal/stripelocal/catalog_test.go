@@ -15,7 +15,7 @@ func TestProducts_CreateWithOwnIDRetrieveUpdateAndList(t *testing.T) {
 	e := newEnv(t)
 	p, err := e.sc.Products.New(&stripe.ProductParams{
 		ID: stripe.String("ns-dev-starter"), Name: stripe.String("Starter tier"),
-		Params: stripe.Params{Metadata: map[string]string{"billing_namespace": "ns-dev"}},
+		Metadata: map[string]string{"billing_namespace": "ns-dev"},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -363,7 +363,7 @@ func TestRule14_APortalSessionUsesAnActiveConfiguration(t *testing.T) {
 			InvoiceHistory:      &stripe.BillingPortalConfigurationFeaturesInvoiceHistoryParams{Enabled: stripe.Bool(true)},
 			PaymentMethodUpdate: &stripe.BillingPortalConfigurationFeaturesPaymentMethodUpdateParams{Enabled: stripe.Bool(true)},
 		},
-		Params: stripe.Params{Metadata: map[string]string{"billing_namespace": "ns"}},
+		Metadata: map[string]string{"billing_namespace": "ns"},
 	})
 	if err != nil || !cfg.Active || !cfg.Features.InvoiceHistory.Enabled || cfg.Features.SubscriptionCancel.Enabled || cfg.Metadata["billing_namespace"] != "ns" {
 		t.Fatalf("new configuration: %+v %v", cfg, err)

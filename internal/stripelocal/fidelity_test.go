@@ -166,7 +166,7 @@ func TestRule4_AnIncompleteSubscriptionTakesOnlyMetadataThenExpires(t *testing.T
 	if _, err := e.sc.Subscriptions.Update(sub.ID, &stripe.SubscriptionParams{CancelAtPeriodEnd: stripe.Bool(true)}); stripeErr(t, err).HTTPStatusCode != 400 {
 		t.Fatal("an incomplete subscription took cancel_at_period_end")
 	}
-	if _, err := e.sc.Subscriptions.Update(sub.ID, &stripe.SubscriptionParams{Params: stripe.Params{Metadata: map[string]string{"k": "v"}}}); err != nil {
+	if _, err := e.sc.Subscriptions.Update(sub.ID, &stripe.SubscriptionParams{Metadata: map[string]string{"k": "v"}}); err != nil {
 		t.Fatalf("metadata: %v", err)
 	}
 	e.srv.Advance(22 * time.Hour)

@@ -26,7 +26,7 @@ func flowCatalogAndSubscription(t *testing.T, sc *client.API, ns string) {
 	}
 	meta := map[string]string{"billing_namespace": ns, "billing_key": "gpu-t4"}
 	prod, err := sc.Products.New(&stripe.ProductParams{ID: stripe.String(ns + "-gpu-t4"), Name: stripe.String("T4 GPU"),
-		Params: stripe.Params{Metadata: meta}})
+		Metadata: meta})
 	must(err)
 	defer func() { _, _ = sc.Products.Update(prod.ID, &stripe.ProductParams{Active: stripe.Bool(false)}) }()
 
@@ -39,7 +39,7 @@ func flowCatalogAndSubscription(t *testing.T, sc *client.API, ns string) {
 		p, err := sc.Prices.New(&stripe.PriceParams{Product: stripe.String(prod.ID), Currency: stripe.String("usd"),
 			UnitAmountDecimal: stripe.Float64(amount), LookupKey: stripe.String(ns + ":gpu-t4"), TransferLookupKey: stripe.Bool(transfer),
 			Recurring: &stripe.PriceRecurringParams{Interval: stripe.String("month"), UsageType: stripe.String("metered"), Meter: stripe.String(meter.ID)},
-			Params:    stripe.Params{Metadata: meta}})
+			Metadata:  meta})
 		must(err)
 		return p
 	}
@@ -52,11 +52,11 @@ func flowCatalogAndSubscription(t *testing.T, sc *client.API, ns string) {
 		t.Fatalf("the lookup key did not move to %s", second.ID)
 	}
 
-	cus, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: map[string]string{"org_id": "org_flow", "billing_namespace": ns}}})
+	cus, err := sc.Customers.New(&stripe.CustomerParams{Metadata: map[string]string{"org_id": "org_flow", "billing_namespace": ns}})
 	must(err)
 	defer func() { _, _ = sc.Customers.Del(cus.ID, nil) }()
 	sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(cus.ID), PaymentBehavior: stripe.String("default_incomplete"),
-		Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(second.ID)}}, Params: stripe.Params{Metadata: map[string]string{"org_id": "org_flow"}}})
+		Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(second.ID)}}, Metadata: map[string]string{"org_id": "org_flow"}})
 	must(err)
 	if sub.Status != "incomplete" && sub.Status != "active" {
 		t.Fatalf("new subscription status %s", sub.Status)

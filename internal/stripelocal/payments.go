@@ -1,9 +1,6 @@
 package stripelocal
 
-import (
-	"slices"
-	"strings"
-)
+import "slices"
 
 // Payments, as far as subscriptions need them (FIDELITY.md, rules 3 and 4):
 // an invoice is paid automatically only with a payment method, the
@@ -355,9 +352,4 @@ func (s *Server) authenticate(id string, pass bool) *apiError {
 func str(v any) string {
 	s, _ := v.(string)
 	return s
-}
-
-// hasPrefix reports whether any of the names starts with prefix.
-func hasPrefix(names []string, prefix string) bool {
-	return slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, prefix) })
 }

@@ -94,11 +94,11 @@ func TestIdempotency_SameKeyReplaysTheFirstResponse(t *testing.T) {
 func TestCustomers_CreateUpdateDelete(t *testing.T) {
 	e := newEnv(t)
 	c, err := e.sc.Customers.New(&stripe.CustomerParams{Email: stripe.String("a@example.com"), Name: stripe.String("A"),
-		Params: stripe.Params{Metadata: map[string]string{"org_id": "org_1", "billing_namespace": "ns"}}})
+		Metadata: map[string]string{"org_id": "org_1", "billing_namespace": "ns"}})
 	if err != nil || c.Metadata["org_id"] != "org_1" {
 		t.Fatalf("create %+v %v", c, err)
 	}
-	u, err := e.sc.Customers.Update(c.ID, &stripe.CustomerParams{Params: stripe.Params{Metadata: map[string]string{"org_id": ""}}, Name: stripe.String("B")})
+	u, err := e.sc.Customers.Update(c.ID, &stripe.CustomerParams{Metadata: map[string]string{"org_id": ""}, Name: stripe.String("B")})
 	if err != nil || u.Name != "B" || u.Metadata["org_id"] != "" || u.Metadata["billing_namespace"] != "ns" {
 		t.Fatalf("update %+v %v", u, err)
 	}

@@ -46,7 +46,7 @@ func mustCustomer(t *testing.T, e *env) *stripe.Customer {
 
 func customerWithCard(t *testing.T, e *env, token string) *stripe.Customer {
 	t.Helper()
-	c, err := e.sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: map[string]string{"org_id": "org_1"}}})
+	c, err := e.sc.Customers.New(&stripe.CustomerParams{Metadata: map[string]string{"org_id": "org_1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,7 @@ func TestSubscriptions_CreateWithSeveralItemsUpdateAndCancel(t *testing.T) {
 	sub, err := e.sc.Subscriptions.New(&stripe.SubscriptionParams{
 		Customer: stripe.String(c.ID),
 		Items:    []*stripe.SubscriptionItemsParams{{Price: stripe.String(cat.business.ID)}, {Price: stripe.String(cat.gpu.ID)}},
-		Params:   stripe.Params{Metadata: map[string]string{"org_id": "org_1"}},
+		Metadata: map[string]string{"org_id": "org_1"},
 	})
 	if err != nil {
 		t.Fatal(err)

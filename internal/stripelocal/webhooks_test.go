@@ -257,7 +257,7 @@ func TestFaults_LostResponseThenRetryWithTheSameKeyMakesNoDuplicate(t *testing.T
 // plainCustomer makes a customer with no payment method: one event.
 func plainCustomer(t *testing.T, e *env) *stripe.Customer {
 	t.Helper()
-	c, err := e.sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: map[string]string{"org_id": "org_1"}}})
+	c, err := e.sc.Customers.New(&stripe.CustomerParams{Metadata: map[string]string{"org_id": "org_1"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -133,7 +132,7 @@ func TestTemplate_SamBuildMakesThreeDistinctArm64Bootstraps(t *testing.T) {
 		}
 		sums[sum] = logicalID
 
-		info, err := exec.Command(runtime.GOROOT()+"/bin/go", "version", "-m", bin).Output()
+		info, err := exec.Command("go", "version", "-m", bin).Output()
 		if err != nil {
 			t.Fatalf("go version -m %s: %v", bin, err)
 		}

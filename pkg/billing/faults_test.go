@@ -289,7 +289,7 @@ func TestFaults_DynamoDBThrottlingDuringRealDeliveriesConverges(t *testing.T) {
 	for i := range 3 {
 		meta := map[string]string{"org_id": fmt.Sprintf("org_%d", i), "billing_namespace": ns}
 		c := f.payingCustomer(meta)
-		if _, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Params: stripe.Params{Metadata: meta},
+		if _, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Metadata: meta,
 			Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(tier.PriceID)}}}); err != nil {
 			t.Fatal(err)
 		}

@@ -103,7 +103,7 @@ func (f *fixture) liveSubscriptions(n int) []*stripe.Subscription {
 	for i := range n {
 		meta := map[string]string{"org_id": fmt.Sprintf("org_live%d", i), "billing_namespace": ns}
 		c := f.payingCustomer(meta)
-		sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Params: stripe.Params{Metadata: meta},
+		sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Metadata: meta,
 			Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(m.PriceID)}}})
 		if err != nil {
 			f.t.Fatal(err)
@@ -514,7 +514,7 @@ func (f *fixture) liveSubscription(org string) *stripe.Subscription {
 	c := f.payingCustomer(map[string]string{"org_id": org, "billing_namespace": ns})
 	m, _ := f.store.GetProductMapping(context.Background(), "business")
 	sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(m.PriceID)}},
-		Params: stripe.Params{Metadata: map[string]string{"org_id": org, "billing_namespace": ns}}})
+		Metadata: map[string]string{"org_id": org, "billing_namespace": ns}})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -528,7 +528,7 @@ func (f *fixture) liveSubscription(org string) *stripe.Subscription {
 func (f *fixture) payingCustomer(meta map[string]string) *stripe.Customer {
 	f.t.Helper()
 	sc := f.sc()
-	c, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: meta}})
+	c, err := sc.Customers.New(&stripe.CustomerParams{Metadata: meta})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func TestReconcile_ReportsEachDifferenceAndRepairClearsThem(t *testing.T) {
 	if _, err := sc.Subscriptions.Update(sub.ID, &stripe.SubscriptionParams{Items: []*stripe.SubscriptionItemsParams{{ID: stripe.String(tierItem), Price: stripe.String(business.PriceID)}}}); err != nil {
 		t.Fatal(err)
 	}
-	late, err := sc.Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: map[string]string{"org_id": "org_new", "billing_namespace": ns}}})
+	late, err := sc.Customers.New(&stripe.CustomerParams{Metadata: map[string]string{"org_id": "org_new", "billing_namespace": ns}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestReconcile_ReplayRecoversEventsWhoseDeliveriesFailed(t *testing.T) {
 	}
 	f.stripe.WaitDeliveries()
 	// Another deployment's customer, undelivered too.
-	if _, err := f.sc().Customers.New(&stripe.CustomerParams{Params: stripe.Params{Metadata: map[string]string{"org_id": "org_x", "billing_namespace": "someone-else"}}}); err != nil {
+	if _, err := f.sc().Customers.New(&stripe.CustomerParams{Metadata: map[string]string{"org_id": "org_x", "billing_namespace": "someone-else"}}); err != nil {
 		t.Fatal(err)
 	}
 	f.stripe.WaitDeliveries()
@@ -161,7 +161,7 @@ func TestReconcile_ActionLogsAndCountsDrift(t *testing.T) {
 		t.Fatalf("reconcile action answered %v", out)
 	}
 	var line map[string]any
-	if err := json.Unmarshal([]byte(metrics.String()), &line); err != nil {
+	if err := json.Unmarshal(metrics.Bytes(), &line); err != nil {
 		t.Fatalf("metrics line %q: %v", metrics.String(), err)
 	}
 	if line["Function"] != "reconcile" || line["ReconcileDifferences"] != float64(1) || line["_aws"] == nil {

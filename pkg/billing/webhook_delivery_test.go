@@ -22,7 +22,7 @@ func TestWebhook_RealDeliveriesFromTheLocalStripeKeepTheMirror(t *testing.T) {
 	c := f.payingCustomer(meta)
 	tier, _ := f.store.GetProductMapping(context.Background(), "business")
 	gpu, _ := f.store.GetProductMapping(context.Background(), "gpu-a10g")
-	sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Params: stripe.Params{Metadata: meta},
+	sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Metadata: meta,
 		Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(tier.PriceID)}, {Price: stripe.String(gpu.PriceID)}}})
 	if err != nil {
 		t.Fatal(err)
