@@ -68,6 +68,13 @@ $(VENV)/.installed: requirements-dev.txt
 	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(VENV)/bin/python -r requirements-dev.txt
 	touch $@
 
+# checkov conflicts with aws-sam-cli's pins, so it has a venv of its own.
+CHECKOV_VENV := $(CURDIR)/.venv-checkov
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt $(VENV)/.installed
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(CHECKOV_VENV)/bin/python -r requirements-checkov.txt
+	touch $@
+
 $(BIN)/stripe-mock-%/stripe-mock:
 	GOBIN=$(BIN)/stripe-mock-$* $(GO) install github.com/stripe/stripe-mock@$*
 
@@ -84,7 +91,7 @@ chromium:
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 
-tools: $(VENV)/.installed $(BIN)/stripe-mock-$(STRIPE_MOCK_CORE)/stripe-mock \
+tools: $(VENV)/.installed $(CHECKOV_VENV)/.installed $(BIN)/stripe-mock-$(STRIPE_MOCK_CORE)/stripe-mock \
        $(BIN)/stripe-mock-$(STRIPE_MOCK_METERS)/stripe-mock $(BIN)/aws-lambda-rie chromium
 
 # --- checks --------------------------------------------------------------
@@ -144,7 +151,7 @@ bench: tools
 	$(GO) run ./cmd/bench
 
 clean:
-	rm -rf .aws-sam bin .venv bench/out
+	rm -rf .aws-sam bin .venv .venv-checkov bench/out
 
 # The catalog, for people: `make upsert-products` calls the local setup's
 # function (make dev); STAGE=dev calls the deployed stage's; ARGS=--dry-run

@@ -439,3 +439,51 @@ func TestTemplate_AlarmsWatchWhatTheCodeEmits(t *testing.T) {
 		}
 	}
 }
+
+// TestTemplate_CheckovFindsNothingUnsuppressed runs checkov (pinned, in
+// .venv-checkov) over the template: no failed check, and every suppressed
+// one says why in the template.
+func TestTemplate_CheckovFindsNothingUnsuppressed(t *testing.T) {
+	testenv.Need(t, "checkov")
+	bin := filepath.Join(testenv.RepoRoot(), ".venv-checkov", "bin", "checkov")
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s is missing: run `make test` or `make tools`, which install it", bin)
+	}
+	cmd := exec.Command(bin, "-f", "template.yaml", "--framework", "cloudformation", "--skip-download", "-o", "json")
+	cmd.Dir = testenv.RepoRoot()
+	out, err := cmd.Output()
+	var report struct {
+		Summary struct {
+			Passed, Failed, Skipped int
+			ParsingErrors           int `json:"parsing_errors"`
+		} `json:"summary"`
+		Results struct {
+			Failed []struct {
+				CheckID  string `json:"check_id"`
+				Resource string `json:"resource"`
+			} `json:"failed_checks"`
+			Skipped []struct {
+				CheckID     string `json:"check_id"`
+				Resource    string `json:"resource"`
+				CheckResult struct {
+					SuppressComment string `json:"suppress_comment"`
+				} `json:"check_result"`
+			} `json:"skipped_checks"`
+		} `json:"results"`
+	}
+	if jerr := json.Unmarshal(out, &report); jerr != nil {
+		t.Fatalf("checkov: %v %v\n%s", err, jerr, out)
+	}
+	for _, f := range report.Results.Failed {
+		t.Errorf("checkov %s fails on %s: fix it, or suppress it in the template with a reason", f.CheckID, f.Resource)
+	}
+	for _, s := range report.Results.Skipped {
+		if len(strings.TrimSpace(s.CheckResult.SuppressComment)) < 20 {
+			t.Errorf("checkov %s is suppressed on %s without a reason", s.CheckID, s.Resource)
+		}
+	}
+	if report.Summary.Passed == 0 || report.Summary.ParsingErrors != 0 || err != nil && report.Summary.Failed == 0 {
+		t.Errorf("checkov: %+v, %v", report.Summary, err)
+	}
+	t.Logf("checkov %+v", report.Summary)
+}
