@@ -28,23 +28,7 @@ var commands = map[string]command{
 		return func() map[string]any { return map[string]any{} }
 	}},
 	"subscribe": {action: "subscribe", usage: "subscribe --org ORG --tier starter|business --email E [--name N] [--instance-types a,b] [--trial-days N]",
-		flags: func(fs *flag.FlagSet) func() map[string]any {
-			tier, email, name := fs.String("tier", "", "plan tier"), fs.String("email", "", "billing email"), fs.String("name", "", "billing name")
-			types, trial := fs.String("instance-types", "", "comma-separated instance types"), fs.Int("trial-days", 0, "trial length")
-			return func() map[string]any {
-				m := map[string]any{"tier": *tier, "email": *email}
-				if *name != "" {
-					m["name"] = *name
-				}
-				if *types != "" {
-					m["instance_types"] = splitList(*types)
-				}
-				if *trial > 0 {
-					m["trial_days"] = *trial
-				}
-				return m
-			}
-		}},
+		flags: subscriptionFlags},
 	"change-tier": {action: "change_tier", usage: "change-tier --org ORG --tier T [--proration create_prorations|none|always_invoice]",
 		flags: func(fs *flag.FlagSet) func() map[string]any {
 			tier, proration := fs.String("tier", "", "plan tier"), fs.String("proration", "", "proration behavior")
@@ -79,21 +63,12 @@ var commands = map[string]command{
 	"checkout": {action: "create_checkout_session",
 		usage: "checkout --org ORG --tier starter|business --email E [--name N] [--instance-types a,b] [--trial-days N] [--success-url U] [--cancel-url U]",
 		flags: func(fs *flag.FlagSet) func() map[string]any {
-			tier, email, name := fs.String("tier", "", "plan tier"), fs.String("email", "", "billing email"), fs.String("name", "", "billing name")
-			types, trial := fs.String("instance-types", "", "comma-separated instance types"), fs.Int("trial-days", 0, "trial length")
+			subscription := subscriptionFlags(fs)
 			success := fs.String("success-url", "http://localhost:8000/billing/done?session={CHECKOUT_SESSION_ID}", "where the page sends the customer after paying")
 			cancel := fs.String("cancel-url", "http://localhost:8000/billing", "where the page sends the customer who leaves")
 			return func() map[string]any {
-				m := map[string]any{"tier": *tier, "email": *email, "success_url": *success, "cancel_url": *cancel}
-				if *name != "" {
-					m["name"] = *name
-				}
-				if *types != "" {
-					m["instance_types"] = splitList(*types)
-				}
-				if *trial > 0 {
-					m["trial_days"] = *trial
-				}
+				m := subscription()
+				m["success_url"], m["cancel_url"] = *success, *cancel
 				return m
 			}
 		}},
@@ -115,6 +90,26 @@ var commands = map[string]command{
 		ret := fs.String("return-url", "http://localhost:8000/billing", "where the portal sends the customer back")
 		return func() map[string]any { return map[string]any{"return_url": *ret} }
 	}},
+}
+
+// subscriptionFlags are what a new subscription needs, for subscribe and
+// checkout.
+func subscriptionFlags(fs *flag.FlagSet) func() map[string]any {
+	tier, email, name := fs.String("tier", "", "plan tier"), fs.String("email", "", "billing email"), fs.String("name", "", "billing name")
+	types, trial := fs.String("instance-types", "", "comma-separated instance types"), fs.Int("trial-days", 0, "trial length")
+	return func() map[string]any {
+		m := map[string]any{"tier": *tier, "email": *email}
+		if *name != "" {
+			m["name"] = *name
+		}
+		if *types != "" {
+			m["instance_types"] = splitList(*types)
+		}
+		if *trial > 0 {
+			m["trial_days"] = *trial
+		}
+		return m
+	}
 }
 
 func splitList(s string) []string {

@@ -4,7 +4,6 @@ package stripelocal_test
 // and their SetupIntent, the upcoming invoice, and portal configurations.
 
 import (
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,33 +12,9 @@ import (
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
+
+	"github.com/baseten/billing-functions/internal/testenv"
 )
-
-// browser posts the hosted pages' forms as a browser would, without
-// following redirects, so the test sees where the page sends the customer.
-var browser = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
-func getPage(t *testing.T, u string) (int, string) {
-	t.Helper()
-	resp, err := browser.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(raw)
-}
-
-func postPage(t *testing.T, u string, form url.Values) (*http.Response, string) {
-	t.Helper()
-	resp, err := browser.PostForm(u, form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp, string(raw)
-}
 
 func newCheckout(t *testing.T, e *env, cat catalog, customer string, trialDays int64) *stripe.CheckoutSession {
 	t.Helper()
@@ -92,11 +67,11 @@ func TestRule10_CheckoutPaidWithACardMakesThePaidSubscription(t *testing.T) {
 		cs.ExpiresAt-cs.Created != 24*3600 || cs.URL == "" {
 		t.Fatalf("new session: %+v", cs)
 	}
-	status, html := getPage(t, cs.URL)
+	status, html := testenv.GetPage(t, cs.URL)
 	if status != 200 || !strings.Contains(html, "business") || !strings.Contains(html, "gpu") || !strings.Contains(html, "500.00 usd") {
 		t.Fatalf("the hosted page: %d\n%s", status, html)
 	}
-	resp, _ := postPage(t, cs.URL+"/pay", url.Values{"card": {"pm_card_visa"}})
+	resp, _ := testenv.PostForm(t, cs.URL+"/pay", url.Values{"card": {"pm_card_visa"}})
 	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "http://localhost:3000/done?session="+cs.ID {
 		t.Fatalf("paying: %d, to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
@@ -122,7 +97,7 @@ func TestRule10_CheckoutPaidWithACardMakesThePaidSubscription(t *testing.T) {
 		t.Fatalf("events: %v", types)
 	}
 	// A completed session cannot be paid or expired again.
-	if resp, html := postPage(t, cs.URL+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode != 200 || !strings.Contains(html, "no longer open") {
+	if resp, html := testenv.PostForm(t, cs.URL+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode != 200 || !strings.Contains(html, "no longer open") {
 		t.Fatalf("paying twice: %d %s", resp.StatusCode, html)
 	}
 	_, err = e.sc.CheckoutSessions.Expire(cs.ID, nil)
@@ -137,7 +112,7 @@ func TestRule10_ADeclinedCardLeavesTheSessionOpenWithNothingMade(t *testing.T) {
 	c := bareCustomer(t, e)
 	cs := newCheckout(t, e, cat, c.ID, 0)
 	for _, card := range []string{"pm_card_visa_chargeDeclined", "pm_card_chargeCustomerFail"} {
-		resp, html := postPage(t, cs.URL+"/pay", url.Values{"card": {card}})
+		resp, html := testenv.PostForm(t, cs.URL+"/pay", url.Values{"card": {card}})
 		if resp.StatusCode != 200 || !strings.Contains(html, "Your card was declined.") || !strings.Contains(html, `id="pay"`) {
 			t.Fatalf("%s: %d\n%s", card, resp.StatusCode, html)
 		}
@@ -150,7 +125,7 @@ func TestRule10_ADeclinedCardLeavesTheSessionOpenWithNothingMade(t *testing.T) {
 		t.Fatalf("after declines: %s", again.Status)
 	}
 	// Then a card that pays completes it.
-	if resp, _ := postPage(t, cs.URL+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode != http.StatusSeeOther {
+	if resp, _ := testenv.PostForm(t, cs.URL+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("paying after declines: %d", resp.StatusCode)
 	}
 }
@@ -160,20 +135,20 @@ func TestRule10_AuthenticationFailsThenCompletes(t *testing.T) {
 	cat := mustCatalog(t, e)
 	c := bareCustomer(t, e)
 	cs := newCheckout(t, e, cat, c.ID, 0)
-	resp, html := postPage(t, cs.URL+"/pay", url.Values{"card": {"pm_card_authenticationRequired"}})
+	resp, html := testenv.PostForm(t, cs.URL+"/pay", url.Values{"card": {"pm_card_authenticationRequired"}})
 	if resp.StatusCode != 200 || !strings.Contains(html, `id="complete"`) {
 		t.Fatalf("a card that needs 3-D Secure: %d\n%s", resp.StatusCode, html)
 	}
 	// Failing the challenge returns to the page; a second card attempt
 	// with the same card asks again and then passes.
-	if _, html := postPage(t, cs.URL+"/authenticate", url.Values{"pass": {"false"}}); !strings.Contains(html, "unable to authenticate") {
+	if _, html := testenv.PostForm(t, cs.URL+"/authenticate", url.Values{"pass": {"false"}}); !strings.Contains(html, "unable to authenticate") {
 		t.Fatalf("failed authentication:\n%s", html)
 	}
 	if s, _ := e.sc.CheckoutSessions.Get(cs.ID, nil); s.Status != "open" {
 		t.Fatalf("after a failed challenge the session is %s", s.Status)
 	}
-	postPage(t, cs.URL+"/pay", url.Values{"card": {"pm_card_authenticationRequired"}})
-	if resp, _ := postPage(t, cs.URL+"/authenticate", url.Values{"pass": {"true"}}); resp.StatusCode != http.StatusSeeOther {
+	testenv.PostForm(t, cs.URL+"/pay", url.Values{"card": {"pm_card_authenticationRequired"}})
+	if resp, _ := testenv.PostForm(t, cs.URL+"/authenticate", url.Values{"pass": {"true"}}); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("passing the challenge: %d", resp.StatusCode)
 	}
 	n := 0
@@ -195,7 +170,7 @@ func TestRule10_ASessionExpiresWhenAskedOrAfterADay(t *testing.T) {
 	if got, err := e.sc.CheckoutSessions.Expire(cs.ID, nil); err != nil || got.Status != "expired" || got.URL != "" {
 		t.Fatalf("expire: %+v %v", got, err)
 	}
-	if _, html := getPage(t, cs.URL); !strings.Contains(html, "expired") || strings.Contains(html, `id="pay"`) {
+	if _, html := testenv.GetPage(t, cs.URL); !strings.Contains(html, "expired") || strings.Contains(html, `id="pay"`) {
 		t.Fatalf("an expired session's page:\n%s", html)
 	}
 	other := newCheckout(t, e, cat, c.ID, 0)
@@ -238,14 +213,14 @@ func TestRule11_TheHostedInvoicePagePaysAnOpenInvoice(t *testing.T) {
 	if inv.HostedInvoiceURL == "" || inv.InvoicePDF == "" || inv.Number == "" || !strings.HasPrefix(inv.Number, c.InvoicePrefix+"-") {
 		t.Fatalf("invoice: number %q prefix %q url %q pdf %q", inv.Number, c.InvoicePrefix, inv.HostedInvoiceURL, inv.InvoicePDF)
 	}
-	status, html := getPage(t, inv.HostedInvoiceURL)
+	status, html := testenv.GetPage(t, inv.HostedInvoiceURL)
 	if status != 200 || !strings.Contains(html, inv.Number) || !strings.Contains(html, "500.00 usd") {
 		t.Fatalf("the invoice page: %d\n%s", status, html)
 	}
-	if _, html := postPage(t, inv.HostedInvoiceURL+"/pay", url.Values{"card": {"pm_card_chargeCustomerFail"}}); !strings.Contains(html, "declined") {
+	if _, html := testenv.PostForm(t, inv.HostedInvoiceURL+"/pay", url.Values{"card": {"pm_card_chargeCustomerFail"}}); !strings.Contains(html, "declined") {
 		t.Fatalf("a failing card:\n%s", html)
 	}
-	if _, html := postPage(t, inv.HostedInvoiceURL+"/pay", url.Values{"card": {"pm_card_visa"}}); !strings.Contains(html, "This invoice is paid.") {
+	if _, html := testenv.PostForm(t, inv.HostedInvoiceURL+"/pay", url.Values{"card": {"pm_card_visa"}}); !strings.Contains(html, "This invoice is paid.") {
 		t.Fatalf("a card that pays:\n%s", html)
 	}
 	if got, _ := e.sc.Subscriptions.Get(sub.ID, nil); got.Status != "active" {

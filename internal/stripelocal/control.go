@@ -77,11 +77,7 @@ func (s *Server) AddWebhookEndpoint(url string, secrets []string, events []strin
 
 // Advance moves the clock forward and runs what falls due.
 func (s *Server) Advance(d time.Duration) {
-	s.mu.Lock()
-	s.advanceClock(d)
-	pending := s.takePendingDeliveries()
-	s.mu.Unlock()
-	s.dispatch(pending)
+	s.change(func() { s.advanceClock(d) })
 }
 
 // Now returns the server's clock.
@@ -93,13 +89,10 @@ func (s *Server) Now() time.Time {
 
 // Settle pays ("paid") or fails ("failed") a subscription's latest invoice.
 func (s *Server) Settle(subscriptionID, outcome string) error {
-	s.mu.Lock()
-	aerr := s.settle(subscriptionID, outcome)
-	pending := s.takePendingDeliveries()
-	s.mu.Unlock()
-	s.dispatch(pending)
+	var aerr *apiError
+	s.change(func() { aerr = s.settle(subscriptionID, outcome) })
 	if aerr != nil {
-		return aerr
+		return aerr // not a nil *apiError in a non-nil error
 	}
 	return nil
 }
@@ -116,13 +109,10 @@ func (s *Server) SetPaymentMode(mode string) {
 // Authenticate completes (pass) or fails the 3-D Secure challenge of a
 // PaymentIntent that requires action, as the customer would.
 func (s *Server) Authenticate(paymentIntentID string, pass bool) error {
-	s.mu.Lock()
-	aerr := s.authenticate(paymentIntentID, pass)
-	pending := s.takePendingDeliveries()
-	s.mu.Unlock()
-	s.dispatch(pending)
+	var aerr *apiError
+	s.change(func() { aerr = s.authenticate(paymentIntentID, pass) })
 	if aerr != nil {
-		return aerr
+		return aerr // not a nil *apiError in a non-nil error
 	}
 	return nil
 }

@@ -65,113 +65,61 @@ func money(amount int64, currency any) string {
 
 func (s *Server) hostedRoutes() {
 	s.mux.HandleFunc("GET /_local/checkout/{id}", func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		cs, ok := s.state.get("checkout.session", r.PathValue("id"))
-		var p hostedPage
-		if ok {
-			p = s.checkoutPage(cs, "")
-		}
-		s.mu.Unlock()
-		if !ok {
-			renderPage(w, http.StatusNotFound, hostedPage{Title: "Checkout", Error: "No such Checkout Session."})
-			return
-		}
-		renderPage(w, http.StatusOK, p)
+		s.showPage(w, "checkout.session", r.PathValue("id"), hostedPage{Title: "Checkout", Error: "No such Checkout Session."},
+			func(cs obj) hostedPage { return s.checkoutPage(cs, "") })
 	})
 	s.mux.HandleFunc("POST /_local/checkout/{id}/pay", func(w http.ResponseWriter, r *http.Request) {
 		id := r.PathValue("id")
-		s.mu.Lock()
-		outcome, aerr := s.payCheckout(id, r.FormValue("card"))
-		cs, _ := s.state.get("checkout.session", id)
-		var p hostedPage
-		var next string
-		switch {
-		case aerr != nil && cs != nil:
-			p = s.checkoutPage(cs, aerr.Message)
-		case aerr != nil:
-			p = hostedPage{Title: "Checkout", Error: aerr.Message}
-		case outcome == chargeNeedsAuth:
-			p = hostedPage{Title: "Authenticate the payment", Message: "Your bank asks you to confirm this payment (3-D Secure).",
-				AuthAction: "/_local/checkout/" + template.URLQueryEscaper(id) + "/authenticate"}
-		default:
-			next = successURL(cs)
-			p = hostedPage{Title: "Payment complete", Message: "Thank you: the subscription is paid."}
-		}
-		pending := s.takePendingDeliveries()
-		s.mu.Unlock()
-		s.dispatch(pending)
-		if next != "" {
-			http.Redirect(w, r, next, http.StatusSeeOther)
-			return
-		}
-		renderPage(w, http.StatusOK, p)
+		s.answerPage(w, r, func() (hostedPage, string) {
+			outcome, aerr := s.payCheckout(id, r.FormValue("card"))
+			cs, _ := s.state.get("checkout.session", id)
+			switch {
+			case aerr != nil && cs != nil:
+				return s.checkoutPage(cs, aerr.Message), ""
+			case aerr != nil:
+				return hostedPage{Title: "Checkout", Error: aerr.Message}, ""
+			case outcome == chargeNeedsAuth:
+				return hostedPage{Title: "Authenticate the payment", Message: "Your bank asks you to confirm this payment (3-D Secure).",
+					AuthAction: "/_local/checkout/" + template.URLQueryEscaper(id) + "/authenticate"}, ""
+			}
+			return paidPage, successURL(cs)
+		})
 	})
 	s.mux.HandleFunc("POST /_local/checkout/{id}/authenticate", func(w http.ResponseWriter, r *http.Request) {
-		id := r.PathValue("id")
-		pass := r.FormValue("pass") == "true"
-		s.mu.Lock()
-		aerr := s.authenticateCheckout(id, pass)
-		cs, _ := s.state.get("checkout.session", id)
-		var p hostedPage
-		next := ""
-		switch {
-		case aerr != nil:
-			p = hostedPage{Title: "Checkout", Error: aerr.Message}
-		case !pass:
-			p = s.checkoutPage(cs, "We are unable to authenticate your payment method. Please choose a different payment method and try again.")
-		default:
-			next = successURL(cs)
-			p = hostedPage{Title: "Payment complete", Message: "Thank you: the subscription is paid."}
-		}
-		pending := s.takePendingDeliveries()
-		s.mu.Unlock()
-		s.dispatch(pending)
-		if next != "" {
-			http.Redirect(w, r, next, http.StatusSeeOther)
-			return
-		}
-		renderPage(w, http.StatusOK, p)
+		id, pass := r.PathValue("id"), r.FormValue("pass") == "true"
+		s.answerPage(w, r, func() (hostedPage, string) {
+			aerr := s.authenticateCheckout(id, pass)
+			cs, _ := s.state.get("checkout.session", id)
+			switch {
+			case aerr != nil:
+				return hostedPage{Title: "Checkout", Error: aerr.Message}, ""
+			case !pass:
+				return s.checkoutPage(cs, "We are unable to authenticate your payment method. Please choose a different payment method and try again."), ""
+			}
+			return paidPage, successURL(cs)
+		})
 	})
 	s.mux.HandleFunc("GET /_local/invoices/{id}", func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		inv, ok := s.state.get("invoice", r.PathValue("id"))
-		var p hostedPage
-		if ok {
-			p = s.invoicePage(inv, "")
-		}
-		s.mu.Unlock()
-		if !ok {
-			renderPage(w, http.StatusNotFound, hostedPage{Title: "Invoice", Error: "No such invoice."})
-			return
-		}
-		renderPage(w, http.StatusOK, p)
+		s.showPage(w, "invoice", r.PathValue("id"), hostedPage{Title: "Invoice", Error: "No such invoice."},
+			func(inv obj) hostedPage { return s.invoicePage(inv, "") })
 	})
 	s.mux.HandleFunc("POST /_local/invoices/{id}/pay", func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		p := s.payInvoicePage(r.PathValue("id"), r.FormValue("card"))
-		pending := s.takePendingDeliveries()
-		s.mu.Unlock()
-		s.dispatch(pending)
-		renderPage(w, http.StatusOK, p)
+		s.answerPage(w, r, func() (hostedPage, string) { return s.payInvoicePage(r.PathValue("id"), r.FormValue("card")), "" })
 	})
 	s.mux.HandleFunc("POST /_local/invoices/{id}/authenticate", func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		var p hostedPage
-		inv, ok := s.state.get("invoice", r.PathValue("id"))
-		if !ok {
-			p = hostedPage{Title: "Invoice", Error: "No such invoice."}
-		} else if aerr := s.authenticate(str(inv["payment_intent"]), r.FormValue("pass") == "true"); aerr != nil {
-			p = hostedPage{Title: "Invoice", Error: aerr.Message}
-		} else {
+		s.answerPage(w, r, func() (hostedPage, string) {
+			inv, ok := s.state.get("invoice", r.PathValue("id"))
+			if !ok {
+				return hostedPage{Title: "Invoice", Error: "No such invoice."}, ""
+			}
+			if aerr := s.authenticate(str(inv["payment_intent"]), r.FormValue("pass") == "true"); aerr != nil {
+				return hostedPage{Title: "Invoice", Error: aerr.Message}, ""
+			}
 			if sub, ok := s.state.get("subscription", str(inv["subscription"])); ok && inv["status"] == "paid" {
 				s.afterFirstAttempt(sub, inv, charged)
 			}
-			p = s.invoicePage(inv, "")
-		}
-		pending := s.takePendingDeliveries()
-		s.mu.Unlock()
-		s.dispatch(pending)
-		renderPage(w, http.StatusOK, p)
+			return s.invoicePage(inv, ""), ""
+		})
 	})
 	s.mux.HandleFunc("GET /_local/invoices/{id}/pdf", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
@@ -188,6 +136,38 @@ func (s *Server) hostedRoutes() {
 		renderPage(w, http.StatusOK, hostedPage{Title: "Billing portal",
 			Message: "Session " + r.PathValue("id") + ": this page stands in for Stripe's hosted portal."})
 	})
+}
+
+// paidPage is what a hosted page shows once the payment went through.
+var paidPage = hostedPage{Title: "Payment complete", Message: "Thank you: the subscription is paid."}
+
+// showPage renders the page of the object kind/id, or missing (404).
+func (s *Server) showPage(w http.ResponseWriter, kind, id string, missing hostedPage, page func(obj) hostedPage) {
+	s.mu.Lock()
+	o, ok := s.state.get(kind, id)
+	var p hostedPage
+	if ok {
+		p = page(o)
+	}
+	s.mu.Unlock()
+	if !ok {
+		renderPage(w, http.StatusNotFound, missing)
+		return
+	}
+	renderPage(w, http.StatusOK, p)
+}
+
+// answerPage runs a form's action as a change (events delivered after it)
+// and renders the page it returns, or redirects to next when it names one.
+func (s *Server) answerPage(w http.ResponseWriter, r *http.Request, action func() (p hostedPage, next string)) {
+	var p hostedPage
+	var next string
+	s.change(func() { p, next = action() })
+	if next != "" {
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return
+	}
+	renderPage(w, http.StatusOK, p)
 }
 
 func (s *Server) checkoutPage(cs obj, errMsg string) hostedPage {

@@ -112,6 +112,16 @@ func (s *Server) queue(d *delivery) {
 	s.pendingOut = append(s.pendingOut, d)
 }
 
+// change runs fn under s.mu, then dispatches the deliveries of the events
+// fn made: how every test control and hosted page changes state.
+func (s *Server) change(fn func()) {
+	s.mu.Lock()
+	fn()
+	pending := s.takePendingDeliveries()
+	s.mu.Unlock()
+	s.dispatch(pending)
+}
+
 // takePendingDeliveries hands the batch over to dispatch. Callers hold s.mu.
 func (s *Server) takePendingDeliveries() []*delivery {
 	out := s.pendingOut

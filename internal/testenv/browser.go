@@ -1,6 +1,9 @@
 package testenv
 
 import (
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"testing"
@@ -28,4 +31,35 @@ func Chromium(t testing.TB) string {
 	}
 	t.Skip(why)
 	return ""
+}
+
+// noRedirects is a client that stops at a redirect, so that a test sees
+// where a hosted page sends the customer.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+// PostForm posts a form of the local Stripe's hosted pages as a browser
+// would, without following the redirect, and returns the answer and its
+// body.
+func PostForm(t testing.TB, u string, form url.Values) (*http.Response, string) {
+	t.Helper()
+	resp, err := noRedirects.PostForm(u, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp, string(raw)
+}
+
+// GetPage reads a hosted page without following a redirect: its status and
+// body.
+func GetPage(t testing.TB, u string) (int, string) {
+	t.Helper()
+	resp, err := noRedirects.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
 }

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 
 	"github.com/stripe/stripe-go/v76"
@@ -53,6 +54,16 @@ type wireSubscription struct {
 	// setupSecret is the pending SetupIntent's client secret: not in a
 	// payload, read from Stripe while a trial waits for a card.
 	setupSecret string
+}
+
+// readSetupSecret reads the client secret of the trial's pending
+// SetupIntent into sub.
+func readSetupSecret(ctx context.Context, api *stripeAPI, sub *wireSubscription) error {
+	si, err := api.SetupIntents.Get(sub.PendingSetupIntent.ID, &stripe.SetupIntentParams{Params: stripe.Params{Context: ctx}})
+	if err == nil {
+		sub.setupSecret = si.ClientSecret
+	}
+	return err
 }
 
 // awaitsCard reports whether the subscription is in a trial without a

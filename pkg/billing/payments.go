@@ -2,8 +2,6 @@ package billing
 
 import (
 	"context"
-	"errors"
-	"time"
 
 	"github.com/stripe/stripe-go/v76"
 
@@ -36,14 +34,11 @@ func (s *Service) createCheckoutSession(ctx context.Context, cmd Command) (any, 
 	if err != nil {
 		return nil, err
 	}
-	// One subscribe or Checkout per organization at a time, as subscribe.
-	switch err := s.store.ClaimSubscribe(ctx, cmd.OrgID, cmd.RequestID, time.Now(), requestLease); {
-	case errors.Is(err, table.ErrConditionFailed):
-		return nil, Errorf(CodeConflict, "another subscribe for this organization is in progress")
-	case err != nil:
-		return nil, fromTable("claim the subscription", err)
+	release, err := s.claimSubscribe(ctx, cmd)
+	if err != nil {
+		return nil, err
 	}
-	defer func() { _ = s.store.ReleaseSubscribe(context.WithoutCancel(ctx), cmd.OrgID, cmd.RequestID) }()
+	defer release()
 	m, err := s.store.GetMirror(ctx, cmd.OrgID)
 	if err != nil {
 		return nil, fromTable("read the mirror", err)

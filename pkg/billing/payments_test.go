@@ -12,21 +12,9 @@ import (
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
 )
-
-// hostedPage posts a form of the local Stripe's hosted pages as a browser
-// would, without following the redirect.
-func hostedPage(t *testing.T, u string, form url.Values) *http.Response {
-	t.Helper()
-	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := c.PostForm(u, form)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	return resp
-}
 
 func checkoutReq(org string, fields ...any) map[string]any {
 	return req("create_checkout_session", org, append([]any{"tier", "business", "email", org + "@example.com",
@@ -58,7 +46,7 @@ func TestCheckout_PaidOnTheHostedPageMakesTheMirroredSubscription(t *testing.T) 
 	if f.mirror("org_co").Subscription != nil {
 		t.Fatal("a subscription before the customer paid")
 	}
-	if resp := hostedPage(t, u+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode != http.StatusSeeOther ||
+	if resp, _ := testenv.PostForm(t, u+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode != http.StatusSeeOther ||
 		resp.Header.Get("Location") != "http://localhost:3000/billing/done?session="+id {
 		t.Fatalf("paying: %d to %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
@@ -79,7 +67,7 @@ func TestCheckout_ADeclinedCardMakesNothingAndTheSessionStaysOpen(t *testing.T) 
 	r := checkoutReq("org_decl")
 	res := f.ok(r)
 	u, _ := res["url"].(string)
-	if resp := hostedPage(t, u+"/pay", url.Values{"card": {"pm_card_chargeCustomerFail"}}); resp.StatusCode != http.StatusOK {
+	if resp, _ := testenv.PostForm(t, u+"/pay", url.Values{"card": {"pm_card_chargeCustomerFail"}}); resp.StatusCode != http.StatusOK {
 		t.Fatalf("a declined card: %d", resp.StatusCode)
 	}
 	f.deliverSince(before)
@@ -280,7 +268,7 @@ func TestPayment_AFailedRenewalSetsThePaymentUntilItIsPaid(t *testing.T) {
 	// Paid on the hosted invoice page with another card.
 	before = len(f.allEvents())
 	f.stripe.SetPaymentMode(stripelocal.PayWithPaymentMethods)
-	if resp := hostedPage(t, pay["hosted_invoice_url"].(string)+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode >= 400 {
+	if resp, _ := testenv.PostForm(t, pay["hosted_invoice_url"].(string)+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode >= 400 {
 		t.Fatalf("the hosted invoice page: %d", resp.StatusCode)
 	}
 	f.deliverSince(before)
@@ -432,12 +420,12 @@ func TestCheckout_OneOpenSessionPerOrganization(t *testing.T) {
 	if err != nil || cs1.Status != "expired" {
 		t.Fatalf("the first session after a second: %v %v", cs1, err)
 	}
-	if resp := hostedPage(t, first["url"].(string)+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode == http.StatusSeeOther {
+	if resp, _ := testenv.PostForm(t, first["url"].(string)+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode == http.StatusSeeOther {
 		t.Fatal("the expired first page took a payment")
 	}
 	// Paid on the second page, its webhooks not yet delivered: a third
 	// request is refused, not a page for a second subscription.
-	if resp := hostedPage(t, second["url"].(string)+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode != http.StatusSeeOther {
+	if resp, _ := testenv.PostForm(t, second["url"].(string)+"/pay", url.Values{"card": {"pm_card_visa"}}); resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("paying the second page: %d", resp.StatusCode)
 	}
 	wantError(t, f.call(checkoutReq("org_one")), billing.CodeConflict)

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"time"
 
@@ -15,97 +14,6 @@ import (
 
 	"github.com/baseten/billing-functions/pkg/table"
 )
-
-// Status is what the core app reads to decide what an organization may use.
-type Status struct {
-	OrgID        string              `json:"org_id"`
-	CustomerID   *string             `json:"customer_id"`
-	Subscription *SubscriptionStatus `json:"subscription"`
-	Delinquent   bool                `json:"delinquent"`
-	// Payment is set while the subscription's latest invoice waits for the
-	// customer: its first payment, or a renewal whose charge failed or
-	// needs authentication.
-	Payment   *Payment   `json:"payment"`
-	UpdatedAt *time.Time `json:"updated_at"`
-}
-
-// Payment tells the frontend how the customer pays: confirm the
-// PaymentIntent with Stripe.js, the publishable key (get_config) and
-// client_secret, or send the customer to the hosted invoice page.
-type Payment struct {
-	Status string `json:"status"` // requires_payment_method, requires_action or processing
-	// Intent says which Stripe.js call takes client_secret: "payment"
-	// (an invoice's PaymentIntent) or "setup" (a trial's SetupIntent, which
-	// saves a card for when the trial ends).
-	Intent           string  `json:"intent"`
-	ClientSecret     *string `json:"client_secret"`
-	HostedInvoiceURL *string `json:"hosted_invoice_url"`
-}
-
-// SubscriptionStatus is the organization's subscription in a Status.
-type SubscriptionStatus struct {
-	ID                string   `json:"id"`
-	Status            string   `json:"status"`
-	Tier              string   `json:"tier"`
-	InstanceTypes     []string `json:"instance_types"`
-	CurrentPeriodEnd  int64    `json:"current_period_end"`
-	CancelAtPeriodEnd bool     `json:"cancel_at_period_end"`
-	// TrialEnd is when the trial ends (unix seconds), null without one;
-	// PaymentMethodOnFile says whether the subscription can be charged
-	// then. A trial that ends without one cancels the subscription.
-	TrialEnd            *int64 `json:"trial_end"`
-	PaymentMethodOnFile bool   `json:"payment_method_on_file"`
-}
-
-// status reads the organization's status from the mirror alone: one
-// DynamoDB request, no Stripe call.
-func (s *Service) status(ctx context.Context, org string) (Status, error) {
-	m, err := s.store.GetMirror(ctx, org)
-	if err != nil {
-		return Status{}, fromTable("read the mirror", err)
-	}
-	st := Status{OrgID: org}
-	if c := m.Customer; c != nil && !c.Deleted {
-		st.CustomerID = &c.CustomerID
-	}
-	if sub := m.Subscription; sub != nil {
-		types := []string{}
-		for _, it := range sub.Items {
-			if it.Key != "" && it.Key != sub.Tier {
-				types = append(types, it.Key)
-			}
-		}
-		sort.Strings(types)
-		st.Subscription = &SubscriptionStatus{ID: sub.SubscriptionID, Status: sub.Status, Tier: sub.Tier, InstanceTypes: types,
-			CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd, PaymentMethodOnFile: sub.Trial.PaymentMethodOnFile}
-		if sub.Trial.End != 0 {
-			st.Subscription.TrialEnd = &sub.Trial.End
-		}
-		st.Delinquent = sub.Delinquent()
-		switch p := sub.Payment; {
-		case p.Status != "" && live(sub) && sub.InvoiceSubscription == sub.SubscriptionID:
-			st.Payment = &Payment{Status: p.Status, Intent: "payment", ClientSecret: nonEmpty(p.ClientSecret), HostedInvoiceURL: nonEmpty(p.HostedInvoiceURL)}
-		case sub.Status == "trialing" && !sub.Trial.PaymentMethodOnFile && sub.Trial.SetupClientSecret != "":
-			st.Payment = &Payment{Status: "requires_payment_method", Intent: "setup", ClientSecret: &sub.Trial.SetupClientSecret}
-		}
-		if !sub.UpdatedAt.IsZero() {
-			st.UpdatedAt = &sub.UpdatedAt
-		}
-	}
-	return st, nil
-}
-
-func nonEmpty(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return &s
-}
-
-// live reports whether a subscription still bills: anything but canceled.
-func live(sub *table.Subscription) bool {
-	return sub != nil && sub.Status != "canceled" && sub.Status != "incomplete_expired"
-}
 
 // product returns a catalog key's mapping, which must be active and of the
 // given kind. A key without one is invalid_request: run upsert-products.
@@ -244,15 +152,11 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 	for _, price := range prices {
 		items = append(items, &stripe.SubscriptionItemsParams{Price: stripe.String(price)})
 	}
-	// One subscribe per organization at a time; the mirror is read under
-	// the claim, so a subscription made by the previous holder is seen.
-	switch err := s.store.ClaimSubscribe(ctx, cmd.OrgID, cmd.RequestID, time.Now(), requestLease); {
-	case errors.Is(err, table.ErrConditionFailed):
-		return Status{}, Errorf(CodeConflict, "another subscribe for this organization is in progress")
-	case err != nil:
-		return Status{}, fromTable("claim the subscription", err)
+	release, err := s.claimSubscribe(ctx, cmd)
+	if err != nil {
+		return Status{}, err
 	}
-	defer func() { _ = s.store.ReleaseSubscribe(context.WithoutCancel(ctx), cmd.OrgID, cmd.RequestID) }()
+	defer release()
 	m, err := s.store.GetMirror(ctx, cmd.OrgID)
 	if err != nil {
 		return Status{}, fromTable("read the mirror", err)
@@ -307,6 +211,19 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 		return Status{}, err
 	}
 	return s.status(ctx, cmd.OrgID)
+}
+
+// claimSubscribe lets one subscribe or Checkout per organization run at a
+// time (conflict for the others); the mirror read under the claim shows a
+// subscription the previous holder made. release ends the claim.
+func (s *Service) claimSubscribe(ctx context.Context, cmd Command) (release func(), err error) {
+	switch err := s.store.ClaimSubscribe(ctx, cmd.OrgID, cmd.RequestID, time.Now(), requestLease); {
+	case errors.Is(err, table.ErrConditionFailed):
+		return nil, Errorf(CodeConflict, "another subscribe for this organization is in progress")
+	case err != nil:
+		return nil, fromTable("claim the subscription", err)
+	}
+	return func() { _ = s.store.ReleaseSubscribe(context.WithoutCancel(ctx), cmd.OrgID, cmd.RequestID) }, nil
 }
 
 // MaxSubscriptionItems is how many items a Stripe subscription may have.
@@ -414,14 +331,8 @@ func (s *Service) applyAnswer(ctx context.Context, org string, sub *stripe.Subsc
 		}
 	}
 	w := asWireSubscription(sub)
-	if w.awaitsCard() && w.setupSecret == "" { // not expanded: the trial's SetupIntent holds it
-		err := s.withStripe(ctx, "read the trial's SetupIntent", func(api *stripeAPI) error {
-			si, err := api.SetupIntents.Get(w.PendingSetupIntent.ID, &stripe.SetupIntentParams{Params: stripe.Params{Context: ctx}})
-			if err == nil {
-				w.setupSecret = si.ClientSecret
-			}
-			return err
-		})
+	if w.awaitsCard() && w.setupSecret == "" { // not expanded
+		err := s.withStripe(ctx, "read the trial's SetupIntent", func(api *stripeAPI) error { return readSetupSecret(ctx, api, &w) })
 		if err != nil {
 			return err
 		}

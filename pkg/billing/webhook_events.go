@@ -104,13 +104,7 @@ var subscriptions = mirrored[wireSubscription]{
 		if !sub.awaitsCard() || sub.setupSecret != "" {
 			return nil
 		}
-		return d.refetch(ctx, "read the trial's SetupIntent", func(api *stripeAPI) error {
-			si, err := api.SetupIntents.Get(sub.PendingSetupIntent.ID, &stripe.SetupIntentParams{Params: stripe.Params{Context: ctx}})
-			if err == nil {
-				sub.setupSecret = si.ClientSecret
-			}
-			return err
-		})
+		return d.refetch(ctx, "read the trial's SetupIntent", func(api *stripeAPI) error { return readSetupSecret(ctx, api, sub) })
 	},
 	owner:  func(s wireSubscription) (map[string]string, string) { return s.Metadata, s.Customer.ID },
 	change: subscriptionChange,
