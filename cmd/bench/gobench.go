@@ -54,7 +54,7 @@ func goBench(root string) ([]figure, error) {
 	cmd.Env = os.Environ()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("go test -bench: %v\n%s", err, out)
+		return nil, fmt.Errorf("go test -bench: %w\n%s", err, out)
 	}
 	var figs []figure
 	for _, line := range strings.Split(string(out), "\n") {

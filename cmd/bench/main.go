@@ -146,7 +146,7 @@ func build(root, dir, pkg, name, arch string) (string, error) {
 		cmd.Env = append(cmd.Env, "GOOS=linux", "GOARCH="+arch)
 	}
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build %s: %v\n%s", pkg, err, b)
+		return "", fmt.Errorf("build %s: %w\n%s", pkg, err, b)
 	}
 	return out, nil
 }
@@ -238,7 +238,7 @@ func coldStart(rie, bin, payload string, env []string) (float64, error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%s never answered: %v", bin, err)
+			return 0, fmt.Errorf("%s never answered: %w", bin, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -24,7 +24,7 @@ func soak(root string) ([]figure, error) {
 	cmd.Env = append(os.Environ(), "SOAK_DELIVERIES=10000")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("the soak: %v\n%s", err, out)
+		return nil, fmt.Errorf("the soak: %w\n%s", err, out)
 	}
 	d, l, r := soakDeliveries.FindSubmatch(out), soakLatency.FindSubmatch(out), soakReconcile.FindSubmatch(out)
 	if d == nil || l == nil || r == nil {

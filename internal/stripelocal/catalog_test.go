@@ -179,7 +179,7 @@ func mustProduct(t *testing.T, e *env, id string) *stripe.Product {
 	return p
 }
 
-func rawPost(t *testing.T, e *env, path string, form url.Values, idemKey string) *http.Response {
+func rawPost(t *testing.T, e *env, path string, form url.Values, idemKey string) testenv.Answer {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, e.url+path, strings.NewReader(form.Encode()))
 	req.Header.Set("Authorization", "Bearer sk_test_raw")
@@ -187,10 +187,5 @@ func rawPost(t *testing.T, e *env, path string, form url.Values, idemKey string)
 	if idemKey != "" {
 		req.Header.Set("Idempotency-Key", idemKey)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
+	return testenv.MustDo(t, http.DefaultClient, req)
 }

@@ -226,8 +226,9 @@ func TestRule11_TheHostedInvoicePagePaysAnOpenInvoice(t *testing.T) {
 	if got, _ := e.sc.Subscriptions.Get(sub.ID, nil); got.Status != "active" {
 		t.Fatalf("the subscription after the hosted page: %s", got.Status)
 	}
-	if resp, err := http.Get(inv.InvoicePDF); err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/pdf" {
-		t.Fatalf("the PDF: %v %v", resp, err)
+	pdf, _ := http.NewRequest(http.MethodGet, inv.InvoicePDF, nil)
+	if resp := testenv.MustDo(t, http.DefaultClient, pdf); resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/pdf" {
+		t.Fatalf("the PDF: %d %v", resp.StatusCode, resp.Header)
 	}
 	// The list shows the same invoice, newest first, with its links.
 	it := e.sc.Invoices.List(&stripe.InvoiceListParams{Customer: stripe.String(c.ID)})

@@ -6,8 +6,6 @@ package stripelocal_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -16,6 +14,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/baseten/billing-functions/internal/testenv"
 )
 
 func TestRule1_AnEmptyStringIsRefusedWhereItCannotUnset(t *testing.T) {
@@ -38,7 +37,7 @@ func TestRule1_AnEmptyStringIsRefusedWhereItCannotUnset(t *testing.T) {
 	// A metadata value may be empty; on create the key is not stored.
 	resp = rawPost(t, e, "/v1/products", url.Values{"id": {"p"}, "name": {"p"}, "metadata[k]": {""}, "metadata[j]": {"v"}}, "")
 	var p stripe.Product
-	if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&p) != nil || len(p.Metadata) != 1 || p.Metadata["j"] != "v" {
+	if resp.StatusCode != 200 || json.Unmarshal(resp.Body, &p) != nil || len(p.Metadata) != 1 || p.Metadata["j"] != "v" {
 		t.Fatalf("create with metadata[k]='': %d %+v", resp.StatusCode, p.Metadata)
 	}
 	// An update unsets what the spec lets it: description yes, name no.
@@ -318,12 +317,11 @@ type errorBody struct {
 }
 
 // readError decodes Stripe's error envelope from a raw answer.
-func readError(t *testing.T, resp *http.Response) errorBody {
+func readError(t *testing.T, resp testenv.Answer) errorBody {
 	t.Helper()
-	raw, _ := io.ReadAll(resp.Body)
 	var env struct{ Error errorBody }
-	if err := json.Unmarshal(raw, &env); err != nil {
-		t.Fatalf("not an error envelope: %s", raw)
+	if err := json.Unmarshal(resp.Body, &env); err != nil {
+		t.Fatalf("not an error envelope: %s", resp.Body)
 	}
 	return env.Error
 }

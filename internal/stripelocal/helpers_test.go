@@ -1,6 +1,7 @@
 package stripelocal_test
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -120,8 +121,8 @@ func (r *receiver) types() []string {
 
 func stripeErr(t *testing.T, err error) *stripe.Error {
 	t.Helper()
-	se, ok := err.(*stripe.Error)
-	if !ok {
+	var se *stripe.Error
+	if !errors.As(err, &se) {
 		t.Fatalf("got %v (%T), want a *stripe.Error", err, err)
 	}
 	return se

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -37,29 +38,57 @@ func Chromium(t testing.TB) string {
 // where a hosted page sends the customer.
 var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
-// PostForm posts a form of the local Stripe's hosted pages as a browser
-// would, without following the redirect, and returns the answer and its
+// Answer is an HTTP answer already read and closed: its status, headers and
 // body.
-func PostForm(t testing.TB, u string, form url.Values) (*http.Response, string) {
+type Answer struct {
+	StatusCode int
+	Header     http.Header
+	Body       []byte
+}
+
+// Do sends a request with c and reads and closes the answer.
+func Do(c *http.Client, req *http.Request) (Answer, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return Answer{}, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	raw, err := io.ReadAll(resp.Body)
+	return Answer{StatusCode: resp.StatusCode, Header: resp.Header, Body: raw}, err
+}
+
+// MustDo is Do that fails the test when no answer came.
+func MustDo(t testing.TB, c *http.Client, req *http.Request) Answer {
 	t.Helper()
-	resp, err := noRedirects.PostForm(u, form)
+	a, err := Do(c, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp, string(raw)
+	return a
+}
+
+// PostForm posts a form of the local Stripe's hosted pages as a browser
+// would, without following the redirect, and returns the answer and its
+// body.
+func PostForm(t testing.TB, u string, form url.Values) (Answer, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	a := MustDo(t, noRedirects, req)
+	return a, string(a.Body)
 }
 
 // GetPage reads a hosted page without following a redirect: its status and
 // body.
 func GetPage(t testing.TB, u string) (int, string) {
 	t.Helper()
-	resp, err := noRedirects.Get(u)
+	req, err := http.NewRequest(http.MethodGet, u, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(raw)
+	a := MustDo(t, noRedirects, req)
+	return a.StatusCode, string(a.Body)
 }

@@ -50,7 +50,7 @@ func Build(t testing.TB, pkg string) string {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = RepoRoot()
 		if b, err := cmd.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("build %s: %v\n%s", pkg, err, b)
+			return "", fmt.Errorf("build %s: %w\n%s", pkg, err, b)
 		}
 		return out, nil
 	})

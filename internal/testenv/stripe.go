@@ -229,7 +229,7 @@ func specPath(version string) (string, error) {
 	cmd := exec.Command("go", "mod", "download", "github.com/stripe/stripe-mock@"+version)
 	cmd.Dir = RepoRoot()
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go mod download stripe-mock@%s: %v\n%s", version, err, b)
+		return "", fmt.Errorf("go mod download stripe-mock@%s: %w\n%s", version, err, b)
 	}
 	if !fileExists(path) {
 		return "", fmt.Errorf("%s is not in the stripe-mock module", path)

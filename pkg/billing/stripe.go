@@ -184,7 +184,7 @@ func stripeInt(n int64) string { return strconv.FormatInt(n, 10) }
 func keyHash(parts ...string) string {
 	h := sha256.New()
 	for _, p := range parts {
-		fmt.Fprintf(h, "%d:%s|", len(p), p)
+		h.Write(fmt.Appendf(nil, "%d:%s|", len(p), p))
 	}
 	return "bf-" + hex.EncodeToString(h.Sum(nil)[:20])
 }

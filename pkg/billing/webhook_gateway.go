@@ -162,5 +162,7 @@ func (s *Service) emitEMF(function string, names []string, counts map[string]int
 		}},
 	}
 	raw, _ := json.Marshal(line)
-	fmt.Fprintln(s.emf, string(raw))
+	if _, err := fmt.Fprintln(s.emf, string(raw)); err != nil {
+		s.log.Error("metrics line not written", "function", function, "error", err)
+	}
 }

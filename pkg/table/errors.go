@@ -102,23 +102,29 @@ func translate(err error) error {
 	}
 	var tip *types.TransactionInProgressException
 	if errors.As(err, &tip) {
-		return fmt.Errorf("%w: %v", ErrTransactionConflict, err)
+		return markAs(ErrTransactionConflict, err)
 	}
 	var api smithy.APIError
 	if errors.As(err, &api) {
 		switch api.ErrorCode() {
 		case "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
 			"InternalServerError", "ServiceUnavailable", "LimitExceededException":
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return markAs(ErrUnavailable, err)
 		}
 		if api.ErrorFault() == smithy.FaultServer {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return markAs(ErrUnavailable, err)
 		}
 		return err
 	}
 	// No API error at all: the request never got an answer (timeout, reset,
 	// refused connection, canceled context).
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return markAs(ErrUnavailable, err)
+}
+
+// markAs gives err one of our kinds. The SDK's error stays text (%v), not
+// wrapped: callers decide on our kinds, never on the SDK's types.
+func markAs(kind, err error) error {
+	return fmt.Errorf("%w: %v", kind, err) //nolint:errorlint // on purpose, as above
 }
 
 func msg(p *string) string {
