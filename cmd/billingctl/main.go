@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -28,6 +29,9 @@ commands:
   change-tier --org ORG --tier T [--proration create_prorations|none|always_invoice]
   set-instance-types --org ORG --types a,b
   record-usage --org ORG --type T --minutes N [--timestamp UNIX]
+  record-usage --file records.jsonl
+      one record per line: {org_id, instance_type, minutes, request_id[, timestamp]},
+      sent 500 at a time; prints each record not recorded
   cancel --org ORG [--now]
   portal --org ORG [--return-url URL]
   checkout --org ORG --tier T --email E [--instance-types a,b] [--trial-days N]
@@ -76,6 +80,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return upsertProducts(ctx, t, rest, *asJSON, stdout, stderr)
 	case "reconcile":
 		return reconcile(ctx, t, rest, *asJSON, stdout, stderr)
+	case "record-usage":
+		if slices.ContainsFunc(rest, func(a string) bool { return a == "--file" || strings.HasPrefix(a, "--file=") }) {
+			return recordUsageFile(ctx, t, rest, *asJSON, stdout, stderr)
+		}
 	}
 	if _, ok := commands[cmd]; ok {
 		return runCommand(ctx, t, cmd, rest, *asJSON, stdout, stderr)

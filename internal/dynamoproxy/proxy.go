@@ -190,6 +190,14 @@ func (k keyed) partition() string {
 	return pk
 }
 
+// partitionOf returns the partition key prefix a transaction item or a
+// batch's write names.
+func partitionOf(raw json.RawMessage) string {
+	var k keyed
+	_ = json.Unmarshal(raw, &k)
+	return k.partition()
+}
+
 // record notes the IAM actions a DynamoDB request needs, and the
 // partitions it touches, for its signer.
 func (p *Proxy) record(r *http.Request, op string) {
@@ -204,27 +212,40 @@ func (p *Proxy) record(r *http.Request, op string) {
 		keyed
 		IndexName     string
 		TransactItems []map[string]json.RawMessage
-		RequestItems  map[string][]map[string]json.RawMessage
+		RequestItems  map[string]json.RawMessage
 	}
 	_ = json.Unmarshal(body, &req)
 	needed, partitions := []string{op}, []string{req.partition()}
 	switch {
 	case req.IndexName != "":
 		needed, partitions = []string{op + "@index"}, nil // authorized on the index's ARN
-	case op == "TransactWriteItems" || op == "BatchWriteItem":
+	case op == "TransactWriteItems":
+		// IAM authorizes a transaction item by item.
 		needed = nil
-		items := req.TransactItems
-		for _, reqs := range req.RequestItems {
-			items = append(items, reqs...)
-		}
-		byKind := map[string]string{"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem",
-			"PutRequest": "PutItem", "DeleteRequest": "DeleteItem"}
-		for _, it := range items {
+		byKind := map[string]string{"Put": "PutItem", "Update": "UpdateItem", "Delete": "DeleteItem", "ConditionCheck": "ConditionCheckItem"}
+		for _, it := range req.TransactItems {
 			for kind, raw := range it {
 				needed = append(needed, byKind[kind])
-				var k keyed
-				_ = json.Unmarshal(raw, &k)
-				partitions = append(partitions, k.partition())
+				partitions = append(partitions, partitionOf(raw))
+			}
+		}
+	case op == "BatchWriteItem":
+		// A batch is authorized as itself (dynamodb:BatchWriteItem).
+		for _, raw := range req.RequestItems {
+			var writes []map[string]json.RawMessage
+			_ = json.Unmarshal(raw, &writes)
+			for _, w := range writes {
+				for _, r := range w {
+					partitions = append(partitions, partitionOf(r))
+				}
+			}
+		}
+	case op == "BatchGetItem":
+		for _, raw := range req.RequestItems {
+			var get struct{ Keys []map[string]map[string]any }
+			_ = json.Unmarshal(raw, &get)
+			for _, k := range get.Keys {
+				partitions = append(partitions, keyed{Key: k}.partition())
 			}
 		}
 	}

@@ -401,6 +401,33 @@ func (s *stack) billingctl(t *testing.T) {
 	ctl("change-tier", "--org", "org_ctl", "--tier", "starter")
 	ctl("set-instance-types", "--org", "org_ctl", "--types", "cpu-8x32")
 	ctl("record-usage", "--org", "org_ctl", "--type", "cpu-8x32", "--minutes", "3")
+	// A file of records goes out as record_usage_batch: the one record
+	// for an instance type the organization does not have fails on its
+	// own; running the file again counts nothing twice.
+	file := filepath.Join(t.TempDir(), "records.jsonl")
+	lines := `{"org_id":"org_ctl","instance_type":"cpu-8x32","minutes":4,"request_id":"file-1"}
+{"org_id":"org_ctl","instance_type":"gpu-t4","minutes":1,"request_id":"file-2"}
+{"org_id":"org_ctl","instance_type":"cpu-8x32","minutes":5,"request_id":"file-3"}
+`
+	if err := os.WriteFile(file, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		out, err := exec.Command(bin, "--endpoint", s.invokeURL, "record-usage", "--file", file).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "file-2") || !strings.Contains(string(out), "not_found") ||
+			!strings.Contains(string(out), "recorded      2") || !strings.Contains(string(out), "1 of 3 records were not recorded") {
+			t.Fatalf("record-usage --file: %v\n%s", err, out)
+		}
+	}
+	minutes := ""
+	for _, line := range strings.Split(ctl("preview", "--org", "org_ctl"), "\n") {
+		if f := strings.Fields(line); len(f) > 2 && f[0] == "cpu-8x32" {
+			minutes = f[2]
+		}
+	}
+	if minutes != "12" {
+		t.Fatalf("cpu-8x32 minutes on the upcoming invoice: %q, want 12 (3, then 4 and 5 once)", minutes)
+	}
 	ctl("cancel", "--org", "org_ctl")
 	out = ctl("status", "--org", "org_ctl")
 	for _, want := range []string{"tier                  starter", "instance types        cpu-8x32", "cancel at period end  true"} {

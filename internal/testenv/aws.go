@@ -134,6 +134,14 @@ func (d *DB) DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, o ...
 	return send(d, "DeleteItem", true, func(n table.DB) (*dynamodb.DeleteItemOutput, error) { return n.DeleteItem(ctx, in, o...) })
 }
 
+func (d *DB) BatchGetItem(ctx context.Context, in *dynamodb.BatchGetItemInput, o ...func(*dynamodb.Options)) (*dynamodb.BatchGetItemOutput, error) {
+	return send(d, "BatchGetItem", false, func(n table.DB) (*dynamodb.BatchGetItemOutput, error) { return n.BatchGetItem(ctx, in, o...) })
+}
+
+func (d *DB) BatchWriteItem(ctx context.Context, in *dynamodb.BatchWriteItemInput, o ...func(*dynamodb.Options)) (*dynamodb.BatchWriteItemOutput, error) {
+	return send(d, "BatchWriteItem", true, func(n table.DB) (*dynamodb.BatchWriteItemOutput, error) { return n.BatchWriteItem(ctx, in, o...) })
+}
+
 func (d *DB) TransactWriteItems(ctx context.Context, in *dynamodb.TransactWriteItemsInput, o ...func(*dynamodb.Options)) (*dynamodb.TransactWriteItemsOutput, error) {
 	return send(d, "TransactWriteItems", true, func(n table.DB) (*dynamodb.TransactWriteItemsOutput, error) {
 		return n.TransactWriteItems(ctx, in, o...)

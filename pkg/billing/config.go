@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -44,7 +45,20 @@ type Config struct {
 	StripeAPIBase string
 
 	SecretTTL time.Duration
+
+	// UsageConcurrency and UsageRate bound record_usage_batch's meter
+	// events: requests in flight, and requests a second (USAGE_CONCURRENCY,
+	// USAGE_RATE).
+	UsageConcurrency int
+	UsageRate        float64
 }
+
+// Defaults of the usage batch's pool: test mode allows about 25 requests
+// a second for the whole account, shared by every deployment on it.
+const (
+	DefaultUsageConcurrency = 8
+	DefaultUsageRate        = 20
+)
 
 var (
 	namespacePattern = newPattern(`^[a-z0-9-]+$`, 3, 40)
@@ -69,7 +83,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			PublishableKey: strings.TrimSpace(getenv("STRIPE_PUBLISHABLE_KEY")),
 			WebhookSecret:  strings.TrimSpace(getenv("STRIPE_ENDPOINT_SECRET")),
 		},
-		SecretTTL: DefaultSecretTTL,
+		SecretTTL:        DefaultSecretTTL,
+		UsageConcurrency: DefaultUsageConcurrency,
+		UsageRate:        DefaultUsageRate,
 	}
 
 	switch c.Stage {
@@ -105,6 +121,22 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			bad("SECRET_CACHE_TTL must be a positive duration such as 10m, got %q", v)
 		} else {
 			c.SecretTTL = d
+		}
+	}
+	if v := strings.TrimSpace(getenv("USAGE_CONCURRENCY")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 64 {
+			bad("USAGE_CONCURRENCY must be an integer from 1 to 64, got %q", v)
+		} else {
+			c.UsageConcurrency = n
+		}
+	}
+	if v := strings.TrimSpace(getenv("USAGE_RATE")); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(r >= 1 && r <= 1000) {
+			bad("USAGE_RATE must be a number of requests a second from 1 to 1000, got %q", v)
+		} else {
+			c.UsageRate = r
 		}
 	}
 	if c.Stage != "" {

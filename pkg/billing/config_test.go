@@ -25,12 +25,14 @@ func TestLoadConfig_Valid(t *testing.T) {
 	e := validEnv()
 	e["SECRET_CACHE_TTL"] = "90s"
 	e["STRIPE_API_BASE"] = "http://127.0.0.1:12111"
+	e["USAGE_RATE"], e["USAGE_CONCURRENCY"] = "12.5", "4"
 	c, err := LoadConfig(env(e))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Stage != StageStaging || c.Namespace != "baseten-staging" || c.TableName != "billing-staging" ||
-		c.StripeSecretID != "billing/staging/stripe" || c.SecretTTL != 90*time.Second || c.StripeAPIBase != "http://127.0.0.1:12111" {
+		c.StripeSecretID != "billing/staging/stripe" || c.SecretTTL != 90*time.Second || c.StripeAPIBase != "http://127.0.0.1:12111" ||
+		c.UsageRate != 12.5 || c.UsageConcurrency != 4 {
 		t.Fatalf("unexpected config %+v", c)
 	}
 }
@@ -43,6 +45,9 @@ func TestLoadConfig_DefaultsTTLToTenMinutes(t *testing.T) {
 	if got, want := c.SecretTTL, 10*time.Minute; got != want {
 		t.Fatalf("SecretTTL = %v, want %v", got, want)
 	}
+	if c.UsageRate != DefaultUsageRate || c.UsageConcurrency != DefaultUsageConcurrency {
+		t.Fatalf("usage pool %v a second, %d at once; want the defaults", c.UsageRate, c.UsageConcurrency)
+	}
 }
 
 func TestLoadConfig_ListsEveryProblemAtOnce(t *testing.T) {
@@ -51,11 +56,13 @@ func TestLoadConfig_ListsEveryProblemAtOnce(t *testing.T) {
 		"BILLING_NAMESPACE": "Bad_NS",
 		"STRIPE_API_BASE":   "ftp://x",
 		"SECRET_CACHE_TTL":  "-1m",
+		"USAGE_RATE":        "0",
+		"USAGE_CONCURRENCY": "many",
 	}))
 	if err == nil {
 		t.Fatal("want an error")
 	}
-	for _, want := range []string{"STAGE", "BILLING_NAMESPACE", "TABLE_NAME", "STRIPE_API_BASE", "SECRET_CACHE_TTL"} {
+	for _, want := range []string{"STAGE", "BILLING_NAMESPACE", "TABLE_NAME", "STRIPE_API_BASE", "SECRET_CACHE_TTL", "USAGE_RATE", "USAGE_CONCURRENCY"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s:\n%v", want, err)
 		}

@@ -110,6 +110,8 @@ var (
 	// and replays for 24 hours whatever a retry does (a 5xx), or a key met
 	// with other parameters: a retry needs new keys.
 	errKeyBurned = errors.New("the idempotency key cannot be retried")
+	// errRateLimited marks Stripe's 429: a pacer backs off.
+	errRateLimited = errors.New("stripe rate limited the request")
 )
 
 // fromStripe translates a stripe-go error into the error vocabulary: it is
@@ -142,7 +144,10 @@ func fromStripe(op string, err error) error {
 		// Our key met other parameters: a retry plans again, with new keys.
 		out.Code, out.Retryable, out.Message = CodeUnavailable, true, op+": Stripe's state changed during the request; retry it"
 		out.Err = fmt.Errorf("%w: %w", errKeyBurned, err)
-	case se.HTTPStatusCode == http.StatusTooManyRequests || se.HTTPStatusCode == http.StatusConflict:
+	case se.HTTPStatusCode == http.StatusTooManyRequests:
+		out.Code, out.Retryable, out.Message = CodeUnavailable, true, fmt.Sprintf("%s: Stripe is unavailable (%d)", op, se.HTTPStatusCode)
+		out.Err = fmt.Errorf("%w: %w", errRateLimited, err)
+	case se.HTTPStatusCode == http.StatusConflict:
 		out.Code, out.Retryable, out.Message = CodeUnavailable, true, fmt.Sprintf("%s: Stripe is unavailable (%d)", op, se.HTTPStatusCode)
 	case se.HTTPStatusCode == http.StatusPaymentRequired || se.Type == stripe.ErrorTypeCard:
 		out.Code, out.Message = CodePaymentRequired, fmt.Sprintf("%s: Stripe refused the payment (%s)", op, code)

@@ -2,6 +2,7 @@ package billing
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -38,6 +39,9 @@ type Command struct {
 	StartingAfter string   `json:"starting_after"`
 	Repair        bool     `json:"repair"`
 	Replay        bool     `json:"replay"`
+	// Records are record_usage_batch's usage records, each decoded on its
+	// own (omitted from the fingerprint of every other action).
+	Records []json.RawMessage `json:"records,omitempty"`
 
 	fields []string // the fields present, for the fingerprint
 	// attempt and retry come from the request record: which attempt of the
@@ -61,7 +65,11 @@ type action struct {
 	// whenDisabled: the action answers when billing is disabled, instead
 	// of billing_disabled.
 	whenDisabled bool
-	run          func(s *Service, ctx context.Context, cmd Command) (any, error)
+	// maxSize bounds the request's size; 0 is MaxCommandSize.
+	maxSize int
+	// keep is how long its request_id's answer is kept; 0 is requestKeep.
+	keep time.Duration
+	run  func(s *Service, ctx context.Context, cmd Command) (any, error)
 }
 
 // actions are the subscribe function's actions, by name.
@@ -76,7 +84,7 @@ var actions = map[string]action{
 	"set_instance_types": {fields: []string{"instance_types"}, required: []string{"instance_types"}, mutating: true,
 		run: result((*Service).setInstanceTypes)},
 	"record_usage": {fields: []string{"instance_type", "minutes", "timestamp"}, required: []string{"instance_type", "minutes"},
-		mutating: true, run: (*Service).recordUsageAction},
+		mutating: true, keep: usageKeep, run: (*Service).recordUsageAction},
 	"cancel":     {fields: []string{"at_period_end"}, mutating: true, run: result((*Service).cancel)},
 	"resume":     {mutating: true, run: result((*Service).resume)},
 	"get_status": {run: func(s *Service, ctx context.Context, cmd Command) (any, error) { return s.status(ctx, cmd.OrgID) }},
@@ -93,6 +101,15 @@ var actions = map[string]action{
 	}},
 }
 
+// record_usage_batch decodes each record as a record_usage command
+// (DecodeCommand, which reads this table), so it joins the table at init.
+// Each record has its own request_id; the batch itself is not a request to
+// answer once.
+func init() {
+	actions["record_usage_batch"] = action{fields: []string{"records"}, required: []string{"records"}, noOrg: true,
+		maxSize: MaxUsageBatchSize, run: result((*Service).recordUsageBatch)}
+}
+
 // result adapts an action that answers a typed result.
 func result[T any](run func(*Service, context.Context, Command) (T, error)) func(*Service, context.Context, Command) (any, error) {
 	return func(s *Service, ctx context.Context, cmd Command) (any, error) { return run(s, ctx, cmd) }
@@ -105,14 +122,19 @@ var (
 )
 
 // MaxCommandSize bounds a request; a real one is a few hundred bytes.
-const MaxCommandSize = 16 << 10
+// MaxUsageBatchSize bounds a record_usage_batch: 500 records of up to
+// about 300 bytes each.
+const (
+	MaxCommandSize    = 16 << 10
+	MaxUsageBatchSize = 256 << 10
+)
 
 // DecodeCommand reads and validates a request. Its errors are
 // invalid_request and name the field; they never quote the input.
 func DecodeCommand(raw []byte) (Command, error) {
 	var c Command
-	if len(raw) > MaxCommandSize {
-		return c, Errorf(CodeInvalidRequest, "the request is over %d bytes", MaxCommandSize)
+	if len(raw) > MaxUsageBatchSize {
+		return c, Errorf(CodeInvalidRequest, "the request is over %d bytes", MaxUsageBatchSize)
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &fields); err != nil {
@@ -124,6 +146,9 @@ func DecodeCommand(raw []byte) (Command, error) {
 	spec, ok := actions[c.Action]
 	if !ok {
 		return c, Errorf(CodeInvalidRequest, "action: unknown action (want one of %s)", strings.Join(actionNames(), ", "))
+	}
+	if limit := cmp.Or(spec.maxSize, MaxCommandSize); len(raw) > limit {
+		return c, Errorf(CodeInvalidRequest, "the request is over %d bytes", limit)
 	}
 	allowed := append([]string{"action", "org_id", "request_id"}, spec.fields...)
 	for name := range fields {
@@ -138,7 +163,10 @@ func DecodeCommand(raw []byte) (Command, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	if err := dec.Decode(&c); err != nil {
 		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
+		switch {
+		case errors.As(err, &te) && te.Field == "records":
+			return c, Errorf(CodeInvalidRequest, "records: must be an array of usage records")
+		case errors.As(err, &te):
 			return c, Errorf(CodeInvalidRequest, "%s: must be a %s", te.Field, te.Type)
 		}
 		return c, Errorf(CodeInvalidRequest, "the request is malformed")
@@ -174,6 +202,8 @@ func (c Command) validate() error {
 		return Errorf(CodeInvalidRequest, "minutes: an integer from 1 to 1,000,000")
 	case c.Proration != "" && !slices.Contains([]string{"create_prorations", "none", "always_invoice"}, c.Proration):
 		return Errorf(CodeInvalidRequest, "proration: one of create_prorations, none, always_invoice")
+	case c.Action == "record_usage_batch" && (len(c.Records) < 1 || len(c.Records) > MaxUsageBatch):
+		return Errorf(CodeInvalidRequest, "records: from 1 to %d usage records", MaxUsageBatch)
 	case len(c.InstanceTypes) > MaxCatalogEntries:
 		return Errorf(CodeInvalidRequest, "instance_types: at most %d", MaxCatalogEntries)
 	}
@@ -285,7 +315,7 @@ func (s *Service) Run(ctx context.Context, cmd Command) Response {
 	if !act.mutating {
 		return s.dispatch(ctx, act, cmd)
 	}
-	prev, err := s.store.BeginRequest(ctx, cmd.RequestID, cmd.fingerprint(), time.Now(), requestLease, requestKeep)
+	prev, err := s.store.BeginRequest(ctx, cmd.RequestID, cmd.fingerprint(), time.Now(), requestLease, cmp.Or(act.keep, requestKeep))
 	switch {
 	case errors.Is(err, table.ErrRequestMismatch):
 		return Failure(Errorf(CodeConflict, "request_id: already used with other fields"))

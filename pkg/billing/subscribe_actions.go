@@ -19,15 +19,21 @@ import (
 // given kind. A key without one is invalid_request: run upsert-products.
 func (s *Service) product(ctx context.Context, field, key string, kind Kind) (table.ProductMapping, error) {
 	m, err := s.store.GetProductMapping(ctx, key)
-	switch {
-	case errors.Is(err, table.ErrNotFound), err == nil && !m.Active:
-		return m, Errorf(CodeInvalidRequest, "%s: %q has no product mapping: not in the catalog, or upsert-products has not run", field, key)
-	case err != nil:
+	if err != nil && !errors.Is(err, table.ErrNotFound) {
 		return m, fromTable("read the product mapping", err)
-	case m.Kind != string(kind):
-		return m, Errorf(CodeInvalidRequest, "%s: %q is not a %s", field, key, kind)
 	}
-	return m, nil
+	return m, checkProduct(field, key, kind, m, err == nil)
+}
+
+// checkProduct refuses a catalog key without an active mapping of kind.
+func checkProduct(field, key string, kind Kind, m table.ProductMapping, found bool) error {
+	switch {
+	case !found || !m.Active:
+		return Errorf(CodeInvalidRequest, "%s: %q has no product mapping: not in the catalog, or upsert-products has not run", field, key)
+	case m.Kind != string(kind):
+		return Errorf(CodeInvalidRequest, "%s: %q is not a %s", field, key, kind)
+	}
+	return nil
 }
 
 // stripeKey derives the Stripe idempotency key of one step of a request:
@@ -460,29 +466,53 @@ func (s *Service) recordUsage(ctx context.Context, cmd Command) error {
 	if err != nil {
 		return err
 	}
-	if !slices.ContainsFunc(sub.Items, func(it table.Item) bool { return it.Key == cmd.InstanceType }) {
-		return Errorf(CodeNotFound, "instance_type: %s is not on the subscription; call set_instance_types first", cmd.InstanceType)
+	ev, err := s.usageEvent(cmd, m, sub, time.Now())
+	if err != nil {
+		return err
 	}
-	now := time.Now()
+	return s.sendUsage(ctx, ev, func(p *stripe.BillingMeterEventParams) {
+		p.SetIdempotencyKey(s.stripeKey(cmd, "record usage", p))
+	})
+}
+
+// meterEvent is a usage record checked and ready for Stripe.
+type meterEvent struct {
+	eventName, customer, identifier string
+	minutes, at                     int64
+}
+
+// usageEvent decides whether a usage record may be sent, from the
+// instance type's mapping and the organization's live subscription, and
+// what is sent: record_usage and record_usage_batch decide it here.
+func (s *Service) usageEvent(cmd Command, m table.ProductMapping, sub *table.Subscription, now time.Time) (meterEvent, error) {
+	if !slices.ContainsFunc(sub.Items, func(it table.Item) bool { return it.Key == cmd.InstanceType }) {
+		return meterEvent{}, Errorf(CodeNotFound, "instance_type: %s is not on the subscription; call set_instance_types first", cmd.InstanceType)
+	}
 	at := now.Unix()
 	if cmd.Timestamp != nil {
 		at = *cmd.Timestamp
 		if at < now.Add(-35*24*time.Hour).Unix() || at > now.Add(5*time.Minute).Unix() {
-			return Errorf(CodeInvalidRequest, "timestamp: must be within the past 35 days and at most 5 minutes ahead")
+			return meterEvent{}, Errorf(CodeInvalidRequest, "timestamp: must be within the past 35 days and at most 5 minutes ahead")
 		}
 		if start := sub.CurrentPeriodStart; start > 0 && at < start-int64(usageGrace/time.Second) {
-			return Errorf(CodeInvalidRequest, "timestamp: before the subscription's current period (from %s), whose invoice is final: Stripe would never bill it",
+			return meterEvent{}, Errorf(CodeInvalidRequest, "timestamp: before the subscription's current period (from %s), whose invoice is final: Stripe would never bill it",
 				time.Unix(start, 0).UTC().Format(time.RFC3339))
 		}
 	}
 	// The identifier makes Stripe count the request_id once, whatever the
 	// idempotency key: a retry with new keys is still counted once.
-	identifier := keyHash(s.cfg.Namespace, "usage", cmd.RequestID)
-	err = s.withStripe(ctx, "record usage", func(api *stripeAPI) error {
-		p := &stripe.BillingMeterEventParams{EventName: stripe.String(m.MeterEventName), Identifier: stripe.String(identifier),
-			Timestamp: stripe.Int64(at), Payload: map[string]string{"stripe_customer_id": sub.CustomerID, "value": stripeInt(*cmd.Minutes)}}
+	return meterEvent{eventName: m.MeterEventName, customer: sub.CustomerID, identifier: keyHash(s.cfg.Namespace, "usage", cmd.RequestID),
+		minutes: *cmd.Minutes, at: at}, nil
+}
+
+// sendUsage sends one meter event; opts sets its request options. Stripe
+// refusing the identifier means it counted it already: that is success.
+func (s *Service) sendUsage(ctx context.Context, ev meterEvent, opts func(*stripe.BillingMeterEventParams)) error {
+	err := s.withStripe(ctx, "record usage", func(api *stripeAPI) error {
+		p := &stripe.BillingMeterEventParams{EventName: stripe.String(ev.eventName), Identifier: stripe.String(ev.identifier),
+			Timestamp: stripe.Int64(ev.at), Payload: map[string]string{"stripe_customer_id": ev.customer, "value": stripeInt(ev.minutes)}}
 		p.Context = ctx
-		p.SetIdempotencyKey(s.stripeKey(cmd, "record usage", p))
+		opts(p)
 		_, err := api.BillingMeterEvents.New(p)
 		return err
 	})

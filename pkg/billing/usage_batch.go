@@ -1,0 +1,342 @@
+package billing
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/baseten/billing-functions/pkg/table"
+)
+
+// MaxUsageBatch is the most records one record_usage_batch takes.
+const MaxUsageBatch = 500
+
+// usageKeep is how long a usage record's request_id is kept: a retry
+// within it counts once. Stripe keeps a meter event identifier for 24
+// hours only; 35 days covers the deepest retry window among usage
+// platforms (Metronome's, 34 days) and Stripe's own limit on a meter
+// event's age.
+const usageKeep = 35 * 24 * time.Hour
+
+// UsageOutcome is the answer for one record of a batch: recorded, or why
+// not.
+type UsageOutcome struct {
+	RequestID string     `json:"request_id"`
+	Recorded  bool       `json:"recorded,omitempty"`
+	Error     *ErrorBody `json:"error,omitempty"`
+}
+
+// UsageBatchResult answers record_usage_batch: one outcome per record, in
+// the order sent, and how many were recorded.
+type UsageBatchResult struct {
+	Results  []UsageOutcome `json:"results"`
+	Recorded int            `json:"recorded"`
+	Failed   int            `json:"failed"`
+}
+
+// usageItem is one record of a batch on its way: the record_usage command
+// it is, its outcome once known, and the meter event to send.
+type usageItem struct {
+	cmd     Command
+	outcome *UsageOutcome
+	event   meterEvent
+	send    bool
+	store   bool // its answer is stored under its request_id
+	dupOf   int  // the index of the first record with its request_id, or -1
+}
+
+// recordUsageBatch records each record as record_usage would, with the
+// table read and written in batches and the meter events sent from a
+// bounded pool, paced. One record's failure never fails the others.
+func (s *Service) recordUsageBatch(ctx context.Context, cmd Command) (UsageBatchResult, error) {
+	now := time.Now()
+	items := make([]usageItem, len(cmd.Records))
+	first := map[string]int{}
+	var requestIDs, orgs, products []string
+	seenOrg, seenProduct := map[string]bool{}, map[string]bool{}
+	for i, raw := range cmd.Records {
+		it := &items[i]
+		it.dupOf = -1
+		c, err := decodeUsageRecord(raw)
+		it.cmd = c
+		it.outcome = &UsageOutcome{RequestID: c.RequestID}
+		if err != nil {
+			it.fail(err)
+			continue
+		}
+		if j, ok := first[c.RequestID]; ok {
+			it.dupOf = j
+			continue
+		}
+		first[c.RequestID] = i
+		requestIDs = append(requestIDs, c.RequestID)
+		if !seenOrg[c.OrgID] {
+			seenOrg[c.OrgID] = true
+			orgs = append(orgs, c.OrgID)
+		}
+		if !seenProduct[c.InstanceType] {
+			seenProduct[c.InstanceType] = true
+			products = append(products, c.InstanceType)
+		}
+	}
+	view, err := s.store.ReadUsageView(ctx, requestIDs, orgs, products, now)
+	if err != nil {
+		return UsageBatchResult{}, fromTable("read the batch's records", err)
+	}
+	for i := range items {
+		if it := &items[i]; it.outcome.Error == nil && it.dupOf < 0 {
+			s.planUsage(it, view, now)
+		}
+	}
+	s.sendUsageBatch(ctx, items)
+	var finished []table.FinishedRequest
+	for i := range items {
+		it := &items[i]
+		if it.store {
+			raw, _ := json.Marshal(it.answer())
+			finished = append(finished, table.FinishedRequest{RequestID: it.cmd.RequestID, Fingerprint: it.cmd.fingerprint(), Result: string(raw)})
+		}
+	}
+	// The answers are stored even when the caller's deadline has passed,
+	// as Run does for one request.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if err := s.store.PutFinishedRequests(wctx, finished, now, usageKeep); err != nil {
+		// Stripe counted them; a retry within 24 hours is still counted
+		// once by the identifier.
+		s.log.WarnContext(ctx, "could not store the batch's answers; a retry within 24 hours still counts each record once",
+			"records", len(finished), "error", err.Error())
+	}
+	res := UsageBatchResult{Results: make([]UsageOutcome, len(items))}
+	for i := range items {
+		it := &items[i]
+		if it.dupOf >= 0 {
+			it.settleDuplicate(&items[it.dupOf])
+		}
+		res.Results[i] = *it.outcome
+		if it.outcome.Recorded {
+			res.Recorded++
+		} else {
+			res.Failed++
+		}
+	}
+	return res, nil
+}
+
+// decodeUsageRecord reads one record of a batch as the record_usage
+// command it is, with record_usage's checks.
+func decodeUsageRecord(raw json.RawMessage) (Command, error) {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return Command{}, Errorf(CodeInvalidRequest, "a usage record must be a JSON object")
+	}
+	var c Command
+	if err := json.Unmarshal(fields["request_id"], &c.RequestID); err != nil {
+		c.RequestID = ""
+	}
+	if _, ok := fields["action"]; ok {
+		return c, Errorf(CodeInvalidRequest, "action: not a field of a usage record")
+	}
+	fields["action"] = json.RawMessage(`"record_usage"`)
+	whole, _ := json.Marshal(fields)
+	d, err := DecodeCommand(whole)
+	if err != nil {
+		return c, err
+	}
+	return d, nil
+}
+
+// planUsage decides a record from the table's view: replayed from its
+// request record, refused, or to be sent.
+func (s *Service) planUsage(it *usageItem, view table.UsageView, now time.Time) {
+	c := it.cmd
+	if prev, ok := view.Requests[c.RequestID]; ok {
+		switch {
+		case prev.Fingerprint != c.fingerprint():
+			it.fail(Errorf(CodeConflict, "request_id: already used with other fields"))
+			return
+		case prev.Done:
+			it.replay(prev.Result)
+			return
+		case prev.Held:
+			it.fail(&Error{Code: CodeUnavailable, Message: "request_id: the same request is in progress; retry shortly", Retryable: true})
+			return
+		}
+	}
+	m, found := view.Products[c.InstanceType]
+	if err := checkProduct("instance_type", c.InstanceType, KindInstanceType, m, found); err != nil {
+		it.fail(err)
+		it.store = true
+		return
+	}
+	sub, ok := view.Subscriptions[c.OrgID]
+	if !ok || !live(&sub) {
+		it.fail(Errorf(CodeNotFound, "the organization has no active subscription"))
+		it.store = true
+		return
+	}
+	ev, err := s.usageEvent(c, m, &sub, now)
+	if err != nil {
+		it.fail(err)
+		it.store = true
+		return
+	}
+	it.event, it.send = ev, true
+}
+
+func (it *usageItem) fail(err error) {
+	it.outcome.Recorded = false
+	it.outcome.Error = Failure(err).Error
+}
+
+// answer is the record's answer as record_usage gives it, to store.
+func (it *usageItem) answer() Response {
+	if it.outcome.Recorded {
+		return Success(map[string]bool{"recorded": true})
+	}
+	return Response{Error: it.outcome.Error}
+}
+
+// replay gives a record the answer stored for its request_id.
+func (it *usageItem) replay(stored string) {
+	var r struct {
+		OK    bool       `json:"ok"`
+		Error *ErrorBody `json:"error"`
+	}
+	if json.Unmarshal([]byte(stored), &r) != nil {
+		it.fail(Errorf(CodeInternal, "request_id: its stored answer cannot be read"))
+		return
+	}
+	it.outcome.Recorded, it.outcome.Error = r.OK, r.Error
+}
+
+// settleDuplicate answers a record whose request_id came earlier in the
+// batch: as that one, when they ask the same.
+func (it *usageItem) settleDuplicate(first *usageItem) {
+	if it.cmd.fingerprint() != first.cmd.fingerprint() {
+		it.fail(Errorf(CodeConflict, "request_id: already used with other fields"))
+		return
+	}
+	*it.outcome = *first.outcome
+}
+
+// sendUsageBatch sends the planned meter events from a pool of
+// cfg.UsageConcurrency workers, at most cfg.UsageRate a second, until the
+// invocation's deadline nears: what it cannot send answers unavailable.
+func (s *Service) sendUsageBatch(ctx context.Context, items []usageItem) {
+	work, cancel := withAnswerTime(ctx)
+	defer cancel()
+	p := newPacer(cmp.Or(s.cfg.UsageRate, DefaultUsageRate))
+	jobs := make(chan *usageItem)
+	var wg sync.WaitGroup
+	for range cmp.Or(s.cfg.UsageConcurrency, DefaultUsageConcurrency) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for it := range jobs {
+				s.sendOne(work, p, it)
+			}
+		}()
+	}
+	for i := range items {
+		if items[i].send {
+			jobs <- &items[i]
+		}
+	}
+	close(jobs)
+	wg.Wait()
+}
+
+// usageAttempts bounds the tries of one meter event that Stripe answers
+// 429 (rate limited).
+const usageAttempts = 4
+
+// sendOne sends one record's meter event, paced, backing off on 429.
+func (s *Service) sendOne(ctx context.Context, p *pacer, it *usageItem) {
+	var err error
+	for range usageAttempts {
+		if err = p.wait(ctx); err != nil {
+			it.fail(&Error{Code: CodeUnavailable, Message: "not sent before the invocation's deadline; retry it", Retryable: true})
+			return
+		}
+		// No idempotency key of ours: the identifier makes Stripe count
+		// the record once, and a key of ours would replay a stored 5xx to
+		// every retry for 24 hours.
+		err = s.sendUsage(ctx, it.event, func(*stripe.BillingMeterEventParams) {})
+		if !errors.Is(err, errRateLimited) {
+			break
+		}
+		p.throttled()
+	}
+	if err != nil {
+		it.fail(err)
+		it.store = !AsError(err).Retryable
+		return
+	}
+	p.succeeded()
+	it.outcome.Recorded, it.outcome.Error, it.store = true, nil, true
+}
+
+// pacer spaces requests at most rate a second across workers, and pauses
+// them all after a 429, for a wait that doubles with each one in a row.
+type pacer struct {
+	mu       sync.Mutex
+	interval time.Duration
+	next     time.Time
+	backoff  time.Duration
+}
+
+const (
+	firstBackoff = 250 * time.Millisecond
+	maxBackoff   = 4 * time.Second
+)
+
+func newPacer(rate float64) *pacer {
+	return &pacer{interval: time.Duration(float64(time.Second) / rate)}
+}
+
+// wait takes the next slot and sleeps until it; it fails when the slot
+// comes after ctx's deadline.
+func (p *pacer) wait(ctx context.Context) error {
+	p.mu.Lock()
+	now := time.Now()
+	slot := later(p.next, now)
+	p.next = slot.Add(p.interval)
+	p.mu.Unlock()
+	if d, ok := ctx.Deadline(); ok && slot.After(d) {
+		return context.DeadlineExceeded
+	}
+	t := time.NewTimer(time.Until(slot))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (p *pacer) throttled() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.backoff = min(max(p.backoff*2, firstBackoff), maxBackoff)
+	p.next = later(p.next, time.Now().Add(p.backoff))
+}
+
+func (p *pacer) succeeded() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.backoff = 0
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}

@@ -1,0 +1,176 @@
+package table
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// Batch sizes DynamoDB allows: keys per BatchGetItem, items per
+// BatchWriteItem.
+const (
+	batchGetMax   = 100
+	batchWriteMax = 25
+)
+
+// RequestState is a request record as a batch reads it: Request, and
+// whether an invocation still holds its lease.
+type RequestState struct {
+	Request
+	Held bool
+}
+
+// UsageView is what a batch of usage records needs from the table, read
+// with BatchGetItem, strongly consistent: the request records of its
+// request_ids, the subscription mirror of its organizations and the
+// product mappings of its instance types. Each map holds only what exists.
+type UsageView struct {
+	Requests      map[string]RequestState
+	Subscriptions map[string]Subscription
+	Products      map[string]ProductMapping
+}
+
+// ReadUsageView reads the request records, subscriptions and product
+// mappings of a batch in ⌈keys/100⌉ requests (more only when DynamoDB
+// leaves keys unprocessed).
+func (s *Store) ReadUsageView(ctx context.Context, requestIDs, orgIDs, productKeys []string, now time.Time) (UsageView, error) {
+	var keys []map[string]types.AttributeValue
+	for _, id := range requestIDs {
+		keys = append(keys, key("REQ#"+id, "REQUEST"))
+	}
+	for _, org := range orgIDs {
+		keys = append(keys, key(orgPK(org), skSubscription))
+	}
+	for _, k := range productKeys {
+		keys = append(keys, productKey(k))
+	}
+	items, err := s.batchGet(ctx, keys)
+	if err != nil {
+		return UsageView{}, fmt.Errorf("table.ReadUsageView: %w", err)
+	}
+	v := UsageView{Requests: map[string]RequestState{}, Subscriptions: map[string]Subscription{}, Products: map[string]ProductMapping{}}
+	for _, item := range items {
+		pk, sk := strAttr(item[AttrPK]), strAttr(item[AttrSK])
+		switch sk {
+		case "REQUEST":
+			r := RequestState{Request: Request{Fingerprint: strAttr(item["fingerprint"]), Result: strAttr(item["result"]), Attempt: numAttr(item["attempt"])}}
+			if b, ok := item["done"].(*types.AttributeValueMemberBOOL); ok {
+				r.Done = b.Value
+			}
+			r.Held = !r.Done && numAttr(item["lease_until"]) >= now.UnixMilli()
+			v.Requests[pk[len("REQ#"):]] = r
+		case skSubscription:
+			var sub Subscription
+			if err := attributevalue.UnmarshalMap(item, &sub); err != nil {
+				return UsageView{}, fmt.Errorf("table.ReadUsageView %s: %w", pk, err)
+			}
+			if sub.SubscriptionID != "" {
+				v.Subscriptions[strings.TrimPrefix(pk, orgPK(""))] = sub
+			}
+		default:
+			var m ProductMapping
+			if err := attributevalue.UnmarshalMap(item, &m); err != nil {
+				return UsageView{}, fmt.Errorf("table.ReadUsageView %s: %w", pk, err)
+			}
+			v.Products[m.Key] = m
+		}
+	}
+	return v, nil
+}
+
+// FinishedRequest is the stored answer of one request_id.
+type FinishedRequest struct {
+	RequestID   string
+	Fingerprint string
+	Result      string
+}
+
+// PutFinishedRequests stores finished requests, kept for keep, with
+// BatchWriteItem: ⌈n/25⌉ requests. Like FinishRequest they replay their
+// answer to a retry of the same request_id; unlike it they are written
+// whole, without a lease taken first (BatchWriteItem has no conditions).
+func (s *Store) PutFinishedRequests(ctx context.Context, reqs []FinishedRequest, now time.Time, keep time.Duration) error {
+	var writes []types.WriteRequest
+	for _, r := range reqs {
+		item := key("REQ#"+r.RequestID, "REQUEST")
+		item["fingerprint"] = &types.AttributeValueMemberS{Value: r.Fingerprint}
+		item["done"] = &types.AttributeValueMemberBOOL{Value: true}
+		item["result"] = &types.AttributeValueMemberS{Value: r.Result}
+		item["attempt"] = num(1)
+		item[AttrExpiresAt] = num(now.Add(keep).Unix())
+		writes = append(writes, types.WriteRequest{PutRequest: &types.PutRequest{Item: item}})
+	}
+	for len(writes) > 0 {
+		n := min(len(writes), batchWriteMax)
+		if err := s.batchWrite(ctx, writes[:n]); err != nil {
+			return fmt.Errorf("table.PutFinishedRequests: %w", err)
+		}
+		writes = writes[n:]
+	}
+	return nil
+}
+
+// unprocessedBackoff is the first wait before sending again what DynamoDB
+// left unprocessed (throttled); it doubles each time.
+const unprocessedBackoff = 50 * time.Millisecond
+
+// batchGet reads keys, strongly consistent, in requests of at most 100,
+// sending again the keys DynamoDB leaves unprocessed.
+func (s *Store) batchGet(ctx context.Context, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, error) {
+	var items []map[string]types.AttributeValue
+	for len(keys) > 0 {
+		n := min(len(keys), batchGetMax)
+		pending := map[string]types.KeysAndAttributes{s.name: {Keys: keys[:n], ConsistentRead: aws.Bool(true)}}
+		keys = keys[n:]
+		for wait := unprocessedBackoff; len(pending) > 0; wait *= 2 {
+			out, err := s.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: pending})
+			if err != nil {
+				return nil, translate(err)
+			}
+			items = append(items, out.Responses[s.name]...)
+			pending = out.UnprocessedKeys
+			if len(pending) > 0 {
+				if err := sleep(ctx, wait); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return items, nil
+}
+
+// batchWrite writes at most 25 items, sending again what DynamoDB leaves
+// unprocessed.
+func (s *Store) batchWrite(ctx context.Context, writes []types.WriteRequest) error {
+	pending := map[string][]types.WriteRequest{s.name: writes}
+	for wait := unprocessedBackoff; len(pending) > 0; wait *= 2 {
+		out, err := s.db.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: pending})
+		if err != nil {
+			return translate(err)
+		}
+		pending = out.UnprocessedItems
+		if len(pending) > 0 {
+			if err := sleep(ctx, wait); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return markAs(ErrUnavailable, ctx.Err())
+	case <-t.C:
+		return nil
+	}
+}
