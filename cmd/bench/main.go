@@ -112,6 +112,14 @@ func run() error {
 	for _, f := range soaked {
 		add(f)
 	}
+	fmt.Println("usage under load (10,000 records through the real subscribe binary; make test runs 500):")
+	loaded, err := usageUnderLoad(root)
+	if err != nil {
+		return err
+	}
+	for _, f := range loaded {
+		add(f)
+	}
 	return write(root, res)
 }
 

@@ -260,6 +260,13 @@ func (s *Stack) startFunctions(ctx context.Context) error {
 	if !s.RealStripe {
 		env = append(env, "STRIPE_API_BASE="+s.StripeURL)
 	}
+	// The usage pool's settings pass through, as the template's
+	// parameters set them on a stage.
+	for _, k := range []string{"USAGE_RATE", "USAGE_CONCURRENCY"} {
+		if v := os.Getenv(k); v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
 	for _, fd := range functionDirs {
 		bin := filepath.Join(s.opts.StateDir, "build", fd.name, "bootstrap")
 		flags, buildEnv := s.opts.BuildFlags, os.Environ()

@@ -64,8 +64,9 @@ func (s *syncBuffer) String() string {
 
 func TestMain(m *testing.M) { os.Exit(testenv.Run(m)) }
 
-// startStack runs billing-dev as `make dev` does and waits for READY.
-func startStack(t *testing.T) *stack {
+// startStack runs billing-dev as `make dev` does and waits for READY; env
+// adds to its environment.
+func startStack(t *testing.T, env ...string) *stack {
 	t.Helper()
 	testenv.Need(t, "the whole stack: moto, aws-lambda-rie and the Python tools")
 	bin := testenv.Build(t, "cmd/billing-dev")
@@ -80,6 +81,7 @@ func startStack(t *testing.T) *stack {
 		"DEV_BUILD_FLAGS="+strings.Join(testenv.TestBuildFlags, " "),
 		fmt.Sprintf("DEV_GATEWAY_PORT=%d", s.ports[0]), fmt.Sprintf("DEV_INVOKE_PORT=%d", s.ports[1]),
 		fmt.Sprintf("DEV_STRIPE_PORT=%d", s.ports[2]), fmt.Sprintf("DEV_MOTO_PORT=%d", s.ports[3]))
+	s.cmd.Env = append(s.cmd.Env, env...)
 	pr, pw := io.Pipe()
 	s.cmd.Stdout, s.cmd.Stderr = pw, pw
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

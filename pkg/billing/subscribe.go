@@ -67,9 +67,10 @@ type action struct {
 	whenDisabled bool
 	// maxSize bounds the request's size; 0 is MaxCommandSize.
 	maxSize int
-	// keep is how long its request_id's answer is kept; 0 is requestKeep.
-	keep time.Duration
-	run  func(s *Service, ctx context.Context, cmd Command) (any, error)
+	// ownRecord: the action keeps its request_id's answer itself (the
+	// usage path, in batches), instead of Run.
+	ownRecord bool
+	run       func(s *Service, ctx context.Context, cmd Command) (any, error)
 }
 
 // actions are the subscribe function's actions, by name.
@@ -84,7 +85,7 @@ var actions = map[string]action{
 	"set_instance_types": {fields: []string{"instance_types"}, required: []string{"instance_types"}, mutating: true,
 		run: result((*Service).setInstanceTypes)},
 	"record_usage": {fields: []string{"instance_type", "minutes", "timestamp"}, required: []string{"instance_type", "minutes"},
-		mutating: true, keep: usageKeep, run: (*Service).recordUsageAction},
+		mutating: true, ownRecord: true, run: (*Service).recordUsageAction},
 	"cancel":     {fields: []string{"at_period_end"}, mutating: true, run: result((*Service).cancel)},
 	"resume":     {mutating: true, run: result((*Service).resume)},
 	"get_status": {run: func(s *Service, ctx context.Context, cmd Command) (any, error) { return s.status(ctx, cmd.OrgID) }},
@@ -312,10 +313,10 @@ func (s *Service) Run(ctx context.Context, cmd Command) Response {
 			return Failure(err)
 		}
 	}
-	if !act.mutating {
+	if !act.mutating || act.ownRecord {
 		return s.dispatch(ctx, act, cmd)
 	}
-	prev, err := s.store.BeginRequest(ctx, cmd.RequestID, cmd.fingerprint(), time.Now(), requestLease, cmp.Or(act.keep, requestKeep))
+	prev, err := s.store.BeginRequest(ctx, cmd.RequestID, cmd.fingerprint(), time.Now(), requestLease, requestKeep)
 	switch {
 	case errors.Is(err, table.ErrRequestMismatch):
 		return Failure(Errorf(CodeConflict, "request_id: already used with other fields"))

@@ -443,37 +443,16 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 	return s.status(ctx, cmd.OrgID)
 }
 
-// recordUsageAction is the record_usage action.
-func (s *Service) recordUsageAction(ctx context.Context, cmd Command) (any, error) {
-	return map[string]bool{"recorded": true}, s.recordUsage(ctx, cmd)
-}
-
 // usageGrace is how long after a period ends Stripe still counts usage for
 // it: an invoice is finalized an hour after it is made, and until then it
 // takes the period's late usage.
 const usageGrace = time.Hour
 
-// recordUsage reports minutes of an instance type as a Billing Meter
-// event whose identifier derives from request_id: Stripe counts a retry
-// once. Usage from before the current period (less Stripe's hour of
-// grace) is refused: Stripe would accept it and never bill it.
-func (s *Service) recordUsage(ctx context.Context, cmd Command) error {
-	m, err := s.product(ctx, "instance_type", cmd.InstanceType, KindInstanceType)
-	if err != nil {
-		return err
-	}
-	sub, err := s.liveSubscription(ctx, Command{OrgID: cmd.OrgID})
-	if err != nil {
-		return err
-	}
-	ev, err := s.usageEvent(cmd, m, sub, time.Now())
-	if err != nil {
-		return err
-	}
-	return s.sendUsage(ctx, ev, func(p *stripe.BillingMeterEventParams) {
-		p.SetIdempotencyKey(s.stripeKey(cmd, "record usage", p))
-	})
-}
+// Usage is recorded as a Billing Meter event whose identifier derives from
+// request_id: Stripe counts a retry once. Usage from before the current
+// period (less Stripe's hour of grace) is refused: Stripe would accept it
+// and never bill it. record_usage and record_usage_batch share the path
+// (usage_batch.go).
 
 // meterEvent is a usage record checked and ready for Stripe.
 type meterEvent struct {
@@ -505,14 +484,15 @@ func (s *Service) usageEvent(cmd Command, m table.ProductMapping, sub *table.Sub
 		minutes: *cmd.Minutes, at: at}, nil
 }
 
-// sendUsage sends one meter event; opts sets its request options. Stripe
-// refusing the identifier means it counted it already: that is success.
-func (s *Service) sendUsage(ctx context.Context, ev meterEvent, opts func(*stripe.BillingMeterEventParams)) error {
+// sendUsage sends one meter event. Stripe refusing the identifier means it
+// counted it already: that is success. It sends no idempotency key of
+// ours: the identifier makes Stripe count the record once, and a key of
+// ours would replay a stored 5xx to every retry for 24 hours.
+func (s *Service) sendUsage(ctx context.Context, ev meterEvent) error {
 	err := s.withStripe(ctx, "record usage", func(api *stripeAPI) error {
 		p := &stripe.BillingMeterEventParams{EventName: stripe.String(ev.eventName), Identifier: stripe.String(ev.identifier),
 			Timestamp: stripe.Int64(ev.at), Payload: map[string]string{"stripe_customer_id": ev.customer, "value": stripeInt(ev.minutes)}}
 		p.Context = ctx
-		opts(p)
 		_, err := api.BillingMeterEvents.New(p)
 		return err
 	})

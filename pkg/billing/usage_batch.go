@@ -6,9 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/stripe/stripe-go/v76"
 
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -54,21 +53,59 @@ type usageItem struct {
 // table read and written in batches and the meter events sent from a
 // bounded pool, paced. One record's failure never fails the others.
 func (s *Service) recordUsageBatch(ctx context.Context, cmd Command) (UsageBatchResult, error) {
-	now := time.Now()
 	items := make([]usageItem, len(cmd.Records))
+	for i, raw := range cmd.Records {
+		c, err := decodeUsageRecord(raw)
+		items[i] = usageItem{cmd: c, outcome: &UsageOutcome{RequestID: c.RequestID}}
+		if err != nil {
+			items[i].fail(err)
+		}
+	}
+	if err := s.recordUsageItems(ctx, items); err != nil {
+		return UsageBatchResult{}, err
+	}
+	res := UsageBatchResult{Results: make([]UsageOutcome, len(items))}
+	for i, it := range items {
+		res.Results[i] = *it.outcome
+		if it.outcome.Recorded {
+			res.Recorded++
+		} else {
+			res.Failed++
+		}
+	}
+	return res, nil
+}
+
+// recordUsageAction is the record_usage action: a batch of one, so that
+// a request_id answers the same alone or in a batch, in two DynamoDB
+// requests (one read, one write).
+func (s *Service) recordUsageAction(ctx context.Context, cmd Command) (any, error) {
+	items := []usageItem{{cmd: cmd, outcome: &UsageOutcome{RequestID: cmd.RequestID}}}
+	if err := s.recordUsageItems(ctx, items); err != nil {
+		return nil, err
+	}
+	if e := items[0].outcome.Error; e != nil {
+		return nil, &Error{Code: e.Code, Message: e.Message, Retryable: e.Retryable, StripeRequestID: e.StripeRequestID}
+	}
+	return map[string]bool{"recorded": true}, nil
+}
+
+// recordUsageItems decides and sends decoded usage records (those that
+// failed to decode carry their outcome already): one batched read of the
+// table, the meter events from the pool, one batched write of the
+// answers. Only a failure to read the table fails them all.
+func (s *Service) recordUsageItems(ctx context.Context, items []usageItem) error {
+	now := time.Now()
 	first := map[string]int{}
 	var requestIDs, orgs, products []string
 	seenOrg, seenProduct := map[string]bool{}, map[string]bool{}
-	for i, raw := range cmd.Records {
+	for i := range items {
 		it := &items[i]
 		it.dupOf = -1
-		c, err := decodeUsageRecord(raw)
-		it.cmd = c
-		it.outcome = &UsageOutcome{RequestID: c.RequestID}
-		if err != nil {
-			it.fail(err)
+		if it.outcome.Error != nil {
 			continue
 		}
+		c := it.cmd
 		if j, ok := first[c.RequestID]; ok {
 			it.dupOf = j
 			continue
@@ -84,16 +121,19 @@ func (s *Service) recordUsageBatch(ctx context.Context, cmd Command) (UsageBatch
 			products = append(products, c.InstanceType)
 		}
 	}
+	if len(requestIDs) == 0 {
+		return nil
+	}
 	view, err := s.store.ReadUsageView(ctx, requestIDs, orgs, products, now)
 	if err != nil {
-		return UsageBatchResult{}, fromTable("read the batch's records", err)
+		return fromTable("read the usage records", err)
 	}
 	for i := range items {
 		if it := &items[i]; it.outcome.Error == nil && it.dupOf < 0 {
 			s.planUsage(it, view, now)
 		}
 	}
-	s.sendUsageBatch(ctx, items)
+	stripeRequests := s.sendUsageBatch(ctx, items)
 	var finished []table.FinishedRequest
 	for i := range items {
 		it := &items[i]
@@ -106,26 +146,28 @@ func (s *Service) recordUsageBatch(ctx context.Context, cmd Command) (UsageBatch
 	// as Run does for one request.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	if err := s.store.PutFinishedRequests(wctx, finished, now, usageKeep); err != nil {
+	writes, err := s.store.PutFinishedRequests(wctx, finished, now, usageKeep)
+	if err != nil {
 		// Stripe counted them; a retry within 24 hours is still counted
 		// once by the identifier.
-		s.log.WarnContext(ctx, "could not store the batch's answers; a retry within 24 hours still counts each record once",
+		s.log.WarnContext(ctx, "could not store the usage records' answers; a retry within 24 hours still counts each once",
 			"records", len(finished), "error", err.Error())
 	}
-	res := UsageBatchResult{Results: make([]UsageOutcome, len(items))}
+	recorded := 0
 	for i := range items {
 		it := &items[i]
 		if it.dupOf >= 0 {
 			it.settleDuplicate(&items[it.dupOf])
 		}
-		res.Results[i] = *it.outcome
 		if it.outcome.Recorded {
-			res.Recorded++
-		} else {
-			res.Failed++
+			recorded++
 		}
 	}
-	return res, nil
+	// One line per call, with what it cost, as the webhook logs each
+	// delivery.
+	s.log.InfoContext(ctx, "usage", "records", len(items), "recorded", recorded, "stripe_requests", stripeRequests,
+		"dynamodb_requests", view.Sent+writes)
+	return nil
 }
 
 // decodeUsageRecord reads one record of a batch as the record_usage
@@ -227,19 +269,21 @@ func (it *usageItem) settleDuplicate(first *usageItem) {
 
 // sendUsageBatch sends the planned meter events from a pool of
 // cfg.UsageConcurrency workers, at most cfg.UsageRate a second, until the
-// invocation's deadline nears: what it cannot send answers unavailable.
-func (s *Service) sendUsageBatch(ctx context.Context, items []usageItem) {
+// invocation's deadline nears: what it cannot send answers unavailable. It
+// returns the Stripe requests it made.
+func (s *Service) sendUsageBatch(ctx context.Context, items []usageItem) int {
 	work, cancel := withAnswerTime(ctx)
 	defer cancel()
 	p := newPacer(cmp.Or(s.cfg.UsageRate, DefaultUsageRate))
 	jobs := make(chan *usageItem)
 	var wg sync.WaitGroup
+	var sent atomic.Int64
 	for range cmp.Or(s.cfg.UsageConcurrency, DefaultUsageConcurrency) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for it := range jobs {
-				s.sendOne(work, p, it)
+				sent.Add(int64(s.sendOne(work, p, it)))
 			}
 		}()
 	}
@@ -250,24 +294,24 @@ func (s *Service) sendUsageBatch(ctx context.Context, items []usageItem) {
 	}
 	close(jobs)
 	wg.Wait()
+	return int(sent.Load())
 }
 
 // usageAttempts bounds the tries of one meter event that Stripe answers
 // 429 (rate limited).
 const usageAttempts = 4
 
-// sendOne sends one record's meter event, paced, backing off on 429.
-func (s *Service) sendOne(ctx context.Context, p *pacer, it *usageItem) {
+// sendOne sends one record's meter event, paced, backing off on 429, and
+// returns the requests it made.
+func (s *Service) sendOne(ctx context.Context, p *pacer, it *usageItem) (sent int) {
 	var err error
 	for range usageAttempts {
 		if err = p.wait(ctx); err != nil {
 			it.fail(&Error{Code: CodeUnavailable, Message: "not sent before the invocation's deadline; retry it", Retryable: true})
-			return
+			return sent
 		}
-		// No idempotency key of ours: the identifier makes Stripe count
-		// the record once, and a key of ours would replay a stored 5xx to
-		// every retry for 24 hours.
-		err = s.sendUsage(ctx, it.event, func(*stripe.BillingMeterEventParams) {})
+		sent++
+		err = s.sendUsage(ctx, it.event)
 		if !errors.Is(err, errRateLimited) {
 			break
 		}
@@ -276,10 +320,11 @@ func (s *Service) sendOne(ctx context.Context, p *pacer, it *usageItem) {
 	if err != nil {
 		it.fail(err)
 		it.store = !AsError(err).Retryable
-		return
+		return sent
 	}
 	p.succeeded()
 	it.outcome.Recorded, it.outcome.Error, it.store = true, nil, true
+	return sent
 }
 
 // pacer spaces requests at most rate a second across workers, and pauses

@@ -17,7 +17,7 @@ import (
 )
 
 // batchResult decodes a record_usage_batch answer.
-func batchResult(t *testing.T, resp billing.Response) billing.UsageBatchResult {
+func batchResult(t testing.TB, resp billing.Response) billing.UsageBatchResult {
 	t.Helper()
 	if !resp.OK {
 		t.Fatalf("record_usage_batch: %+v", resp.Error)

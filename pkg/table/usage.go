@@ -34,6 +34,7 @@ type UsageView struct {
 	Requests      map[string]RequestState
 	Subscriptions map[string]Subscription
 	Products      map[string]ProductMapping
+	Sent          int // the BatchGetItem requests it took
 }
 
 // ReadUsageView reads the request records, subscriptions and product
@@ -50,11 +51,11 @@ func (s *Store) ReadUsageView(ctx context.Context, requestIDs, orgIDs, productKe
 	for _, k := range productKeys {
 		keys = append(keys, productKey(k))
 	}
-	items, err := s.batchGet(ctx, keys)
+	items, sent, err := s.batchGet(ctx, keys)
 	if err != nil {
 		return UsageView{}, fmt.Errorf("table.ReadUsageView: %w", err)
 	}
-	v := UsageView{Requests: map[string]RequestState{}, Subscriptions: map[string]Subscription{}, Products: map[string]ProductMapping{}}
+	v := UsageView{Requests: map[string]RequestState{}, Subscriptions: map[string]Subscription{}, Products: map[string]ProductMapping{}, Sent: sent}
 	for _, item := range items {
 		pk, sk := strAttr(item[AttrPK]), strAttr(item[AttrSK])
 		switch sk {
@@ -92,10 +93,11 @@ type FinishedRequest struct {
 }
 
 // PutFinishedRequests stores finished requests, kept for keep, with
-// BatchWriteItem: ⌈n/25⌉ requests. Like FinishRequest they replay their
-// answer to a retry of the same request_id; unlike it they are written
-// whole, without a lease taken first (BatchWriteItem has no conditions).
-func (s *Store) PutFinishedRequests(ctx context.Context, reqs []FinishedRequest, now time.Time, keep time.Duration) error {
+// BatchWriteItem: ⌈n/25⌉ requests, which it returns. Like FinishRequest
+// they replay their answer to a retry of the same request_id; unlike it
+// they are written whole, without a lease taken first (BatchWriteItem has
+// no conditions).
+func (s *Store) PutFinishedRequests(ctx context.Context, reqs []FinishedRequest, now time.Time, keep time.Duration) (int, error) {
 	var writes []types.WriteRequest
 	for _, r := range reqs {
 		item := key("REQ#"+r.RequestID, "REQUEST")
@@ -106,14 +108,17 @@ func (s *Store) PutFinishedRequests(ctx context.Context, reqs []FinishedRequest,
 		item[AttrExpiresAt] = num(now.Add(keep).Unix())
 		writes = append(writes, types.WriteRequest{PutRequest: &types.PutRequest{Item: item}})
 	}
+	sent := 0
 	for len(writes) > 0 {
 		n := min(len(writes), batchWriteMax)
-		if err := s.batchWrite(ctx, writes[:n]); err != nil {
-			return fmt.Errorf("table.PutFinishedRequests: %w", err)
+		k, err := s.batchWrite(ctx, writes[:n])
+		sent += k
+		if err != nil {
+			return sent, fmt.Errorf("table.PutFinishedRequests: %w", err)
 		}
 		writes = writes[n:]
 	}
-	return nil
+	return sent, nil
 }
 
 // unprocessedBackoff is the first wait before sending again what DynamoDB
@@ -121,47 +126,52 @@ func (s *Store) PutFinishedRequests(ctx context.Context, reqs []FinishedRequest,
 const unprocessedBackoff = 50 * time.Millisecond
 
 // batchGet reads keys, strongly consistent, in requests of at most 100,
-// sending again the keys DynamoDB leaves unprocessed.
-func (s *Store) batchGet(ctx context.Context, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, error) {
+// sending again the keys DynamoDB leaves unprocessed. It returns the items
+// and the requests it sent.
+func (s *Store) batchGet(ctx context.Context, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, int, error) {
 	var items []map[string]types.AttributeValue
+	sent := 0
 	for len(keys) > 0 {
 		n := min(len(keys), batchGetMax)
 		pending := map[string]types.KeysAndAttributes{s.name: {Keys: keys[:n], ConsistentRead: aws.Bool(true)}}
 		keys = keys[n:]
 		for wait := unprocessedBackoff; len(pending) > 0; wait *= 2 {
 			out, err := s.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: pending})
+			sent++
 			if err != nil {
-				return nil, translate(err)
+				return nil, sent, translate(err)
 			}
 			items = append(items, out.Responses[s.name]...)
 			pending = out.UnprocessedKeys
 			if len(pending) > 0 {
 				if err := sleep(ctx, wait); err != nil {
-					return nil, err
+					return nil, sent, err
 				}
 			}
 		}
 	}
-	return items, nil
+	return items, sent, nil
 }
 
 // batchWrite writes at most 25 items, sending again what DynamoDB leaves
-// unprocessed.
-func (s *Store) batchWrite(ctx context.Context, writes []types.WriteRequest) error {
+// unprocessed. It returns the requests it sent.
+func (s *Store) batchWrite(ctx context.Context, writes []types.WriteRequest) (int, error) {
 	pending := map[string][]types.WriteRequest{s.name: writes}
+	sent := 0
 	for wait := unprocessedBackoff; len(pending) > 0; wait *= 2 {
 		out, err := s.db.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: pending})
+		sent++
 		if err != nil {
-			return translate(err)
+			return sent, translate(err)
 		}
 		pending = out.UnprocessedItems
 		if len(pending) > 0 {
 			if err := sleep(ctx, wait); err != nil {
-				return err
+				return sent, err
 			}
 		}
 	}
-	return nil
+	return sent, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
