@@ -132,14 +132,18 @@ func (s *Service) subscriptionPrices(ctx context.Context, cmd Command) ([]string
 	if n := 1 + len(cmd.InstanceTypes); n > MaxSubscriptionItems {
 		return nil, Errorf(CodeInvalidRequest, "instance_types: at most %d besides the tier (a subscription has at most %d items)", MaxSubscriptionItems-1, MaxSubscriptionItems)
 	}
-	tier, err := s.product(ctx, "tier", cmd.Tier, KindTier)
+	products, err := s.store.GetProductMappings(ctx, append([]string{cmd.Tier}, cmd.InstanceTypes...))
 	if err != nil {
+		return nil, fromTable("read the product mappings", err)
+	}
+	tier, ok := products[cmd.Tier]
+	if err := checkProduct("tier", cmd.Tier, KindTier, tier, ok); err != nil {
 		return nil, err
 	}
 	prices := []string{tier.PriceID}
 	for _, k := range cmd.InstanceTypes {
-		m, err := s.product(ctx, "instance_types", k, KindInstanceType)
-		if err != nil {
+		m, ok := products[k]
+		if err := checkProduct("instance_types", k, KindInstanceType, m, ok); err != nil {
 			return nil, err
 		}
 		prices = append(prices, m.PriceID)

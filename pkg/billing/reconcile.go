@@ -324,7 +324,7 @@ func itemsText(items []table.Item) string {
 func (s *Service) repairOrg(ctx context.Context, org string, m table.Mirror, st stripeOrg, readAt int64) error {
 	now := time.Now()
 	apply := func(ch table.Change) error {
-		err := s.store.ApplyChange(ctx, ch, true, now)
+		_, err := s.store.ApplyChange(ctx, ch, true, now)
 		if errors.Is(err, table.ErrStale) {
 			return nil
 		}

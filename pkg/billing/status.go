@@ -56,6 +56,22 @@ func (s *Service) status(ctx context.Context, org string) (Status, error) {
 	if err != nil {
 		return Status{}, fromTable("read the mirror", err)
 	}
+	return statusOf(org, m), nil
+}
+
+// statusAfter is the status once written, the subscription record a write
+// returned, is stored: m is the mirror read before the write. Without a
+// record it reads the mirror.
+func (s *Service) statusAfter(ctx context.Context, org string, m table.Mirror, written *table.Subscription) (Status, error) {
+	if written == nil {
+		return s.status(ctx, org)
+	}
+	m.Subscription = written
+	return statusOf(org, m), nil
+}
+
+// statusOf is an organization's status as its mirror shows it.
+func statusOf(org string, m table.Mirror) Status {
 	st := Status{OrgID: org}
 	if c := m.Customer; c != nil && !c.Deleted {
 		st.CustomerID = &c.CustomerID
@@ -84,7 +100,7 @@ func (s *Service) status(ctx context.Context, org string) (Status, error) {
 			st.UpdatedAt = &sub.UpdatedAt
 		}
 	}
-	return st, nil
+	return st
 }
 
 func nonEmpty(s string) *string {

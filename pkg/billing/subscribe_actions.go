@@ -15,17 +15,9 @@ import (
 	"github.com/baseten/billing-functions/pkg/table"
 )
 
-// product returns a catalog key's mapping, which must be active and of the
-// given kind. A key without one is invalid_request: run upsert-products.
-func (s *Service) product(ctx context.Context, field, key string, kind Kind) (table.ProductMapping, error) {
-	m, err := s.store.GetProductMapping(ctx, key)
-	if err != nil && !errors.Is(err, table.ErrNotFound) {
-		return m, fromTable("read the product mapping", err)
-	}
-	return m, checkProduct(field, key, kind, m, err == nil)
-}
-
-// checkProduct refuses a catalog key without an active mapping of kind.
+// checkProduct refuses a catalog key without an active mapping of kind
+// (invalid_request: not in the catalog, or run upsert-products); found
+// says whether the table had a mapping at all.
 func checkProduct(field, key string, kind Kind, m table.ProductMapping, found bool) error {
 	switch {
 	case !found || !m.Active:
@@ -171,7 +163,7 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 		if m.Subscription.RequestID == cmd.RequestID || m.Subscription.Status == "incomplete" {
 			// This request made it (an earlier attempt's answer was lost),
 			// or it waits for its first payment: the status says how to pay.
-			return s.status(ctx, cmd.OrgID)
+			return statusOf(cmd.OrgID, m), nil
 		}
 		return Status{}, Errorf(CodeConflict, "the organization is already subscribed (%s)", m.Subscription.Status)
 	}
@@ -187,10 +179,14 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 			return Status{}, err
 		}
 		if sub != nil {
-			return s.mirrorAnswer(ctx, cmd.OrgID, sub)
+			written, err := s.applyAnswer(ctx, cmd.OrgID, sub)
+			if err != nil {
+				return Status{}, err
+			}
+			return s.statusAfter(ctx, cmd.OrgID, withCustomer(m, cmd.OrgID, customer), written)
 		}
 	}
-	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+	written, err := s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{Customer: stripe.String(customer), Items: items,
 			// The first invoice waits for a payment method the customer
 			// gives (Elements, Checkout), and keeps it for the renewals.
@@ -216,7 +212,16 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	return s.status(ctx, cmd.OrgID)
+	return s.statusAfter(ctx, cmd.OrgID, withCustomer(m, cmd.OrgID, customer), written)
+}
+
+// withCustomer is m with the organization's customer mapping, which
+// ensureCustomer may just have made.
+func withCustomer(m table.Mirror, org, customer string) table.Mirror {
+	if m.Customer == nil {
+		m.Customer = &table.Customer{OrgID: org, CustomerID: customer}
+	}
+	return m
 }
 
 // claimSubscribe lets one subscribe or Checkout per organization run at a
@@ -254,22 +259,14 @@ func (s *Service) findSubscription(ctx context.Context, customer, requestID stri
 	return found, err
 }
 
-// mirrorAnswer writes a subscription Stripe showed to the mirror and
-// returns the status.
-func (s *Service) mirrorAnswer(ctx context.Context, org string, sub *stripe.Subscription) (Status, error) {
-	if err := s.applyAnswer(ctx, org, sub); err != nil {
-		return Status{}, err
-	}
-	return s.status(ctx, org)
-}
-
-// liveSubscription returns the org's billing subscription from the mirror,
-// or not_found. A retry first reads it from Stripe into the mirror: an
-// earlier attempt may have changed it and not lived to write the mirror.
-func (s *Service) liveSubscription(ctx context.Context, cmd Command) (*table.Subscription, error) {
-	m, err := s.store.GetMirror(ctx, cmd.OrgID)
+// readMirror reads the org's mirror and the product mappings of
+// productKeys in one request. A retry first reads the subscription from
+// Stripe into the mirror: an earlier attempt may have changed it and not
+// lived to write the mirror.
+func (s *Service) readMirror(ctx context.Context, cmd Command, productKeys ...string) (table.Mirror, map[string]table.ProductMapping, error) {
+	m, products, err := s.store.ReadMirror(ctx, cmd.OrgID, productKeys)
 	if err != nil {
-		return nil, fromTable("read the mirror", err)
+		return m, nil, fromTable("read the mirror", err)
 	}
 	if cmd.retry && m.Subscription != nil {
 		var sub *stripe.Subscription
@@ -279,26 +276,46 @@ func (s *Service) liveSubscription(ctx context.Context, cmd Command) (*table.Sub
 			return err
 		})
 		if err != nil {
-			return nil, err
+			return m, nil, err
 		}
-		if err := s.applyAnswer(ctx, cmd.OrgID, sub); err != nil {
-			return nil, err
+		written, err := s.applyAnswer(ctx, cmd.OrgID, sub)
+		if err != nil {
+			return m, nil, err
 		}
-		if m, err = s.store.GetMirror(ctx, cmd.OrgID); err != nil {
-			return nil, fromTable("read the mirror", err)
+		if written == nil {
+			if m, err = s.store.GetMirror(ctx, cmd.OrgID); err != nil {
+				return m, nil, fromTable("read the mirror", err)
+			}
+		} else {
+			m.Subscription = written
 		}
 	}
+	return m, products, nil
+}
+
+// liveSubscription returns the org's billing subscription from the mirror
+// (readMirror), or not_found.
+func (s *Service) liveSubscription(ctx context.Context, cmd Command) (*table.Subscription, error) {
+	m, _, err := s.readMirror(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return liveIn(m)
+}
+
+// liveIn returns m's subscription, or not_found when none bills.
+func liveIn(m table.Mirror) (*table.Subscription, error) {
 	if !live(m.Subscription) {
 		return nil, Errorf(CodeNotFound, "the organization has no active subscription")
 	}
 	return m.Subscription, nil
 }
 
-// changeable returns the org's subscription for a change of its items: a
+// changeableIn returns m's subscription for a change of its items: a
 // subscription whose first payment is pending cannot change (Stripe takes
 // only metadata until it is paid).
-func (s *Service) changeable(ctx context.Context, cmd Command) (*table.Subscription, error) {
-	sub, err := s.liveSubscription(ctx, cmd)
+func changeableIn(m table.Mirror) (*table.Subscription, error) {
+	sub, err := liveIn(m)
 	if err == nil && sub.Status == "incomplete" {
 		return nil, Errorf(CodePaymentRequired, "the first payment of the subscription is pending: pay its first invoice, then change it")
 	}
@@ -307,7 +324,7 @@ func (s *Service) changeable(ctx context.Context, cmd Command) (*table.Subscript
 
 // changeSubscription calls Stripe and writes the subscription it returns
 // to the mirror at once (applyAnswer).
-func (s *Service) changeSubscription(ctx context.Context, org string, call func(api *stripeAPI) (*stripe.Subscription, error)) error {
+func (s *Service) changeSubscription(ctx context.Context, org string, call func(api *stripeAPI) (*stripe.Subscription, error)) (*table.Subscription, error) {
 	var sub *stripe.Subscription
 	err := s.withStripe(ctx, "update subscription", func(api *stripeAPI) error {
 		var err error
@@ -320,7 +337,7 @@ func (s *Service) changeSubscription(ctx context.Context, org string, call func(
 		return err
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	return s.applyAnswer(ctx, org, sub)
 }
@@ -328,8 +345,10 @@ func (s *Service) changeSubscription(ctx context.Context, org string, call func(
 // applyAnswer writes a subscription Stripe answered with to the mirror,
 // with the webhook's ordering guard. Its source time is Stripe's own clock
 // (the Date of the answer), so the webhook for the same change is a
-// duplicate, older, or a tie that re-fetches.
-func (s *Service) applyAnswer(ctx context.Context, org string, sub *stripe.Subscription) error {
+// duplicate, older, or a tie that re-fetches. It returns the subscription
+// record as stored after the write (a newer webhook's, if one landed
+// first), or nil when the table did not say.
+func (s *Service) applyAnswer(ctx context.Context, org string, sub *stripe.Subscription) (*table.Subscription, error) {
 	at := time.Now().Unix()
 	if sub.LastResponse != nil {
 		if t, err := http.ParseTime(sub.LastResponse.Header.Get("Date")); err == nil {
@@ -340,28 +359,33 @@ func (s *Service) applyAnswer(ctx context.Context, org string, sub *stripe.Subsc
 	if w.awaitsCard() && w.setupSecret == "" { // not expanded
 		err := s.withStripe(ctx, "read the trial's SetupIntent", func(api *stripeAPI) error { return readSetupSecret(ctx, api, &w) })
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
-	err := s.store.ApplyChange(ctx, subscriptionChange(org, w, at), true, time.Now())
+	written, err := s.store.ApplyChange(ctx, subscriptionChange(org, w, at), true, time.Now())
 	if err != nil && !errors.Is(err, table.ErrStale) { // stale: a newer webhook already landed
-		return fromTable("write the mirror", err)
+		return nil, fromTable("write the mirror", err)
 	}
 	if inv := sub.LatestInvoice; inv != nil && inv.Status != "" { // expanded: its payment is known now
-		err = s.store.ApplyChange(ctx, invoiceChange(org, asWireInvoice(inv), at), true, time.Now())
+		after, err := s.store.ApplyChange(ctx, invoiceChange(org, asWireInvoice(inv), at), true, time.Now())
 		if err != nil && !errors.Is(err, table.ErrStale) {
-			return fromTable("write the mirror", err)
+			return nil, fromTable("write the mirror", err)
 		}
+		written = after
 	}
-	return nil
+	return written, nil
 }
 
 func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
-	tier, err := s.product(ctx, "tier", cmd.Tier, KindTier)
+	m, products, err := s.readMirror(ctx, cmd, cmd.Tier)
 	if err != nil {
 		return Status{}, err
 	}
-	sub, err := s.changeable(ctx, cmd)
+	tier, ok := products[cmd.Tier]
+	if err := checkProduct("tier", cmd.Tier, KindTier, tier, ok); err != nil {
+		return Status{}, err
+	}
+	sub, err := changeableIn(m)
 	if err != nil {
 		return Status{}, err
 	}
@@ -370,13 +394,13 @@ func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
 		return Status{}, Errorf(CodeInternal, "the subscription has no tier item")
 	}
 	if sub.Items[i].PriceID == tier.PriceID {
-		return s.status(ctx, cmd.OrgID) // already there
+		return statusOf(cmd.OrgID, m), nil // already there
 	}
 	proration := cmd.Proration
 	if proration == "" {
 		proration = "create_prorations"
 	}
-	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+	written, err := s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{ProrationBehavior: stripe.String(proration),
 			Items: []*stripe.SubscriptionItemsParams{{ID: stripe.String(sub.Items[i].ItemID), Price: stripe.String(tier.PriceID)}}}
 		p.Context = ctx
@@ -386,7 +410,7 @@ func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	return s.status(ctx, cmd.OrgID)
+	return s.statusAfter(ctx, cmd.OrgID, m, written)
 }
 
 // setInstanceTypes makes the subscription's metered items exactly the
@@ -396,15 +420,19 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 	if n := 1 + len(cmd.InstanceTypes); n > MaxSubscriptionItems {
 		return Status{}, Errorf(CodeInvalidRequest, "instance_types: at most %d besides the tier (a subscription has at most %d items)", MaxSubscriptionItems-1, MaxSubscriptionItems)
 	}
+	mirror, products, err := s.readMirror(ctx, cmd, cmd.InstanceTypes...)
+	if err != nil {
+		return Status{}, err
+	}
 	want := map[string]table.ProductMapping{}
 	for _, k := range cmd.InstanceTypes {
-		m, err := s.product(ctx, "instance_types", k, KindInstanceType)
-		if err != nil {
+		m, ok := products[k]
+		if err := checkProduct("instance_types", k, KindInstanceType, m, ok); err != nil {
 			return Status{}, err
 		}
 		want[k] = m
 	}
-	sub, err := s.changeable(ctx, cmd)
+	sub, err := changeableIn(mirror)
 	if err != nil {
 		return Status{}, err
 	}
@@ -429,9 +457,9 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 		}
 	}
 	if len(changes) == 0 {
-		return s.status(ctx, cmd.OrgID)
+		return statusOf(cmd.OrgID, mirror), nil
 	}
-	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+	written, err := s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{Items: changes}
 		p.Context = ctx
 		p.SetIdempotencyKey(s.stripeKey(cmd, "set instance types", p))
@@ -440,7 +468,7 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 	if err != nil {
 		return Status{}, err
 	}
-	return s.status(ctx, cmd.OrgID)
+	return s.statusAfter(ctx, cmd.OrgID, mirror, written)
 }
 
 // usageGrace is how long after a period ends Stripe still counts usage for
@@ -507,7 +535,11 @@ func (s *Service) sendUsage(ctx context.Context, ev meterEvent) error {
 // it Stripe would never bill that usage. The tier's unused time is not
 // credited (prorate stays off): a period is paid for in advance.
 func (s *Service) cancel(ctx context.Context, cmd Command) (Status, error) {
-	sub, err := s.liveSubscription(ctx, cmd)
+	m, _, err := s.readMirror(ctx, cmd)
+	if err != nil {
+		return Status{}, err
+	}
+	sub, err := liveIn(m)
 	if err != nil {
 		return Status{}, err
 	}
@@ -515,7 +547,7 @@ func (s *Service) cancel(ctx context.Context, cmd Command) (Status, error) {
 	if atEnd && sub.Status == "incomplete" {
 		atEnd = false // nothing was paid for: it ends now
 	}
-	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+	written, err := s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		if atEnd {
 			p := &stripe.SubscriptionParams{CancelAtPeriodEnd: stripe.Bool(true)}
 			p.Context = ctx
@@ -530,20 +562,24 @@ func (s *Service) cancel(ctx context.Context, cmd Command) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	return s.status(ctx, cmd.OrgID)
+	return s.statusAfter(ctx, cmd.OrgID, m, written)
 }
 
 // resume takes back a cancellation at the period's end (the subscription
 // bills on); a subscription already canceled cannot be resumed.
 func (s *Service) resume(ctx context.Context, cmd Command) (Status, error) {
-	sub, err := s.liveSubscription(ctx, cmd)
+	m, _, err := s.readMirror(ctx, cmd)
+	if err != nil {
+		return Status{}, err
+	}
+	sub, err := liveIn(m)
 	if err != nil {
 		return Status{}, err
 	}
 	if !sub.CancelAtPeriodEnd {
-		return s.status(ctx, cmd.OrgID)
+		return statusOf(cmd.OrgID, m), nil
 	}
-	err = s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+	written, err := s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{CancelAtPeriodEnd: stripe.Bool(false)}
 		p.Context = ctx
 		p.SetIdempotencyKey(s.stripeKey(cmd, "resume", p))
@@ -552,7 +588,7 @@ func (s *Service) resume(ctx context.Context, cmd Command) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	return s.status(ctx, cmd.OrgID)
+	return s.statusAfter(ctx, cmd.OrgID, m, written)
 }
 
 // checkReturnURL accepts https, or http on this machine for development.

@@ -299,24 +299,41 @@ func withOne(vals map[string]types.AttributeValue) map[string]types.AttributeVal
 
 // ApplyChange applies a guarded mirror change that no webhook event caused
 // (subscribe writing Stripe's answer). It returns ErrStale or a *TieError
-// when the stored state is newer or as new (unless allowEqual).
-func (s *Store) ApplyChange(ctx context.Context, ch Change, allowEqual bool, now time.Time) error {
+// when the stored state is newer or as new (unless allowEqual). For a
+// change of the subscription record (a subscription or invoice snapshot)
+// it also returns the record as stored after the request, written or not,
+// so that the caller needs no second read; otherwise nil.
+func (s *Store) ApplyChange(ctx context.Context, ch Change, allowEqual bool, now time.Time) (*Subscription, error) {
 	upd, timeAttr, t := s.changeUpdate(ch, allowEqual, now)
 	if upd == nil {
-		return nil
+		return nil, nil
 	}
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: upd.TableName, Key: upd.Key, UpdateExpression: upd.UpdateExpression,
 		ConditionExpression: upd.ConditionExpression, ExpressionAttributeNames: upd.ExpressionAttributeNames,
 		ExpressionAttributeValues:           upd.ExpressionAttributeValues,
+		ReturnValues:                        types.ReturnValueAllNew,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
 	var failed *ConditionError
 	switch err = translate(err); {
 	case err == nil:
-		return nil
+		return subscriptionRecord(ch, out.Attributes), nil
 	case errors.As(err, &failed):
-		return fmt.Errorf("table.ApplyChange: %w", staleOrTie(ch, failed.Item, timeAttr, t))
+		return subscriptionRecord(ch, failed.Item), fmt.Errorf("table.ApplyChange: %w", staleOrTie(ch, failed.Item, timeAttr, t))
 	}
-	return fmt.Errorf("table.ApplyChange: %w", err)
+	return nil, fmt.Errorf("table.ApplyChange: %w", err)
+}
+
+// subscriptionRecord reads the subscription record item as stored, for a
+// change of it; nil for other changes or no item.
+func subscriptionRecord(ch Change, item map[string]types.AttributeValue) *Subscription {
+	if (ch.Subscription == nil && ch.Invoice == nil) || item == nil {
+		return nil
+	}
+	var sub Subscription
+	if attributevalue.UnmarshalMap(item, &sub) != nil || sub.SubscriptionID == "" {
+		return nil
+	}
+	return &sub
 }

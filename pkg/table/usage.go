@@ -85,6 +85,65 @@ func (s *Store) ReadUsageView(ctx context.Context, requestIDs, orgIDs, productKe
 	return v, nil
 }
 
+// ReadMirror reads an organization's mirror and the product mappings of
+// productKeys (those that exist) in one BatchGetItem: what a change of the
+// subscription needs before it calls Stripe.
+func (s *Store) ReadMirror(ctx context.Context, orgID string, productKeys []string) (Mirror, map[string]ProductMapping, error) {
+	keys := append([]map[string]types.AttributeValue{key(orgPK(orgID), skCustomer), key(orgPK(orgID), skSubscription)}, productKeysOf(productKeys)...)
+	items, _, err := s.batchGet(ctx, keys)
+	if err != nil {
+		return Mirror{}, nil, fmt.Errorf("table.ReadMirror %s: %w", orgID, err)
+	}
+	var m Mirror
+	products := map[string]ProductMapping{}
+	for _, item := range items {
+		if strAttr(item[AttrPK]) == pkCatalog {
+			var p ProductMapping
+			if err := attributevalue.UnmarshalMap(item, &p); err != nil {
+				return Mirror{}, nil, fmt.Errorf("table.ReadMirror %s: %w", orgID, err)
+			}
+			products[p.Key] = p
+			continue
+		}
+		if err := m.add(item); err != nil {
+			return Mirror{}, nil, fmt.Errorf("table.ReadMirror %s: %w", orgID, err)
+		}
+	}
+	return m, products, nil
+}
+
+// GetProductMappings reads the product mappings of keys (those that
+// exist) in one BatchGetItem.
+func (s *Store) GetProductMappings(ctx context.Context, keys []string) (map[string]ProductMapping, error) {
+	items, _, err := s.batchGet(ctx, productKeysOf(keys))
+	if err != nil {
+		return nil, fmt.Errorf("table.GetProductMappings: %w", err)
+	}
+	products := map[string]ProductMapping{}
+	for _, item := range items {
+		var p ProductMapping
+		if err := attributevalue.UnmarshalMap(item, &p); err != nil {
+			return nil, fmt.Errorf("table.GetProductMappings: %w", err)
+		}
+		products[p.Key] = p
+	}
+	return products, nil
+}
+
+// productKeysOf returns the item keys of catalog keys, each once (a batch
+// refuses a key twice).
+func productKeysOf(catalogKeys []string) []map[string]types.AttributeValue {
+	var out []map[string]types.AttributeValue
+	seen := map[string]bool{}
+	for _, k := range catalogKeys {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, productKey(k))
+		}
+	}
+	return out
+}
+
 // FinishedRequest is the stored answer of one request_id.
 type FinishedRequest struct {
 	RequestID   string
