@@ -133,6 +133,47 @@ func benchFigures(out []byte) []figure {
 	return figs
 }
 
+// costTable writes the command costs (BenchmarkCommandCost and
+// BenchmarkUsageBatchCost, rows of the table above) as one table, an
+// action a row.
+func costTable(b *strings.Builder, figs []figure) {
+	values := map[string]map[string]float64{}
+	var actions []string
+	for _, f := range figs {
+		name, metric, ok := strings.Cut(f.Name, " ")
+		if !ok || !(strings.HasPrefix(name, "CommandCost/") || name == "UsageBatchCost") {
+			continue
+		}
+		action := strings.TrimPrefix(name, "CommandCost/")
+		if name == "UsageBatchCost" {
+			action = "record_usage_batch (500 records, 50 organizations)"
+		}
+		if values[action] == nil {
+			values[action] = map[string]float64{}
+			actions = append(actions, action)
+		}
+		values[action][metric] = f.Value
+	}
+	if len(actions) == 0 {
+		return
+	}
+	fmt.Fprintln(b, "## The cost of each command")
+	fmt.Fprintln(b)
+	fmt.Fprintln(b, "Each Stripe request delayed 250 ms (the local Stripe's delay fault) and each DynamoDB request 5 ms, in this run. "+
+		"The floor is Stripe round trips × 250 ms + DynamoDB requests × 5 ms (for the batch, 500 / 8 workers round trips). "+
+		"Undelayed is the same calls with no delay: what moto and the local Stripe take on this machine; "+
+		"p50 / (floor + undelayed) near 1 says the code waits for nothing but its requests.")
+	fmt.Fprintln(b)
+	fmt.Fprintln(b, "| action | Stripe requests | DynamoDB requests | p50 | p95 | floor | p50 / floor | p95 / floor | undelayed p50 | p50 / (floor + undelayed) |")
+	fmt.Fprintln(b, "|---|---|---|---|---|---|---|---|---|---|")
+	for _, a := range actions {
+		v := values[a]
+		fmt.Fprintf(b, "| %s | %g | %g | %.0f ms | %.0f ms | %.0f ms | %.2f | %.2f | %.0f ms | %.2f |\n", a, v["stripe-req/op"], v["dynamodb-req/op"],
+			v["p50-ms"], v["p95-ms"], v["floor-ms"], v["p50/floor"], v["p95/floor"], v["undelayed-p50-ms"], v["p50/(floor+undelayed)"])
+	}
+	fmt.Fprintln(b)
+}
+
 // write saves results.json and REPORT.md.
 func write(root string, res results) error {
 	dir := root + "/bench"
@@ -165,6 +206,7 @@ func write(root string, res results) error {
 		fmt.Fprintf(&b, "| %s | %s %s%s | %s | %s |\n", f.Name, val, f.Unit, note, f.Target, met)
 	}
 	fmt.Fprintln(&b)
+	costTable(&b, res.Figures)
 	if len(missed) == 0 {
 		fmt.Fprintln(&b, "Every target with a figure is met.")
 	} else {

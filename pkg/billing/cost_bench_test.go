@@ -78,6 +78,7 @@ func (c *costRun) report(b *testing.B, undelayed *costRun) {
 	b.ReportMetric(ms(p95), "p95-ms")
 	b.ReportMetric(injected, "floor-ms")
 	b.ReportMetric(ms(p50)/injected, "p50/floor")
+	b.ReportMetric(ms(p95)/injected, "p95/floor")
 	b.ReportMetric(ms(undelayed.p50()), "undelayed-p50-ms")
 	b.ReportMetric(ms(p50)/(injected+ms(undelayed.p50())), "p50/(floor+undelayed)")
 	b.ReportMetric(0, "ns/op") // the latency above is what counts
