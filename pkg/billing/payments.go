@@ -30,18 +30,14 @@ type CheckoutSession struct {
 // answers a CheckoutSession, or, for an organization whose subscription
 // waits for its first payment, the Status, whose payment says how to pay.
 func (s *Service) createCheckoutSession(ctx context.Context, cmd Command) (any, error) {
-	prices, err := s.subscriptionPrices(ctx, cmd)
-	if err != nil {
-		return nil, err
-	}
 	release, err := s.claimSubscribe(ctx, cmd)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	m, err := s.store.GetMirror(ctx, cmd.OrgID)
+	m, prices, err := s.subscriptionPlan(ctx, cmd)
 	if err != nil {
-		return nil, fromTable("read the mirror", err)
+		return nil, err
 	}
 	if live(m.Subscription) {
 		if m.Subscription.Status == "incomplete" {
@@ -125,30 +121,30 @@ func (s *Service) closePreviousCheckout(ctx context.Context, cmd Command, prev t
 	})
 }
 
-// subscriptionPrices checks a subscription's tier and instance types
-// against the catalog's mappings and returns their prices, the tier's
-// first.
-func (s *Service) subscriptionPrices(ctx context.Context, cmd Command) ([]string, error) {
+// subscriptionPlan reads, under the organization's claim, its mirror and
+// the mappings of the subscription's tier and instance types in one
+// request, and returns the mirror and the prices, the tier's first.
+func (s *Service) subscriptionPlan(ctx context.Context, cmd Command) (table.Mirror, []string, error) {
 	if n := 1 + len(cmd.InstanceTypes); n > MaxSubscriptionItems {
-		return nil, Errorf(CodeInvalidRequest, "instance_types: at most %d besides the tier (a subscription has at most %d items)", MaxSubscriptionItems-1, MaxSubscriptionItems)
+		return table.Mirror{}, nil, Errorf(CodeInvalidRequest, "instance_types: at most %d besides the tier (a subscription has at most %d items)", MaxSubscriptionItems-1, MaxSubscriptionItems)
 	}
-	products, err := s.store.GetProductMappings(ctx, append([]string{cmd.Tier}, cmd.InstanceTypes...))
+	m, products, err := s.store.ReadMirror(ctx, cmd.OrgID, append([]string{cmd.Tier}, cmd.InstanceTypes...))
 	if err != nil {
-		return nil, fromTable("read the product mappings", err)
+		return m, nil, fromTable("read the mirror", err)
 	}
 	tier, ok := products[cmd.Tier]
 	if err := checkProduct("tier", cmd.Tier, KindTier, tier, ok); err != nil {
-		return nil, err
+		return m, nil, err
 	}
 	prices := []string{tier.PriceID}
 	for _, k := range cmd.InstanceTypes {
-		m, ok := products[k]
-		if err := checkProduct("instance_types", k, KindInstanceType, m, ok); err != nil {
-			return nil, err
+		p, ok := products[k]
+		if err := checkProduct("instance_types", k, KindInstanceType, p, ok); err != nil {
+			return m, nil, err
 		}
-		prices = append(prices, m.PriceID)
+		prices = append(prices, p.PriceID)
 	}
-	return prices, nil
+	return m, prices, nil
 }
 
 // Invoice is one invoice on the billing page. Its period is Stripe's: the

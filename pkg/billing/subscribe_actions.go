@@ -142,22 +142,18 @@ func (s *Service) findCustomer(ctx context.Context, cmd Command) (string, error)
 }
 
 func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
-	prices, err := s.subscriptionPrices(ctx, cmd)
+	release, err := s.claimSubscribe(ctx, cmd)
+	if err != nil {
+		return Status{}, err
+	}
+	defer release()
+	m, prices, err := s.subscriptionPlan(ctx, cmd)
 	if err != nil {
 		return Status{}, err
 	}
 	var items []*stripe.SubscriptionItemsParams
 	for _, price := range prices {
 		items = append(items, &stripe.SubscriptionItemsParams{Price: stripe.String(price)})
-	}
-	release, err := s.claimSubscribe(ctx, cmd)
-	if err != nil {
-		return Status{}, err
-	}
-	defer release()
-	m, err := s.store.GetMirror(ctx, cmd.OrgID)
-	if err != nil {
-		return Status{}, fromTable("read the mirror", err)
 	}
 	if live(m.Subscription) {
 		if m.Subscription.RequestID == cmd.RequestID || m.Subscription.Status == "incomplete" {
@@ -362,16 +358,13 @@ func (s *Service) applyAnswer(ctx context.Context, org string, sub *stripe.Subsc
 			return nil, err
 		}
 	}
-	written, err := s.store.ApplyChange(ctx, subscriptionChange(org, w, at), true, time.Now())
+	var inv *table.InvoiceSnapshot
+	if latest := sub.LatestInvoice; latest != nil && latest.Status != "" { // expanded: its payment is known now
+		inv = invoiceChange(org, asWireInvoice(latest), at).Invoice
+	}
+	written, err := s.store.ApplySubscriptionAnswer(ctx, subscriptionChange(org, w, at).Subscription, inv, time.Now())
 	if err != nil && !errors.Is(err, table.ErrStale) { // stale: a newer webhook already landed
 		return nil, fromTable("write the mirror", err)
-	}
-	if inv := sub.LatestInvoice; inv != nil && inv.Status != "" { // expanded: its payment is known now
-		after, err := s.store.ApplyChange(ctx, invoiceChange(org, asWireInvoice(inv), at), true, time.Now())
-		if err != nil && !errors.Is(err, table.ErrStale) {
-			return nil, fromTable("write the mirror", err)
-		}
-		written = after
 	}
 	return written, nil
 }

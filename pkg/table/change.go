@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -247,20 +248,14 @@ func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.
 		}, "source_time", c.SourceTime
 	case ch.Invoice != nil:
 		c := ch.Invoice
-		for k, v := range map[string]types.AttributeValue{
-			":org": str(c.OrgID), ":isid": str(c.SubscriptionID), ":inv": str(c.InvoiceID), ":istatus": str(c.Status),
-			":failed": boolean(c.PaymentFailed), ":icreated": num(c.Created), ":t": num(c.SourceTime),
-			":pst": str(c.Payment.Status), ":pcs": str(c.Payment.ClientSecret), ":hurl": str(c.Payment.HostedInvoiceURL),
-		} {
+		for k, v := range invoiceValues(c) {
 			vals[k] = v
 		}
+		vals[":org"] = str(c.OrgID)
 		return &types.Update{
 			TableName: &s.name, Key: key(orgPK(c.OrgID), skSubscription),
-			UpdateExpression: aws.String("SET org_id = :org, invoice_subscription_id = :isid, latest_invoice_id = :inv, latest_invoice_status = :istatus, " +
-				"invoice_payment_failed = :failed, payment_status = :pst, payment_client_secret = :pcs, hosted_invoice_url = :hurl, " +
-				"invoice_time = :t, updated_at = :now ADD version :one"),
-			ConditionExpression: aws.String("(attribute_not_exists(invoice_time) OR invoice_time " + older + " :t) AND " +
-				"(attribute_not_exists(subscription_id) OR subscription_id = :isid OR subscription_created <= :icreated)"),
+			UpdateExpression:          aws.String("SET org_id = :org, " + invoiceSets + ", updated_at = :now ADD version :one"),
+			ConditionExpression:       aws.String(invoiceGuard(older)),
 			ExpressionAttributeValues: withOne(vals),
 		}, "invoice_time", c.SourceTime
 	case ch.Customer != nil:
@@ -290,6 +285,26 @@ func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.
 		}, "", 0
 	}
 	return nil, "", 0
+}
+
+// The invoice part of the subscription record: what an invoice snapshot
+// sets, and its guard (newer than the stored invoice, and of the stored
+// subscription or a later one). Its values are invoiceValues'.
+const invoiceSets = "invoice_subscription_id = :isid, latest_invoice_id = :inv, latest_invoice_status = :istatus, " +
+	"invoice_payment_failed = :failed, payment_status = :pst, payment_client_secret = :pcs, hosted_invoice_url = :hurl, invoice_time = :it"
+
+func invoiceGuard(older string) string {
+	return "(attribute_not_exists(invoice_time) OR invoice_time " + older + " :it) AND " +
+		"(attribute_not_exists(subscription_id) OR subscription_id = :isid OR subscription_created <= :icreated)"
+}
+
+func invoiceValues(c *InvoiceSnapshot) map[string]types.AttributeValue {
+	str := func(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
+	return map[string]types.AttributeValue{
+		":isid": str(c.SubscriptionID), ":inv": str(c.InvoiceID), ":istatus": str(c.Status),
+		":failed": &types.AttributeValueMemberBOOL{Value: c.PaymentFailed}, ":icreated": num(c.Created), ":it": num(c.SourceTime),
+		":pst": str(c.Payment.Status), ":pcs": str(c.Payment.ClientSecret), ":hurl": str(c.Payment.HostedInvoiceURL),
+	}
 }
 
 func withOne(vals map[string]types.AttributeValue) map[string]types.AttributeValue {
@@ -323,6 +338,51 @@ func (s *Store) ApplyChange(ctx context.Context, ch Change, allowEqual bool, now
 		return subscriptionRecord(ch, failed.Item), fmt.Errorf("table.ApplyChange: %w", staleOrTie(ch, failed.Item, timeAttr, t))
 	}
 	return nil, fmt.Errorf("table.ApplyChange: %w", err)
+}
+
+// ApplySubscriptionAnswer applies a subscription snapshot and, when inv is
+// set, its latest invoice's, as subscribe writes Stripe's answer: in one
+// UpdateItem whose condition is both guards. When either guard fails it
+// applies them one at a time, as ApplyChange would, so that the part that
+// is not stale still lands. It returns the record as stored after, like
+// ApplyChange; ErrStale only when the subscription part was stale.
+func (s *Store) ApplySubscriptionAnswer(ctx context.Context, sub *SubscriptionSnapshot, inv *InvoiceSnapshot, now time.Time) (*Subscription, error) {
+	if inv == nil || inv.OrgID != sub.OrgID {
+		return s.ApplyChange(ctx, Change{Subscription: sub}, true, now)
+	}
+	upd, _, _ := s.changeUpdate(Change{Subscription: sub}, true, now)
+	vals := upd.ExpressionAttributeValues
+	for k, v := range invoiceValues(inv) {
+		vals[k] = v
+	}
+	expr := strings.Replace(*upd.UpdateExpression, " ADD version :one", ", "+invoiceSets+" ADD version :one", 1)
+	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: upd.TableName, Key: upd.Key, UpdateExpression: &expr,
+		ConditionExpression:       aws.String("(" + *upd.ConditionExpression + ") AND (" + invoiceGuard("<=") + ")"),
+		ExpressionAttributeNames:  upd.ExpressionAttributeNames,
+		ExpressionAttributeValues: vals,
+		ReturnValues:              types.ReturnValueAllNew,
+	})
+	var failed *ConditionError
+	switch err = translate(err); {
+	case err == nil:
+		return subscriptionRecord(Change{Subscription: sub}, out.Attributes), nil
+	case !errors.As(err, &failed):
+		return nil, fmt.Errorf("table.ApplySubscriptionAnswer: %w", err)
+	}
+	// One guard failed: each part on its own.
+	written, err := s.ApplyChange(ctx, Change{Subscription: sub}, true, now)
+	if err != nil && !errors.Is(err, ErrStale) {
+		return nil, err
+	}
+	after, ierr := s.ApplyChange(ctx, Change{Invoice: inv}, true, now)
+	if ierr != nil && !errors.Is(ierr, ErrStale) {
+		return nil, ierr
+	}
+	if after != nil {
+		written = after
+	}
+	return written, err
 }
 
 // subscriptionRecord reads the subscription record item as stored, for a

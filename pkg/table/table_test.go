@@ -306,3 +306,38 @@ func TestListProductMappings_SkipsTheCatalogsOtherRecords(t *testing.T) {
 		t.Fatalf("key generation %d %v, want 1", gen, err)
 	}
 }
+
+func TestApplySubscriptionAnswer_OneWriteOrEachPartOnItsOwn(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	sub := func(status string, at int64) *table.SubscriptionSnapshot {
+		return &table.SubscriptionSnapshot{OrgID: "org_1", SubscriptionID: "sub_1", Status: status, Created: 100, SourceTime: at}
+	}
+	inv := func(id, status string, at int64) *table.InvoiceSnapshot {
+		return &table.InvoiceSnapshot{OrgID: "org_1", SubscriptionID: "sub_1", InvoiceID: id, Status: status, Created: 100, SourceTime: at,
+			Payment: table.Payment{Status: "requires_payment_method", ClientSecret: "pi_1_secret"}}
+	}
+	// Both parts new: one write, returned as stored.
+	got, err := s.ApplySubscriptionAnswer(ctx, sub("incomplete", 100), inv("in_1", "open", 100), time.Now())
+	if err != nil || got == nil || got.Status != "incomplete" || got.LatestInvoiceID != "in_1" || got.Payment.ClientSecret != "pi_1_secret" || got.Version != 1 {
+		t.Fatalf("first answer: %+v %v", got, err)
+	}
+	// A webhook already brought a newer invoice: the subscription part
+	// still lands, the invoice part does not replace the newer one.
+	if _, err := s.ApplyChange(ctx, table.Change{Invoice: inv("in_1", "paid", 300)}, false, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.ApplySubscriptionAnswer(ctx, sub("active", 200), inv("in_1", "open", 200), time.Now())
+	if err != nil || got == nil || got.Status != "active" || got.LatestInvoiceStatus != "paid" {
+		t.Fatalf("with a newer invoice stored: %+v %v", got, err)
+	}
+	// A newer subscription state stored: stale, and the stored record back.
+	got, err = s.ApplySubscriptionAnswer(ctx, sub("past_due", 150), nil, time.Now())
+	if !errors.Is(err, table.ErrStale) || got == nil || got.Status != "active" {
+		t.Fatalf("an older answer: %+v %v, want ErrStale and the stored record", got, err)
+	}
+	m, _ := s.GetMirror(ctx, "org_1")
+	if m.Subscription.Status != "active" || m.Subscription.LatestInvoiceStatus != "paid" {
+		t.Fatalf("stored: %+v", m.Subscription)
+	}
+}

@@ -112,24 +112,6 @@ func (s *Store) ReadMirror(ctx context.Context, orgID string, productKeys []stri
 	return m, products, nil
 }
 
-// GetProductMappings reads the product mappings of keys (those that
-// exist) in one BatchGetItem.
-func (s *Store) GetProductMappings(ctx context.Context, keys []string) (map[string]ProductMapping, error) {
-	items, _, err := s.batchGet(ctx, productKeysOf(keys))
-	if err != nil {
-		return nil, fmt.Errorf("table.GetProductMappings: %w", err)
-	}
-	products := map[string]ProductMapping{}
-	for _, item := range items {
-		var p ProductMapping
-		if err := attributevalue.UnmarshalMap(item, &p); err != nil {
-			return nil, fmt.Errorf("table.GetProductMappings: %w", err)
-		}
-		products[p.Key] = p
-	}
-	return products, nil
-}
-
 // productKeysOf returns the item keys of catalog keys, each once (a batch
 // refuses a key twice).
 func productKeysOf(catalogKeys []string) []map[string]types.AttributeValue {
