@@ -30,12 +30,7 @@ type CheckoutSession struct {
 // answers a CheckoutSession, or, for an organization whose subscription
 // waits for its first payment, the Status, whose payment says how to pay.
 func (s *Service) createCheckoutSession(ctx context.Context, cmd Command) (any, error) {
-	release, err := s.claimSubscribe(ctx, cmd)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	m, prices, err := s.subscriptionPlan(ctx, cmd)
+	m, prices, err := s.subscriptionPlan(ctx, &cmd)
 	if err != nil {
 		return nil, err
 	}
@@ -121,17 +116,20 @@ func (s *Service) closePreviousCheckout(ctx context.Context, cmd Command, prev t
 	})
 }
 
-// subscriptionPlan reads, under the organization's claim, its mirror and
-// the mappings of the subscription's tier and instance types in one
-// request, and returns the mirror and the prices, the tier's first.
-func (s *Service) subscriptionPlan(ctx context.Context, cmd Command) (table.Mirror, []string, error) {
+// subscriptionPlan reads, under the organization's claim (Run took it with
+// the request_id), its mirror, the mappings of the subscription's tier and
+// instance types, and the request's record in one request. It sets cmd's
+// attempt and retry from the record, and returns the mirror and the
+// prices, the tier's first.
+func (s *Service) subscriptionPlan(ctx context.Context, cmd *Command) (table.Mirror, []string, error) {
 	if n := 1 + len(cmd.InstanceTypes); n > MaxSubscriptionItems {
 		return table.Mirror{}, nil, Errorf(CodeInvalidRequest, "instance_types: at most %d besides the tier (a subscription has at most %d items)", MaxSubscriptionItems-1, MaxSubscriptionItems)
 	}
-	m, products, err := s.store.ReadMirror(ctx, cmd.OrgID, append([]string{cmd.Tier}, cmd.InstanceTypes...))
+	m, products, req, err := s.store.ReadClaimed(ctx, cmd.OrgID, cmd.RequestID, append([]string{cmd.Tier}, cmd.InstanceTypes...))
 	if err != nil {
 		return m, nil, fromTable("read the mirror", err)
 	}
+	cmd.attempt, cmd.retry = req.Attempt, req.Retry
 	tier, ok := products[cmd.Tier]
 	if err := checkProduct("tier", cmd.Tier, KindTier, tier, ok); err != nil {
 		return m, nil, err

@@ -70,7 +70,11 @@ type action struct {
 	// ownRecord: the action keeps its request_id's answer itself (the
 	// usage path, in batches), instead of Run.
 	ownRecord bool
-	run       func(s *Service, ctx context.Context, cmd Command) (any, error)
+	// claims: one request at a time per organization (subscribe, Checkout):
+	// Run takes the organization's claim with the request_id and releases
+	// it with the answer, each in one transaction.
+	claims bool
+	run    func(s *Service, ctx context.Context, cmd Command) (any, error)
 }
 
 // actions are the subscribe function's actions, by name.
@@ -79,7 +83,7 @@ var actions = map[string]action{
 	"ensure_customer": {fields: []string{"email", "name"}, required: []string{"email"}, mutating: true,
 		run: (*Service).ensureCustomerAction},
 	"subscribe": {fields: []string{"tier", "email", "name", "instance_types", "trial_days"}, required: []string{"tier", "email"},
-		mutating: true, run: result((*Service).subscribe)},
+		mutating: true, claims: true, run: result((*Service).subscribe)},
 	"change_tier": {fields: []string{"tier", "proration"}, required: []string{"tier"}, mutating: true,
 		run: result((*Service).changeTier)},
 	"set_instance_types": {fields: []string{"instance_types"}, required: []string{"instance_types"}, mutating: true,
@@ -92,7 +96,7 @@ var actions = map[string]action{
 	"create_portal_session": {fields: []string{"return_url"}, required: []string{"return_url"},
 		run: (*Service).portalAction},
 	"create_checkout_session": {fields: []string{"tier", "email", "name", "instance_types", "trial_days", "success_url", "cancel_url"},
-		required: []string{"tier", "email", "success_url", "cancel_url"}, mutating: true, run: (*Service).createCheckoutSession},
+		required: []string{"tier", "email", "success_url", "cancel_url"}, mutating: true, claims: true, run: (*Service).createCheckoutSession},
 	"list_invoices":   {fields: []string{"limit", "starting_after"}, run: result((*Service).listInvoices)},
 	"preview_invoice": {run: result((*Service).previewInvoice)},
 	// reconcile is for operators and the daily schedule: its writes
@@ -316,8 +320,16 @@ func (s *Service) Run(ctx context.Context, cmd Command) Response {
 	if !act.mutating || act.ownRecord {
 		return s.dispatch(ctx, act, cmd)
 	}
-	prev, err := s.store.BeginRequest(ctx, cmd.RequestID, cmd.fingerprint(), time.Now(), requestLease, requestKeep)
+	begin := func() (table.Request, error) {
+		if act.claims {
+			return s.store.BeginClaimedRequest(ctx, cmd.RequestID, cmd.fingerprint(), cmd.OrgID, time.Now(), requestLease, requestKeep)
+		}
+		return s.store.BeginRequest(ctx, cmd.RequestID, cmd.fingerprint(), time.Now(), requestLease, requestKeep)
+	}
+	prev, err := begin()
 	switch {
+	case errors.Is(err, table.ErrClaimed):
+		return Failure(Errorf(CodeConflict, "another subscribe for this organization is in progress"))
 	case errors.Is(err, table.ErrRequestMismatch):
 		return Failure(Errorf(CodeConflict, "request_id: already used with other fields"))
 	case errors.Is(err, table.ErrRequestInProgress):
@@ -355,10 +367,21 @@ func (s *Service) Run(ctx context.Context, cmd Command) Response {
 		if err := s.store.ReleaseRequest(ctx, cmd.RequestID, errors.Is(runErr, errKeyBurned)); err != nil {
 			s.log.WarnContext(ctx, "could not release request_id; it frees itself when its lease lapses", "request_id", cmd.RequestID, "error", err.Error())
 		}
+		if act.claims {
+			if err := s.store.ReleaseSubscribe(ctx, cmd.OrgID, cmd.RequestID); err != nil {
+				s.log.WarnContext(ctx, "could not release the organization's claim; it frees itself when its lease lapses", "org_id", cmd.OrgID, "error", err.Error())
+			}
+		}
 		return resp
 	}
 	raw, _ := json.Marshal(resp)
-	if err := s.store.FinishRequest(ctx, cmd.RequestID, string(raw)); err != nil {
+	finish := s.store.FinishRequest
+	if act.claims {
+		finish = func(ctx context.Context, id, result string) error {
+			return s.store.FinishClaimedRequest(ctx, id, cmd.OrgID, result)
+		}
+	}
+	if err := finish(ctx, cmd.RequestID, string(raw)); err != nil {
 		s.log.WarnContext(ctx, "could not store the request's answer; a retry runs it again", "request_id", cmd.RequestID, "error", err.Error())
 	}
 	return resp

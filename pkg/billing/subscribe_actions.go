@@ -142,12 +142,7 @@ func (s *Service) findCustomer(ctx context.Context, cmd Command) (string, error)
 }
 
 func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
-	release, err := s.claimSubscribe(ctx, cmd)
-	if err != nil {
-		return Status{}, err
-	}
-	defer release()
-	m, prices, err := s.subscriptionPlan(ctx, cmd)
+	m, prices, err := s.subscriptionPlan(ctx, &cmd)
 	if err != nil {
 		return Status{}, err
 	}
@@ -218,19 +213,6 @@ func withCustomer(m table.Mirror, org, customer string) table.Mirror {
 		m.Customer = &table.Customer{OrgID: org, CustomerID: customer}
 	}
 	return m
-}
-
-// claimSubscribe lets one subscribe or Checkout per organization run at a
-// time (conflict for the others); the mirror read under the claim shows a
-// subscription the previous holder made. release ends the claim.
-func (s *Service) claimSubscribe(ctx context.Context, cmd Command) (release func(), err error) {
-	switch err := s.store.ClaimSubscribe(ctx, cmd.OrgID, cmd.RequestID, time.Now(), requestLease); {
-	case errors.Is(err, table.ErrConditionFailed):
-		return nil, Errorf(CodeConflict, "another subscribe for this organization is in progress")
-	case err != nil:
-		return nil, fromTable("claim the subscription", err)
-	}
-	return func() { _ = s.store.ReleaseSubscribe(context.WithoutCancel(ctx), cmd.OrgID, cmd.RequestID) }, nil
 }
 
 // MaxSubscriptionItems is how many items a Stripe subscription may have.

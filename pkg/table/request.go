@@ -42,15 +42,10 @@ var (
 // ErrRequestInProgress. A lapsed lease (its invocation died) or a released
 // one may be taken over.
 func (s *Store) BeginRequest(ctx context.Context, requestID, fingerprint string, now time.Time, lease, keep time.Duration) (Request, error) {
-	k := key("REQ#"+requestID, "REQUEST")
+	u := beginUpdate(s.name, requestID, fingerprint, now, lease, keep)
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: &s.name, Key: k,
-		UpdateExpression: aws.String("SET fingerprint = :fp, done = :false, lease_until = :lease, " +
-			"expires_at = if_not_exists(expires_at, :expires), attempt = if_not_exists(attempt, :one)"),
-		ConditionExpression: aws.String("attribute_not_exists(pk) OR (done = :false AND fingerprint = :fp AND lease_until < :now)"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":false": &types.AttributeValueMemberBOOL{Value: false},
-			":fp": &types.AttributeValueMemberS{Value: fingerprint}, ":now": num(now.UnixMilli()),
-			":lease": num(now.Add(lease).UnixMilli()), ":expires": num(now.Add(keep).Unix()), ":one": num(1)},
+		TableName: u.TableName, Key: u.Key, UpdateExpression: u.UpdateExpression, ConditionExpression: u.ConditionExpression,
+		ExpressionAttributeValues:           u.ExpressionAttributeValues,
 		ReturnValues:                        types.ReturnValueAllOld,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	})
@@ -63,39 +58,122 @@ func (s *Store) BeginRequest(ctx context.Context, requestID, fingerprint string,
 	}
 	old := failed.Item
 	if old == nil { // an older moto or DynamoDB without ALL_OLD: read it
-		out, gerr := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.name, Key: k, ConsistentRead: aws.Bool(true)})
+		out, gerr := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.name, Key: u.Key, ConsistentRead: aws.Bool(true)})
 		if gerr != nil {
 			return Request{}, fmt.Errorf("table.BeginRequest %s: %w", requestID, translate(gerr))
 		}
 		old = out.Item
 	}
+	r, err := requestOf(old, fingerprint)
+	if err != nil {
+		return r, fmt.Errorf("table.BeginRequest %s: %w", requestID, err)
+	}
+	return r, nil
+}
+
+// beginUpdate takes requestID's lease: when it is new, or its invocation
+// died (a lapsed or released lease) with the same fingerprint. begun
+// counts the invocations that began it.
+func beginUpdate(table, requestID, fingerprint string, now time.Time, lease, keep time.Duration) *types.Update {
+	return &types.Update{
+		TableName: &table, Key: key("REQ#"+requestID, "REQUEST"),
+		UpdateExpression: aws.String("SET fingerprint = :fp, done = :false, lease_until = :lease, " +
+			"expires_at = if_not_exists(expires_at, :expires), attempt = if_not_exists(attempt, :one) ADD begun :one"),
+		ConditionExpression: aws.String("attribute_not_exists(pk) OR (done = :false AND fingerprint = :fp AND lease_until < :now)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":false": &types.AttributeValueMemberBOOL{Value: false},
+			":fp": &types.AttributeValueMemberS{Value: fingerprint}, ":now": num(now.UnixMilli()),
+			":lease": num(now.Add(lease).UnixMilli()), ":expires": num(now.Add(keep).Unix()), ":one": num(1)},
+	}
+}
+
+// requestOf reads a request record that refused a begin: done with the
+// same fingerprint (to replay), another fingerprint (ErrRequestMismatch) or
+// held (ErrRequestInProgress).
+func requestOf(old map[string]types.AttributeValue, fingerprint string) (Request, error) {
 	r := Request{Fingerprint: strAttr(old["fingerprint"]), Result: strAttr(old["result"]), Attempt: numAttr(old["attempt"])}
 	if b, ok := old["done"].(*types.AttributeValueMemberBOOL); ok {
 		r.Done = b.Value
 	}
 	switch {
 	case r.Fingerprint != fingerprint:
-		return r, fmt.Errorf("table.BeginRequest %s: %w", requestID, ErrRequestMismatch)
+		return r, ErrRequestMismatch
 	case !r.Done:
-		return r, fmt.Errorf("table.BeginRequest %s: %w", requestID, ErrRequestInProgress)
+		return r, ErrRequestInProgress
 	}
 	return r, nil
+}
+
+// ErrClaimed is returned when another request holds the organization's
+// subscribe claim.
+var ErrClaimed = errors.New("table: another request holds the organization's claim")
+
+// BeginClaimedRequest is BeginRequest and ClaimSubscribe in one
+// transaction: the request_id and the organization's subscribe claim are
+// taken together, or neither is. Its outcomes are BeginRequest's, and
+// ErrClaimed when another request holds the claim (then the request is not
+// begun, so a retry may begin it later). A transaction returns no values:
+// on success the attempt and whether an earlier invocation began the
+// request come with the next read (ReadClaimed).
+func (s *Store) BeginClaimedRequest(ctx context.Context, requestID, fingerprint, orgID string, now time.Time, lease, keep time.Duration) (Request, error) {
+	begin := beginUpdate(s.name, requestID, fingerprint, now, lease, keep)
+	begin.ReturnValuesOnConditionCheckFailure = types.ReturnValuesOnConditionCheckFailureAllOld
+	claim := claimPut(s.name, orgID, requestID, now, lease)
+	_, err := s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{{Update: begin}, {Put: claim}}})
+	var canceled *CanceledError
+	switch err = translate(err); {
+	case err == nil:
+		return Request{Fingerprint: fingerprint}, nil
+	case !errors.As(err, &canceled) || !errors.Is(err, ErrConditionFailed):
+		return Request{}, fmt.Errorf("table.BeginClaimedRequest %s: %w", requestID, err)
+	case canceled.ConditionFailedAt(0):
+		r, err := requestOf(canceled.Items[0], fingerprint)
+		if err != nil {
+			return r, fmt.Errorf("table.BeginClaimedRequest %s: %w", requestID, err)
+		}
+		return r, nil
+	}
+	return Request{}, fmt.Errorf("table.BeginClaimedRequest %s: %w", requestID, ErrClaimed)
+}
+
+// FinishClaimedRequest is FinishRequest and ReleaseSubscribe in one
+// transaction. When the claim is no longer this request's (its lease lapsed
+// and another took it), it finishes the request alone.
+func (s *Store) FinishClaimedRequest(ctx context.Context, requestID, orgID, result string) error {
+	finish := finishUpdate(s.name, requestID, result)
+	release := releaseDelete(s.name, orgID, requestID)
+	_, err := s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{{Update: finish}, {Delete: release}}})
+	var canceled *CanceledError
+	if err = translate(err); errors.As(err, &canceled) && canceled.ConditionFailedAt(1) && !canceled.ConditionFailedAt(0) {
+		return s.FinishRequest(ctx, requestID, result)
+	}
+	if err != nil {
+		return fmt.Errorf("table.FinishClaimedRequest %s: %w", requestID, err)
+	}
+	return nil
 }
 
 // FinishRequest stores the answer to replay for requestID. A request
 // record that is gone (expired) is not made again: it would have no TTL.
 func (s *Store) FinishRequest(ctx context.Context, requestID, result string) error {
+	u := finishUpdate(s.name, requestID, result)
 	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: &s.name, Key: key("REQ#"+requestID, "REQUEST"),
-		UpdateExpression:          aws.String("SET done = :true, #r = :r REMOVE lease_until"),
-		ConditionExpression:       aws.String("attribute_exists(pk)"),
-		ExpressionAttributeNames:  map[string]string{"#r": "result"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":true": &types.AttributeValueMemberBOOL{Value: true}, ":r": &types.AttributeValueMemberS{Value: result}},
+		TableName: u.TableName, Key: u.Key, UpdateExpression: u.UpdateExpression, ConditionExpression: u.ConditionExpression,
+		ExpressionAttributeNames: u.ExpressionAttributeNames, ExpressionAttributeValues: u.ExpressionAttributeValues,
 	})
 	if err != nil {
 		return fmt.Errorf("table.FinishRequest %s: %w", requestID, translate(err))
 	}
 	return nil
+}
+
+func finishUpdate(table, requestID, result string) *types.Update {
+	return &types.Update{
+		TableName: &table, Key: key("REQ#"+requestID, "REQUEST"),
+		UpdateExpression:          aws.String("SET done = :true, #r = :r REMOVE lease_until"),
+		ConditionExpression:       aws.String("attribute_exists(pk)"),
+		ExpressionAttributeNames:  map[string]string{"#r": "result"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":true": &types.AttributeValueMemberBOOL{Value: true}, ":r": &types.AttributeValueMemberS{Value: result}},
+	}
 }
 
 // ReleaseRequest lets a retry of an unfinished requestID begin at once.

@@ -341,3 +341,44 @@ func TestApplySubscriptionAnswer_OneWriteOrEachPartOnItsOwn(t *testing.T) {
 		t.Fatalf("stored: %+v", m.Subscription)
 	}
 }
+
+func TestBeginClaimedRequest_TakesTheRequestAndTheClaimTogetherOrNeither(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	now := time.Now()
+	if _, err := s.BeginClaimedRequest(ctx, "req_a", "fp", "org_1", now, time.Minute, time.Hour); err != nil {
+		t.Fatalf("first: %v", err)
+	}
+	_, _, r, err := s.ReadClaimed(ctx, "org_1", "req_a", nil)
+	if err != nil || r.Attempt != 1 || r.Retry {
+		t.Fatalf("read after the first begin: %+v %v", r, err)
+	}
+	// Another request for the organization meets the claim; it is not
+	// begun, so it can begin once the claim is released.
+	if _, err := s.BeginClaimedRequest(ctx, "req_b", "fp", "org_1", now, time.Minute, time.Hour); !errors.Is(err, table.ErrClaimed) {
+		t.Fatalf("a second request while the first holds the claim: %v, want ErrClaimed", err)
+	}
+	if err := s.FinishClaimedRequest(ctx, "req_a", "org_1", `{"ok":true}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.BeginClaimedRequest(ctx, "req_b", "fp", "org_1", now, time.Minute, time.Hour); err != nil {
+		t.Fatalf("the second after the first finished: %v", err)
+	}
+	// The finished one replays; its claim is gone with its answer.
+	r, err = s.BeginClaimedRequest(ctx, "req_a", "fp", "org_1", now, time.Minute, time.Hour)
+	if err != nil || !r.Done || r.Result != `{"ok":true}` {
+		t.Fatalf("the first again: %+v %v, want its answer to replay", r, err)
+	}
+	// An invocation that died: its lease lapses, the retry begins again
+	// and reads that it is one.
+	later := now.Add(2 * time.Minute)
+	if _, err := s.BeginClaimedRequest(ctx, "req_b", "fp", "org_1", later, time.Minute, time.Hour); err != nil {
+		t.Fatalf("a retry after the lease lapsed: %v", err)
+	}
+	if _, _, r, _ := s.ReadClaimed(ctx, "org_1", "req_b", nil); r.Attempt != 1 || !r.Retry {
+		t.Fatalf("the retry reads %+v, want attempt 1 and Retry", r)
+	}
+	if _, err := s.BeginClaimedRequest(ctx, "req_b", "other", "org_1", later.Add(2*time.Minute), time.Minute, time.Hour); !errors.Is(err, table.ErrRequestMismatch) {
+		t.Fatalf("other fields: %v, want ErrRequestMismatch", err)
+	}
+}

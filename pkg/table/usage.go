@@ -89,27 +89,47 @@ func (s *Store) ReadUsageView(ctx context.Context, requestIDs, orgIDs, productKe
 // productKeys (those that exist) in one BatchGetItem: what a change of the
 // subscription needs before it calls Stripe.
 func (s *Store) ReadMirror(ctx context.Context, orgID string, productKeys []string) (Mirror, map[string]ProductMapping, error) {
+	m, products, _, err := s.readMirror(ctx, orgID, productKeys, "")
+	return m, products, err
+}
+
+// ReadClaimed is ReadMirror with the record of requestID, which
+// BeginClaimedRequest began: its attempt, and whether an earlier invocation
+// began it too (Retry), in the same request.
+func (s *Store) ReadClaimed(ctx context.Context, orgID, requestID string, productKeys []string) (Mirror, map[string]ProductMapping, Request, error) {
+	return s.readMirror(ctx, orgID, productKeys, requestID)
+}
+
+func (s *Store) readMirror(ctx context.Context, orgID string, productKeys []string, requestID string) (Mirror, map[string]ProductMapping, Request, error) {
 	keys := append([]map[string]types.AttributeValue{key(orgPK(orgID), skCustomer), key(orgPK(orgID), skSubscription)}, productKeysOf(productKeys)...)
+	if requestID != "" {
+		keys = append(keys, key("REQ#"+requestID, "REQUEST"))
+	}
 	items, _, err := s.batchGet(ctx, keys)
 	if err != nil {
-		return Mirror{}, nil, fmt.Errorf("table.ReadMirror %s: %w", orgID, err)
+		return Mirror{}, nil, Request{}, fmt.Errorf("table.ReadMirror %s: %w", orgID, err)
 	}
 	var m Mirror
+	var req Request
 	products := map[string]ProductMapping{}
 	for _, item := range items {
+		if strAttr(item[AttrSK]) == "REQUEST" {
+			req = Request{Fingerprint: strAttr(item["fingerprint"]), Attempt: max(numAttr(item["attempt"]), 1), Retry: numAttr(item["begun"]) > 1}
+			continue
+		}
 		if strAttr(item[AttrPK]) == pkCatalog {
 			var p ProductMapping
 			if err := attributevalue.UnmarshalMap(item, &p); err != nil {
-				return Mirror{}, nil, fmt.Errorf("table.ReadMirror %s: %w", orgID, err)
+				return Mirror{}, nil, req, fmt.Errorf("table.ReadMirror %s: %w", orgID, err)
 			}
 			products[p.Key] = p
 			continue
 		}
 		if err := m.add(item); err != nil {
-			return Mirror{}, nil, fmt.Errorf("table.ReadMirror %s: %w", orgID, err)
+			return Mirror{}, nil, req, fmt.Errorf("table.ReadMirror %s: %w", orgID, err)
 		}
 	}
-	return m, products, nil
+	return m, products, req, nil
 }
 
 // productKeysOf returns the item keys of catalog keys, each once (a batch
