@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/baseten/billing-functions/pkg/table"
 )
 
 // The default catalog: two plan tiers and nine paid instance types. Amounts
@@ -36,6 +38,22 @@ type Entry struct {
 	// UnitAmountDecimal is in the currency's minor unit (cents), per
 	// interval for a tier and per minute for an instance type.
 	UnitAmountDecimal string `json:"unit_amount_decimal"`
+	// Includes lists, for a tier, the instance types an organization on it
+	// may run; absent, every instance type of the catalog. check_access and
+	// set_instance_types enforce it.
+	Includes []string `json:"includes,omitempty"`
+	// SpendCap is, for a tier, the default monthly cap on metered spend, in
+	// the currency's minor unit; absent, none. set_spend_cap overrides it
+	// per organization.
+	SpendCap *int64 `json:"spend_cap,omitempty"`
+}
+
+// stripeTerms is the entry without what only this deployment enforces
+// (Includes, SpendCap): what its Stripe product and price are made from,
+// so that changing an entitlement changes nothing in Stripe.
+func (e Entry) stripeTerms() Entry {
+	e.Includes, e.SpendCap = nil, nil
+	return e
 }
 
 // Catalog is the whole set of products a deployment sells.
@@ -109,6 +127,7 @@ func (c Catalog) Validate() error {
 		if !slices.Contains(knownIntervals, e.Interval) {
 			bad("%s: unknown interval %q (day, week, month or year)", at, e.Interval)
 		}
+		problems = append(problems, c.entitlementProblems(at, e)...)
 		if strings.HasPrefix(strings.TrimSpace(e.UnitAmountDecimal), "-") {
 			bad("%s: the price %q is negative", at, e.UnitAmountDecimal)
 		} else if !validAmount(e.UnitAmountDecimal) {
@@ -127,6 +146,68 @@ func (c Catalog) Validate() error {
 		return &Error{Code: CodeInvalidRequest, Message: "invalid catalog: " + strings.Join(problems, "; ")}
 	}
 	return nil
+}
+
+// MaxSpendCap bounds a spend cap: ten million in the currency's major
+// unit, far above any real month, and exact in every step of the sums.
+const MaxSpendCap = 1_000_000_000
+
+// entitlementProblems checks a tier's includes and spend cap: they name
+// instance types of the catalog, and only a tier has them.
+func (c Catalog) entitlementProblems(at string, e Entry) []string {
+	var problems []string
+	if e.Kind != KindTier && (e.Includes != nil || e.SpendCap != nil) {
+		problems = append(problems, fmt.Sprintf("%s: includes and spend_cap are for a tier only", at))
+	}
+	kinds := map[string]Kind{}
+	for _, o := range c.Entries {
+		kinds[o.Key] = o.Kind
+	}
+	seen := map[string]bool{}
+	for _, k := range e.Includes {
+		switch {
+		case kinds[k] != KindInstanceType:
+			problems = append(problems, fmt.Sprintf("%s: includes %q, which is not an instance type of the catalog", at, k))
+		case seen[k]:
+			problems = append(problems, fmt.Sprintf("%s: includes %q twice", at, k))
+		}
+		seen[k] = true
+	}
+	if e.SpendCap != nil && (*e.SpendCap < 1 || *e.SpendCap > MaxSpendCap) {
+		problems = append(problems, fmt.Sprintf("%s: spend_cap must be from 1 to %d (minor units)", at, MaxSpendCap))
+	}
+	return problems
+}
+
+// Terms are what the catalog entitles: per tier, the instance types it
+// includes and its default spend cap, and each instance type's price per
+// minute. upsert-products stores them, so that check_access and the usage
+// path read them with the organization's records in one request.
+func (c Catalog) Terms() table.Terms {
+	t := table.Terms{Tiers: map[string]table.TierTerms{}, Prices: map[string]string{}}
+	var all []string
+	for _, e := range c.Entries {
+		t.Currency = e.Currency
+		if e.Kind == KindInstanceType {
+			all = append(all, e.Key)
+			t.Prices[e.Key] = normalAmount(e.UnitAmountDecimal)
+		}
+	}
+	for _, e := range c.Entries {
+		if e.Kind != KindTier {
+			continue
+		}
+		tt := table.TierTerms{Includes: slices.Clone(e.Includes)}
+		if len(e.Includes) == 0 {
+			tt.Includes = slices.Clone(all)
+		}
+		slices.Sort(tt.Includes)
+		if e.SpendCap != nil {
+			tt.SpendCap = *e.SpendCap
+		}
+		t.Tiers[e.Key] = tt
+	}
+	return t
 }
 
 // normalAmount writes a decimal amount without leading zeros in its whole

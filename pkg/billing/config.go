@@ -51,6 +51,10 @@ type Config struct {
 	// USAGE_RATE).
 	UsageConcurrency int
 	UsageRate        float64
+
+	// PastDueGrace is how long after its period began a past_due
+	// subscription may still run instance types (PAST_DUE_GRACE_DAYS).
+	PastDueGrace time.Duration
 }
 
 // Defaults of the usage batch's pool: test mode allows about 25 requests
@@ -58,6 +62,9 @@ type Config struct {
 const (
 	DefaultUsageConcurrency = 8
 	DefaultUsageRate        = 20
+	// DefaultPastDueGrace covers Stripe's default Smart Retries of a
+	// failed renewal's first week.
+	DefaultPastDueGrace = 7 * 24 * time.Hour
 )
 
 var (
@@ -86,6 +93,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		SecretTTL:        DefaultSecretTTL,
 		UsageConcurrency: DefaultUsageConcurrency,
 		UsageRate:        DefaultUsageRate,
+		PastDueGrace:     DefaultPastDueGrace,
 	}
 
 	switch c.Stage {
@@ -137,6 +145,14 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			bad("USAGE_RATE must be a number of requests a second from 1 to 1000, got %q", v)
 		} else {
 			c.UsageRate = r
+		}
+	}
+	if v := strings.TrimSpace(getenv("PAST_DUE_GRACE_DAYS")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 60 {
+			bad("PAST_DUE_GRACE_DAYS must be an integer from 0 to 60, got %q", v)
+		} else {
+			c.PastDueGrace = time.Duration(n) * 24 * time.Hour
 		}
 	}
 	if c.Stage != "" {

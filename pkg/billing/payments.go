@@ -134,6 +134,9 @@ func (s *Service) subscriptionPlan(ctx context.Context, cmd *Command) (table.Mir
 	if err := checkProduct("tier", cmd.Tier, KindTier, tier, ok); err != nil {
 		return m, nil, err
 	}
+	if err := checkIncluded(m.Terms, cmd.Tier, cmd.InstanceTypes); err != nil {
+		return m, nil, err
+	}
 	prices := []string{tier.PriceID}
 	for _, k := range cmd.InstanceTypes {
 		p, ok := products[k]

@@ -17,7 +17,10 @@ type Status struct {
 	// Payment is set while the subscription's latest invoice waits for the
 	// customer: its first payment, or a renewal whose charge failed or
 	// needs authentication.
-	Payment   *Payment   `json:"payment"`
+	Payment *Payment `json:"payment"`
+	// Spend is this period's metered spend and the cap on it, as the usage
+	// recorded so far adds up (null without a subscription).
+	Spend     *SpendView `json:"spend"`
 	UpdatedAt *time.Time `json:"updated_at"`
 }
 
@@ -77,14 +80,7 @@ func statusOf(org string, m table.Mirror) Status {
 		st.CustomerID = &c.CustomerID
 	}
 	if sub := m.Subscription; sub != nil {
-		types := []string{}
-		for _, it := range sub.Items {
-			if it.Key != "" && it.Key != sub.Tier {
-				types = append(types, it.Key)
-			}
-		}
-		sort.Strings(types)
-		st.Subscription = &SubscriptionStatus{ID: sub.SubscriptionID, Status: sub.Status, Tier: sub.Tier, InstanceTypes: types,
+		st.Subscription = &SubscriptionStatus{ID: sub.SubscriptionID, Status: sub.Status, Tier: sub.Tier, InstanceTypes: instanceTypesOf(sub),
 			CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd, PaymentMethodOnFile: sub.Trial.PaymentMethodOnFile}
 		if sub.Trial.End != 0 {
 			st.Subscription.TrialEnd = &sub.Trial.End
@@ -96,11 +92,25 @@ func statusOf(org string, m table.Mirror) Status {
 		case sub.Status == "trialing" && !sub.Trial.PaymentMethodOnFile && sub.Trial.SetupClientSecret != "":
 			st.Payment = &Payment{Status: "requires_payment_method", Intent: "setup", ClientSecret: &sub.Trial.SetupClientSecret}
 		}
+		view := spendView(m.Spend, sub, m.Spend.TierCap, m.Spend.Currency)
+		st.Spend = &view
 		if !sub.UpdatedAt.IsZero() {
 			st.UpdatedAt = &sub.UpdatedAt
 		}
 	}
 	return st
+}
+
+// instanceTypesOf lists the instance types on a subscription, sorted.
+func instanceTypesOf(sub *table.Subscription) []string {
+	types := []string{}
+	for _, it := range sub.Items {
+		if it.Key != "" && it.Key != sub.Tier {
+			types = append(types, it.Key)
+		}
+	}
+	sort.Strings(types)
+	return types
 }
 
 func nonEmpty(s string) *string {

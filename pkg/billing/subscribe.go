@@ -39,6 +39,8 @@ type Command struct {
 	StartingAfter string   `json:"starting_after"`
 	Repair        bool     `json:"repair"`
 	Replay        bool     `json:"replay"`
+	Amount        *int64   `json:"amount"`
+	Currency      string   `json:"currency"`
 	// Records are record_usage_batch's usage records, each decoded on its
 	// own (omitted from the fingerprint of every other action).
 	Records []json.RawMessage `json:"records,omitempty"`
@@ -99,6 +101,12 @@ var actions = map[string]action{
 		required: []string{"tier", "email", "success_url", "cancel_url"}, mutating: true, claims: true, run: (*Service).createCheckoutSession},
 	"list_invoices":   {fields: []string{"limit", "starting_after"}, run: result((*Service).listInvoices)},
 	"preview_invoice": {run: result((*Service).previewInvoice)},
+	// check_access answers with billing disabled too: an empty key allows
+	// everything.
+	"check_access": {fields: []string{"instance_type"}, required: []string{"instance_type"}, whenDisabled: true,
+		run: result((*Service).checkAccess)},
+	"set_spend_cap": {fields: []string{"amount", "currency"}, required: []string{"amount"}, mutating: true,
+		run: result((*Service).setSpendCap)},
 	// reconcile is for operators and the daily schedule: its writes
 	// (repair, replay) are idempotent, so it needs no request_id.
 	"reconcile": {fields: []string{"repair", "replay"}, noOrg: true, run: func(s *Service, ctx context.Context, cmd Command) (any, error) {
@@ -209,6 +217,12 @@ func (c Command) validate() error {
 		return Errorf(CodeInvalidRequest, "proration: one of create_prorations, none, always_invoice")
 	case c.Action == "record_usage_batch" && (len(c.Records) < 1 || len(c.Records) > MaxUsageBatch):
 		return Errorf(CodeInvalidRequest, "records: from 1 to %d usage records", MaxUsageBatch)
+	case c.Amount != nil && (*c.Amount < 1 || *c.Amount > MaxSpendCap):
+		return Errorf(CodeInvalidRequest, "amount: an integer of minor units from 1 to %d, or null to remove the cap", MaxSpendCap)
+	case c.Amount != nil && !slices.Contains(knownCurrencies, c.Currency):
+		return Errorf(CodeInvalidRequest, "currency: required with an amount, a lowercase ISO code such as usd")
+	case c.Amount == nil && c.Currency != "":
+		return Errorf(CodeInvalidRequest, "currency: only with an amount")
 	case len(c.InstanceTypes) > MaxCatalogEntries:
 		return Errorf(CodeInvalidRequest, "instance_types: at most %d", MaxCatalogEntries)
 	}

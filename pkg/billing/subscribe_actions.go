@@ -364,6 +364,9 @@ func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
+	if err := checkIncluded(m.Terms, cmd.Tier, instanceTypesOf(sub)); err != nil {
+		return Status{}, Errorf(CodeInvalidRequest, "tier: %s; remove it with set_instance_types first", AsError(err).Message)
+	}
 	i := slices.IndexFunc(sub.Items, func(it table.Item) bool { return it.Key == sub.Tier && it.Key != "" })
 	if i < 0 {
 		return Status{}, Errorf(CodeInternal, "the subscription has no tier item")
@@ -409,6 +412,9 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 	}
 	sub, err := changeableIn(mirror)
 	if err != nil {
+		return Status{}, err
+	}
+	if err := checkIncluded(mirror.Terms, sub.Tier, cmd.InstanceTypes); err != nil {
 		return Status{}, err
 	}
 	var changes []*stripe.SubscriptionItemsParams

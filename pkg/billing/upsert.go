@@ -150,7 +150,10 @@ func (s *Service) UpsertProducts(ctx context.Context, req UpsertRequest) (Upsert
 			}
 		}
 		result.PortalConfiguration, err = s.ensurePortal(ctx, api, gen)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.storeTerms(ctx, cat.Terms())
 	})
 	if errors.Is(err, errKeyBurned) {
 		// Stripe stored this answer under its key: the next run, planned
@@ -160,6 +163,19 @@ func (s *Service) UpsertProducts(ctx context.Context, req UpsertRequest) (Upsert
 		}
 	}
 	return result, err
+}
+
+// storeTerms stores what the catalog entitles, unless it is stored
+// already.
+func (s *Service) storeTerms(ctx context.Context, t table.Terms) error {
+	stored, err := s.store.GetTerms(ctx)
+	if err != nil && !errors.Is(err, table.ErrNotFound) {
+		return fromTable("read the catalog's terms", err)
+	}
+	if err == nil && stored.Same(t) {
+		return nil
+	}
+	return fromTable("write the catalog's terms", s.store.PutTerms(ctx, t))
 }
 
 func summarize(steps []*step, dryRun bool) UpsertResult {

@@ -45,7 +45,7 @@ type desired struct {
 
 func desire(ns string, e Entry) desired {
 	e.UnitAmountDecimal = normalAmount(e.UnitAmountDecimal)
-	d := desired{entry: e, productID: productID(ns, e.Key), lookupKey: priceLookupKey(ns, e.Key), hash: contentHash(e)}
+	d := desired{entry: e, productID: productID(ns, e.Key), lookupKey: priceLookupKey(ns, e.Key), hash: contentHash(e.stripeTerms())}
 	if e.Kind == KindInstanceType {
 		d.meter = meterEventName(ns, e.Key)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math/big"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,8 +46,9 @@ type usageItem struct {
 	outcome *UsageOutcome
 	event   meterEvent
 	send    bool
-	store   bool // its answer is stored under its request_id
-	dupOf   int  // the index of the first record with its request_id, or -1
+	store   bool     // its answer is stored under its request_id
+	amount  *big.Rat // what it adds to its organization's spend this period, once recorded
+	dupOf   int      // the index of the first record with its request_id, or -1
 }
 
 // recordUsageBatch records each record as record_usage would, with the
@@ -134,25 +136,40 @@ func (s *Service) recordUsageItems(ctx context.Context, items []usageItem) error
 		}
 	}
 	stripeRequests := s.sendUsageBatch(ctx, items)
-	var finished []table.FinishedRequest
+	parts := map[string]*orgUsage{}
+	var order []*orgUsage
 	for i := range items {
 		it := &items[i]
-		if it.store {
-			raw, _ := json.Marshal(it.answer())
-			finished = append(finished, table.FinishedRequest{RequestID: it.cmd.RequestID, Fingerprint: it.cmd.fingerprint(), Result: string(raw)})
+		if !it.store {
+			continue
+		}
+		p := parts[it.cmd.OrgID]
+		if p == nil {
+			p = &orgUsage{org: it.cmd.OrgID, amounts: map[string]*big.Rat{}}
+			if sub, ok := view.Subscriptions[it.cmd.OrgID]; ok {
+				p.sub = &sub
+			}
+			parts[it.cmd.OrgID] = p
+			order = append(order, p)
+		}
+		raw, _ := json.Marshal(it.answer())
+		p.records = append(p.records, table.FinishedRequest{RequestID: it.cmd.RequestID, Fingerprint: it.cmd.fingerprint(), Result: string(raw)})
+		if it.outcome.Recorded && it.amount != nil {
+			p.amounts[it.cmd.RequestID] = it.amount
 		}
 	}
 	// The answers are stored even when the caller's deadline has passed,
 	// as Run does for one request.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	writes, err := s.store.PutFinishedRequests(wctx, finished, now, usageKeep)
+	writes, alerts, err := s.storeUsage(wctx, order, view, now)
 	if err != nil {
 		// Stripe counted them; a retry within 24 hours is still counted
-		// once by the identifier.
-		s.log.WarnContext(ctx, "could not store the usage records' answers; a retry within 24 hours still counts each once",
-			"records", len(finished), "error", err.Error())
+		// once by the identifier, and adds its spend then.
+		s.log.WarnContext(ctx, "could not store the usage records' answers and spend; a retry within 24 hours still counts each once",
+			"records", len(items), "error", err.Error())
 	}
+	s.sendAlerts(ctx, alerts)
 	recorded := 0
 	for i := range items {
 		it := &items[i]
@@ -229,6 +246,11 @@ func (s *Service) planUsage(it *usageItem, view table.UsageView, now time.Time) 
 		return
 	}
 	it.event, it.send = ev, true
+	// It adds to this period's spend when it falls in the period; usage
+	// of the period just closed (the hour Stripe still takes it) does not.
+	if price, ok := view.Terms.Prices[c.InstanceType]; ok && ev.at >= sub.CurrentPeriodStart {
+		it.amount, _ = usageAmount(*c.Minutes, price)
+	}
 }
 
 func (it *usageItem) fail(err error) {

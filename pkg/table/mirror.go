@@ -82,6 +82,11 @@ func (s Subscription) Delinquent() bool {
 type Mirror struct {
 	Customer     *Customer     // nil when the org has no customer
 	Subscription *Subscription // nil when it never subscribed
+	Spend        Spend         // Version 0 before any usage or cap
+	// Terms are the catalog's, read with the mirror by ReadMirror and
+	// ReadClaimed (nil from GetMirror, or before upsert-products stored
+	// them).
+	Terms *Terms
 }
 
 // GetMirror reads an organization's customer and subscription in one
@@ -122,6 +127,12 @@ func (m *Mirror) add(item map[string]types.AttributeValue) error {
 		if sub.SubscriptionID != "" {
 			m.Subscription = &sub
 		}
+	case skSpend:
+		sp, err := spendOf(item)
+		if err != nil {
+			return err
+		}
+		m.Spend = sp
 	}
 	return nil
 }

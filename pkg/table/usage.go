@@ -12,11 +12,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
-// Batch sizes DynamoDB allows: keys per BatchGetItem, items per
-// BatchWriteItem.
+// batchGetMax is the most keys DynamoDB reads in one BatchGetItem.
 const (
-	batchGetMax   = 100
-	batchWriteMax = 25
+	batchGetMax = 100
 )
 
 // RequestState is a request record as a batch reads it: Request, and
@@ -34,11 +32,13 @@ type UsageView struct {
 	Requests      map[string]RequestState
 	Subscriptions map[string]Subscription
 	Products      map[string]ProductMapping
+	Spends        map[string]Spend // by organization
+	Terms         Terms
 	Sent          int // the BatchGetItem requests it took
 }
 
-// ReadUsageView reads the request records, subscriptions and product
-// mappings of a batch in ⌈keys/100⌉ requests (more only when DynamoDB
+// ReadUsageView reads the request records, subscriptions, spend records and
+// product mappings of a batch, and the catalog's Terms, in ⌈keys/100⌉ requests (more only when DynamoDB
 // leaves keys unprocessed).
 func (s *Store) ReadUsageView(ctx context.Context, requestIDs, orgIDs, productKeys []string, now time.Time) (UsageView, error) {
 	var keys []map[string]types.AttributeValue
@@ -46,8 +46,9 @@ func (s *Store) ReadUsageView(ctx context.Context, requestIDs, orgIDs, productKe
 		keys = append(keys, key("REQ#"+id, "REQUEST"))
 	}
 	for _, org := range orgIDs {
-		keys = append(keys, key(orgPK(org), skSubscription))
+		keys = append(keys, key(orgPK(org), skSubscription), key(orgPK(org), skSpend))
 	}
+	keys = append(keys, key(pkCatalog, skTerms))
 	for _, k := range productKeys {
 		keys = append(keys, productKey(k))
 	}
@@ -55,7 +56,8 @@ func (s *Store) ReadUsageView(ctx context.Context, requestIDs, orgIDs, productKe
 	if err != nil {
 		return UsageView{}, fmt.Errorf("table.ReadUsageView: %w", err)
 	}
-	v := UsageView{Requests: map[string]RequestState{}, Subscriptions: map[string]Subscription{}, Products: map[string]ProductMapping{}, Sent: sent}
+	v := UsageView{Requests: map[string]RequestState{}, Subscriptions: map[string]Subscription{}, Products: map[string]ProductMapping{},
+		Spends: map[string]Spend{}, Sent: sent}
 	for _, item := range items {
 		pk, sk := strAttr(item[AttrPK]), strAttr(item[AttrSK])
 		switch sk {
@@ -73,6 +75,16 @@ func (s *Store) ReadUsageView(ctx context.Context, requestIDs, orgIDs, productKe
 			}
 			if sub.SubscriptionID != "" {
 				v.Subscriptions[strings.TrimPrefix(pk, orgPK(""))] = sub
+			}
+		case skSpend:
+			sp, err := spendOf(item)
+			if err != nil {
+				return UsageView{}, fmt.Errorf("table.ReadUsageView %s: %w", pk, err)
+			}
+			v.Spends[strings.TrimPrefix(pk, orgPK(""))] = sp
+		case skTerms:
+			if err := attributevalue.UnmarshalMap(item, &v.Terms); err != nil {
+				return UsageView{}, fmt.Errorf("table.ReadUsageView terms: %w", err)
 			}
 		default:
 			var m ProductMapping
@@ -101,7 +113,8 @@ func (s *Store) ReadClaimed(ctx context.Context, orgID, requestID string, produc
 }
 
 func (s *Store) readMirror(ctx context.Context, orgID string, productKeys []string, requestID string) (Mirror, map[string]ProductMapping, Request, error) {
-	keys := append([]map[string]types.AttributeValue{key(orgPK(orgID), skCustomer), key(orgPK(orgID), skSubscription)}, productKeysOf(productKeys)...)
+	keys := append([]map[string]types.AttributeValue{key(orgPK(orgID), skCustomer), key(orgPK(orgID), skSubscription), key(orgPK(orgID), skSpend),
+		key(pkCatalog, skTerms)}, productKeysOf(productKeys)...)
 	if requestID != "" {
 		keys = append(keys, key("REQ#"+requestID, "REQUEST"))
 	}
@@ -115,6 +128,14 @@ func (s *Store) readMirror(ctx context.Context, orgID string, productKeys []stri
 	for _, item := range items {
 		if strAttr(item[AttrSK]) == "REQUEST" {
 			req = Request{Fingerprint: strAttr(item["fingerprint"]), Attempt: max(numAttr(item["attempt"]), 1), Retry: numAttr(item["begun"]) > 1}
+			continue
+		}
+		if strAttr(item[AttrSK]) == skTerms {
+			var t Terms
+			if err := attributevalue.UnmarshalMap(item, &t); err != nil {
+				return Mirror{}, nil, req, fmt.Errorf("table.ReadMirror %s: %w", orgID, err)
+			}
+			m.Terms = &t
 			continue
 		}
 		if strAttr(item[AttrPK]) == pkCatalog {
@@ -153,35 +174,6 @@ type FinishedRequest struct {
 	Result      string
 }
 
-// PutFinishedRequests stores finished requests, kept for keep, with
-// BatchWriteItem: ⌈n/25⌉ requests, which it returns. Like FinishRequest
-// they replay their answer to a retry of the same request_id; unlike it
-// they are written whole, without a lease taken first (BatchWriteItem has
-// no conditions).
-func (s *Store) PutFinishedRequests(ctx context.Context, reqs []FinishedRequest, now time.Time, keep time.Duration) (int, error) {
-	var writes []types.WriteRequest
-	for _, r := range reqs {
-		item := key("REQ#"+r.RequestID, "REQUEST")
-		item["fingerprint"] = &types.AttributeValueMemberS{Value: r.Fingerprint}
-		item["done"] = &types.AttributeValueMemberBOOL{Value: true}
-		item["result"] = &types.AttributeValueMemberS{Value: r.Result}
-		item["attempt"] = num(1)
-		item[AttrExpiresAt] = num(now.Add(keep).Unix())
-		writes = append(writes, types.WriteRequest{PutRequest: &types.PutRequest{Item: item}})
-	}
-	sent := 0
-	for len(writes) > 0 {
-		n := min(len(writes), batchWriteMax)
-		k, err := s.batchWrite(ctx, writes[:n])
-		sent += k
-		if err != nil {
-			return sent, fmt.Errorf("table.PutFinishedRequests: %w", err)
-		}
-		writes = writes[n:]
-	}
-	return sent, nil
-}
-
 // unprocessedBackoff is the first wait before sending again what DynamoDB
 // left unprocessed (throttled); it doubles each time.
 const unprocessedBackoff = 50 * time.Millisecond
@@ -212,27 +204,6 @@ func (s *Store) batchGet(ctx context.Context, keys []map[string]types.AttributeV
 		}
 	}
 	return items, sent, nil
-}
-
-// batchWrite writes at most 25 items, sending again what DynamoDB leaves
-// unprocessed. It returns the requests it sent.
-func (s *Store) batchWrite(ctx context.Context, writes []types.WriteRequest) (int, error) {
-	pending := map[string][]types.WriteRequest{s.name: writes}
-	sent := 0
-	for wait := unprocessedBackoff; len(pending) > 0; wait *= 2 {
-		out, err := s.db.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: pending})
-		sent++
-		if err != nil {
-			return sent, translate(err)
-		}
-		pending = out.UnprocessedItems
-		if len(pending) > 0 {
-			if err := sleep(ctx, wait); err != nil {
-				return sent, err
-			}
-		}
-	}
-	return sent, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

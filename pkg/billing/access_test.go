@@ -1,0 +1,159 @@
+package billing_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/baseten/billing-functions/pkg/billing"
+)
+
+// access calls check_access and checks what it cost: one DynamoDB request
+// and no Stripe request.
+func (f *fixture) access(org, instanceType string) map[string]any {
+	f.t.Helper()
+	f.requests()
+	got := f.ok(map[string]any{"action": "check_access", "org_id": org, "instance_type": instanceType})
+	if dynamo, stripeReqs := f.requests(); dynamo != 1 || stripeReqs != 0 {
+		f.t.Errorf("check_access %s %s: %d DynamoDB and %d Stripe requests, want 1 and 0", org, instanceType, dynamo, stripeReqs)
+	}
+	return got
+}
+
+func wantAccess(t *testing.T, got map[string]any, allowed bool, reason string) {
+	t.Helper()
+	if got["allowed"] != allowed || got["reason"] != reason {
+		t.Fatalf("check_access: %v, want allowed=%v reason=%s", got, allowed, reason)
+	}
+}
+
+// A catalog whose Starter tier includes two instance types.
+func narrowStarter() *billing.Catalog {
+	c := billing.DefaultCatalog()
+	for i := range c.Entries {
+		if c.Entries[i].Key == "starter" {
+			c.Entries[i].Includes = []string{"gpu-t4", "cpu-1x2"}
+		}
+	}
+	return &c
+}
+
+func TestCheckAccess_EachReasonFromOneDynamoDBRequest(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{Catalog: narrowStarter()})
+	f.subscribe("org_acc", "tier", "starter", "email", "a@example.com", "instance_types", []string{"gpu-t4"})
+
+	wantAccess(t, f.access("org_acc", "gpu-t4"), true, billing.ReasonOK)
+	wantAccess(t, f.access("org_acc", "cpu-1x2"), false, billing.ReasonNotInPlan) // included, not on the subscription
+	wantAccess(t, f.access("org_acc", "gpu-a100"), false, billing.ReasonNotInPlan)
+	wantAccess(t, f.access("org_nobody", "gpu-t4"), false, billing.ReasonNoSubscription)
+	wantError(t, f.call(req("set_instance_types", "org_acc", "instance_types", []string{"gpu-t4", "gpu-a100"})), billing.CodeInvalidRequest)
+	wantError(t, f.call(req("subscribe", "org_acc2", "tier", "starter", "email", "b@example.com", "instance_types", []string{"gpu-h100"})), billing.CodeInvalidRequest)
+
+	// The tier's default cap, then the organization's own: 100 minutes of
+	// a T4 at 1.0517 cents is 105.17 cents, past a cap of 100.
+	got := f.access("org_acc", "gpu-t4")
+	if sp := got["spend"].(map[string]any); sp["cap"] != float64(100000) || sp["amount"] != "0" || sp["currency"] != "usd" {
+		t.Fatalf("spend before usage: %v", sp)
+	}
+	if r := f.ok(req("set_spend_cap", "org_acc", "amount", 100, "currency", "usd")); r["cap"] != float64(100) {
+		t.Fatalf("set_spend_cap: %v", r)
+	}
+	wantError(t, f.call(req("set_spend_cap", "org_acc", "amount", 100, "currency", "eur")), billing.CodeInvalidRequest)
+	f.ok(req("record_usage", "org_acc", "instance_type", "gpu-t4", "minutes", 100))
+	got = f.access("org_acc", "gpu-t4")
+	wantAccess(t, got, false, billing.ReasonSpendCapReached)
+	if sp := got["spend"].(map[string]any); sp["amount"] != "105.17" || sp["cap"] != float64(100) {
+		t.Fatalf("spend after usage: %v", sp)
+	}
+	if st := f.ok(map[string]any{"action": "get_status", "org_id": "org_acc"}); st["spend"].(map[string]any)["amount"] != "105.17" {
+		t.Fatalf("get_status spend: %v", st["spend"])
+	}
+	if r := f.ok(req("set_spend_cap", "org_acc", "amount", nil)); r["cap"] != nil {
+		t.Fatalf("removing the cap: %v", r)
+	}
+	wantAccess(t, f.access("org_acc", "gpu-t4"), true, billing.ReasonOK) // back to the tier's 100000
+
+	// The first payment pending.
+	f.ok(req("subscribe", "org_acc3", "tier", "starter", "email", "c@example.com", "instance_types", []string{"gpu-t4"}))
+	wantAccess(t, f.access("org_acc3", "gpu-t4"), false, billing.ReasonPaymentRequired)
+
+	f.ok(req("cancel", "org_acc", "at_period_end", false))
+	wantAccess(t, f.access("org_acc", "gpu-t4"), false, billing.ReasonCanceled)
+
+	raw, _ := json.Marshal(map[string]any{"action": "check_access", "org_id": "org_acc", "instance_type": "gpu-t4"})
+	resp, _ := disabledService(t).HandleSubscribe(context.Background(), raw)
+	if r, _ := json.Marshal(resp.Result); !resp.OK || !strings.Contains(string(r), `"allowed":true,"reason":"billing_disabled"`) {
+		t.Fatalf("with billing disabled: %+v %s", resp, r)
+	}
+}
+
+// Ten batches at once for one organization cross 50% and 80% of its cap
+// together: each threshold is alerted once, and the spend is each record
+// once, also when every batch is sent again.
+func TestSpend_ConcurrentBatchesAlertOncePerThresholdAndRetriesCountOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	var logs safeBuffer
+	f.svc = billing.NewService(f.svc.Config(), billing.NewKeySource(f.svc.Config(), nil), f.store, slog.New(slog.NewJSONHandler(&logs, nil)))
+	f.svc.SetMetricsOutput(&strings.Builder{})
+	f.upsert(billing.UpsertRequest{})
+	f.subscribe("org_cap", "tier", "starter", "email", "cap@example.com", "instance_types", []string{"gpu-a100"})
+	f.ok(req("set_spend_cap", "org_cap", "amount", 1200, "currency", "usd")) // 50%: 600, 80%: 960, 100%: 1200
+
+	run := fmt.Sprint(time.Now().UnixNano())
+	batches := make([]map[string]any, 10)
+	for b := range batches {
+		var records []any
+		for r := range 10 {
+			records = append(records, usage("org_cap", "gpu-a100", 1, fmt.Sprintf("cap-%s-%d-%d", run, b, r)))
+		}
+		batches[b] = batch(records...)
+	}
+	sendAll := func() {
+		var wg sync.WaitGroup
+		for _, b := range batches {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if r := batchResult(t, f.call(b)); r.Recorded != 10 {
+					t.Errorf("a batch recorded %d of 10: %+v", r.Recorded, r.Results)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	sendAll()
+	sendAll() // every batch retried whole
+
+	spend := f.ok(map[string]any{"action": "get_status", "org_id": "org_cap"})["spend"].(map[string]any)
+	if spend["amount"] != "1024" {
+		t.Fatalf("spend %v, want 100 minutes at 10.24 cents: 1024", spend)
+	}
+	alerts := map[string]int{}
+	for line := range strings.SplitSeq(logs.String(), "\n") {
+		var l struct {
+			Msg       string `json:"msg"`
+			Threshold int64  `json:"threshold"`
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "spend alert" {
+			alerts[fmt.Sprint(l.Threshold)]++
+		}
+	}
+	if alerts["50"] != 1 || alerts["80"] != 1 || alerts["100"] != 0 {
+		t.Fatalf("alerts sent per threshold: %v, want one 50%% and one 80%%", alerts)
+	}
+	sp, err := f.store.GetSpend(context.Background(), "org_cap")
+	if err != nil || len(sp.Alerts) != 2 {
+		t.Fatalf("the spend record's alerts: %+v %v", sp.Alerts, err)
+	}
+	if got := f.meteredMinutes("gpu-a100", f.mirror("org_cap").Customer.CustomerID); got != 100 {
+		t.Fatalf("Stripe's meter counted %v minutes, want 100: the counter and Stripe agree", got)
+	}
+}
