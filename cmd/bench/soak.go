@@ -52,7 +52,7 @@ func soak(root string) ([]figure, error) {
 
 // The usage load test's log line (internal/e2e/usage_test.go).
 var usageLoad = regexp.MustCompile(`usage load: (\d+) records \((\d+) sent with the retries\) for (\d+) organizations in (\d+) batches by 2 callers in [^:]+: (\d+) records/s; ` +
-	`([0-9.]+) Stripe and ([0-9.]+) DynamoDB requests per record; (\d+) of (\d+) organizations' summaries match; (\d+) wrong answers`)
+	`([0-9.]+) Stripe and ([0-9.]+) DynamoDB requests per record; (\d+) of (\d+) organizations' summaries match; (\d+) of (\d+) spend counters match; (\d+) wrong answers`)
 
 // usageUnderLoad runs the usage load test at 10,000 records for 500
 // organizations through the real subscribe binary and reports it.
@@ -69,7 +69,7 @@ func usageUnderLoad(root string) ([]figure, error) {
 		return nil, fmt.Errorf("the usage load printed no figures:\n%s", out)
 	}
 	num := func(b []byte) float64 { v, _ := strconv.ParseFloat(string(b), 64); return v }
-	records, matched, orgs, wrong := num(m[1]), num(m[8]), num(m[9]), num(m[10])
+	records, matched, orgs, spendMatched, wrong := num(m[1]), num(m[8]), num(m[9]), num(m[10]), num(m[12])
 	return []figure{
 		{Name: "usage load: records (5% sent again, 1% for a type not on the plan)", Value: records, Unit: "records", Target: "10,000", Met: ptr(records >= 10000),
 			Note: fmt.Sprintf("%s sent in %s batches of up to 500 by 2 callers, %s organizations", m[2], m[4], m[3])},
@@ -77,6 +77,7 @@ func usageUnderLoad(root string) ([]figure, error) {
 		{Name: "usage load: Stripe requests per record sent", Value: num(m[6]), Unit: "requests", Note: "one per valid record; retries and refused records send none"},
 		{Name: "usage load: DynamoDB requests per record sent", Value: num(m[7]), Unit: "requests", Target: "≤ 0.1", Met: ptr(num(m[7]) <= 0.1)},
 		{Name: "usage load: organizations whose Stripe summary matches", Value: matched, Unit: "organizations", Target: fmt.Sprintf("all %.0f", orgs), Met: ptr(matched == orgs)},
+		{Name: "usage load: organizations whose spend counter equals its Stripe summary × price", Value: spendMatched, Unit: "organizations", Target: fmt.Sprintf("all %.0f", orgs), Met: ptr(spendMatched == orgs)},
 		{Name: "usage load: wrong answers (a valid record not recorded, an invalid one without its error)", Value: wrong, Unit: "records", Target: "0", Met: ptr(wrong == 0)},
 	}, nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -83,6 +84,23 @@ var commands = map[string]command{
 				return m
 			}
 		}},
+	"access": {action: "check_access", readOnly: true, usage: "access --org ORG --type T", flags: func(fs *flag.FlagSet) func() map[string]any {
+		typ := fs.String("type", "", "instance type")
+		return func() map[string]any { return map[string]any{"instance_type": *typ} }
+	}},
+	"spend-cap": {action: "set_spend_cap", usage: "spend-cap --org ORG --amount CENTS|none [--currency usd]", flags: func(fs *flag.FlagSet) func() map[string]any {
+		amount, currency := fs.String("amount", "", "the monthly cap in minor units, or none for the tier's default"), fs.String("currency", "usd", "the catalog's currency")
+		return func() map[string]any {
+			if *amount == "none" {
+				return map[string]any{"amount": nil}
+			}
+			n, err := strconv.ParseInt(*amount, 10, 64)
+			if err != nil {
+				return map[string]any{"amount": *amount, "currency": *currency} // the function says what is wrong
+			}
+			return map[string]any{"amount": n, "currency": *currency}
+		}
+	}},
 	"preview": {action: "preview_invoice", readOnly: true, usage: "preview --org ORG", flags: func(fs *flag.FlagSet) func() map[string]any {
 		return func() map[string]any { return map[string]any{} }
 	}},

@@ -37,6 +37,10 @@ commands:
   checkout --org ORG --tier T --email E [--instance-types a,b] [--trial-days N]
       prints the URL of a Checkout page; paying there makes the subscription
   invoices --org ORG [--limit N] [--starting-after ID]
+  access --org ORG --type T
+      may the organization run this instance type now (check_access)
+  spend-cap --org ORG --amount CENTS|none [--currency usd]
+      the organization's own monthly spend cap; none for the tier's default
   preview --org ORG
       the upcoming invoice: minutes so far and the next period's tier
   upsert-products [--dry-run] [--catalog file.json]

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"net/http"
 	"os"
 	"strconv"
@@ -167,6 +168,24 @@ func TestEndToEnd_UsageUnderLoadCountsEachRecordOnce(t *testing.T) {
 		}
 	}
 
+	// Each organization's spend, as get_status reads it, is its valid
+	// minutes at the A10G's 2.0117 cents, exactly: the counter and Stripe's
+	// summaries agree.
+	price, _ := new(big.Rat).SetString("2.0117")
+	spendWrong := 0
+	for org, minutes := range want {
+		st := s.call(req("get_status", org))
+		spend, _ := st["spend"].(map[string]any)
+		amount, _ := spend["amount"].(string)
+		got, ok := new(big.Rat).SetString(amount)
+		if wantAmount := new(big.Rat).Mul(price, new(big.Rat).SetInt64(int64(minutes))); !ok || got.Cmp(wantAmount) != 0 {
+			spendWrong++
+			if spendWrong < 5 {
+				t.Errorf("%s: spend %q, want %s (%d minutes)", org, amount, wantAmount.FloatString(4), minutes)
+			}
+		}
+	}
+
 	// What it cost, from the function's own log line per batch.
 	var stripeReqs, dynamoReqs, calls int
 	sc := bufio.NewScanner(strings.NewReader(s.log("subscribe")))
@@ -184,11 +203,11 @@ func TestEndToEnd_UsageUnderLoadCountsEachRecordOnce(t *testing.T) {
 	}
 	sent := len(records)
 	t.Logf("usage load: %d records (%d sent with the retries) for %d organizations in %d batches by 2 callers in %v: %.0f records/s; "+
-		"%.3f Stripe and %.3f DynamoDB requests per record; %d of %d organizations' summaries match; %d wrong answers",
+		"%.3f Stripe and %.3f DynamoDB requests per record; %d of %d organizations' summaries match; %d of %d spend counters match; %d wrong answers",
 		n, sent, orgs, calls, took.Round(time.Millisecond), float64(sent)/took.Seconds(),
-		float64(stripeReqs)/float64(sent), float64(dynamoReqs)/float64(sent), len(want)-mismatched, len(want), wrong)
-	if wrong > 0 || mismatched > 0 {
-		t.Fatalf("%d wrong answers, %d organizations counted wrong", wrong, mismatched)
+		float64(stripeReqs)/float64(sent), float64(dynamoReqs)/float64(sent), len(want)-mismatched, len(want), len(want)-spendWrong, len(want), wrong)
+	if wrong > 0 || mismatched > 0 || spendWrong > 0 {
+		t.Fatalf("%d wrong answers, %d organizations counted wrong, %d spend counters wrong", wrong, mismatched, spendWrong)
 	}
 	if calls == 0 || stripeReqs != n-len(invalid) {
 		t.Fatalf("%d usage log lines, %d Stripe requests; want one request per valid record (%d)", calls, stripeReqs, n-len(invalid))

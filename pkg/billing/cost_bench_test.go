@@ -101,6 +101,14 @@ func BenchmarkCommandCost(b *testing.B) {
 				return c.f.call(map[string]any{"action": "get_status", "org_id": "org_cost_gs"})
 			})
 		}},
+		{"check_access", func(b *testing.B, c *costRun, i int) {
+			if i == 0 {
+				paid(c.f, "org_cost_ca")
+			}
+			c.measure(func() billing.Response {
+				return c.f.call(map[string]any{"action": "check_access", "org_id": "org_cost_ca", "instance_type": "gpu-a10g"})
+			})
+		}},
 		{"subscribe", func(b *testing.B, c *costRun, i int) {
 			org := fmt.Sprintf("org_cost_sub_%d_%d", time.Now().UnixNano(), i)
 			c.measure(func() billing.Response {
