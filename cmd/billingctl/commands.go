@@ -22,6 +22,8 @@ type command struct {
 	readOnly bool // changes nothing, so takes no request_id
 	usage    string
 	flags    func(fs *flag.FlagSet) func() map[string]any
+	// print shows the answer instead of printResult.
+	print func(w io.Writer, raw json.RawMessage)
 }
 
 var commands = map[string]command{
@@ -84,6 +86,8 @@ var commands = map[string]command{
 				return m
 			}
 		}},
+	"alerts": {action: "get_status", readOnly: true, usage: "alerts --org ORG", print: printAlerts,
+		flags: func(fs *flag.FlagSet) func() map[string]any { return func() map[string]any { return map[string]any{} } }},
 	"access": {action: "check_access", readOnly: true, usage: "access --org ORG --type T", flags: func(fs *flag.FlagSet) func() map[string]any {
 		typ := fs.String("type", "", "instance type")
 		return func() map[string]any { return map[string]any{"instance_type": *typ} }
@@ -171,9 +175,47 @@ func runCommand(ctx context.Context, t target, name string, args []string, asJSO
 	}
 	result, err := show(env, asJSON, stdout)
 	if err == nil && !asJSON {
-		printResult(stdout, result)
+		printer := printResult
+		if c.print != nil {
+			printer = c.print
+		}
+		printer(stdout, result)
 	}
 	return err
+}
+
+// spendOf is the spend part of a status.
+type spendOf struct {
+	Spend *struct {
+		Amount      string `json:"amount"`
+		Cap         *int64 `json:"cap"`
+		Currency    string `json:"currency"`
+		PeriodStart int64  `json:"period_start"`
+		Alerts      []struct {
+			Threshold int64 `json:"threshold"`
+			At        int64 `json:"at"`
+		} `json:"alerts"`
+	} `json:"spend"`
+}
+
+// printAlerts prints the spend alerts sent this period, one a line.
+func printAlerts(w io.Writer, raw json.RawMessage) {
+	var st spendOf
+	if json.Unmarshal(raw, &st) != nil || st.Spend == nil {
+		fmt.Fprintln(w, "no subscription, so no spend and no alerts")
+		return
+	}
+	capText := "no cap"
+	if st.Spend.Cap != nil {
+		capText = fmt.Sprintf("cap %d", *st.Spend.Cap)
+	}
+	fmt.Fprintf(w, "spend %s %s (%s) since %s\n", st.Spend.Amount, st.Spend.Currency, capText, time.Unix(st.Spend.PeriodStart, 0).UTC().Format(time.RFC3339))
+	if len(st.Spend.Alerts) == 0 {
+		fmt.Fprintln(w, "no alert sent this period")
+	}
+	for _, a := range st.Spend.Alerts {
+		fmt.Fprintf(w, "alert %d%%\tsent %s\n", a.Threshold, time.Unix(a.At, 0).UTC().Format(time.RFC3339))
+	}
 }
 
 // printResult prints a status object as a table, anything else as fields.

@@ -41,6 +41,8 @@ commands:
       may the organization run this instance type now (check_access)
   spend-cap --org ORG --amount CENTS|none [--currency usd]
       the organization's own monthly spend cap; none for the tier's default
+  alerts --org ORG
+      this period's spend and the cap's alerts (50%, 80%, 100%) sent to the alert bus
   preview --org ORG
       the upcoming invoice: minutes so far and the next period's tier
   upsert-products [--dry-run] [--catalog file.json]

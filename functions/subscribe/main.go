@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 
 	"github.com/baseten/billing-functions/pkg/billing"
 )
@@ -26,5 +27,8 @@ func main() {
 		os.Exit(1)
 	}
 	svc := billing.NewServiceFromAWS(cfg, awsCfg, logger.With("function", "subscribe"))
+	if cfg.AlertBusName != "" {
+		svc.SetAlertBus(eventbridge.NewFromConfig(awsCfg), cfg.AlertBusName)
+	}
 	lambda.Start(svc.HandleSubscribe)
 }

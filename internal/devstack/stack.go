@@ -25,11 +25,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	ebtypes "github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/baseten/billing-functions/internal/dynamoproxy"
 	"github.com/baseten/billing-functions/internal/gateway"
 	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/baseten/billing-functions/pkg/billing"
 	"github.com/baseten/billing-functions/pkg/table"
 )
 
@@ -52,13 +57,17 @@ type Options struct {
 
 // The local stage's fixed values.
 const (
-	Stage         = "dev"
-	TableName     = "billing-local"
-	SecretID      = "billing/dev/stripe"
-	LocalAPIKey   = "sk_test_local"
-	LocalPubKey   = "pk_test_local"
-	LocalWhSecret = "whsec_local_dev"
-	WebhookPath   = "/integrations/stripe/webhooks"
+	Stage        = "dev"
+	TableName    = "billing-local"
+	SecretID     = "billing/dev/stripe"
+	AlertBusName = "billing-alerts-local"
+	// AlertQueueName receives every alert put on the bus (make dev's
+	// stand-in for the core app).
+	AlertQueueName = "billing-alerts-local"
+	LocalAPIKey    = "sk_test_local"
+	LocalPubKey    = "pk_test_local"
+	LocalWhSecret  = "whsec_local_dev"
+	WebhookPath    = "/integrations/stripe/webhooks"
 	// DynamoDBActionsFile, in the state directory, lists when the stack
 	// stops the IAM actions each function's DynamoDB requests needed and
 	// the partition key prefixes they touched, by logical ID (a test
@@ -241,6 +250,36 @@ func (s *Stack) setUpStage(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create the secret: %w", err)
 	}
+	return createAlertBus(ctx, cfg)
+}
+
+// createAlertBus makes the spend alerts' bus, as the template's AlertBus,
+// and, standing in for the core app's rule, a rule that delivers every
+// alert to the queue AlertQueueName, where a developer (and the end-to-end
+// test) reads what was sent.
+func createAlertBus(ctx context.Context, cfg aws.Config) error {
+	eb, q := eventbridge.NewFromConfig(cfg), sqs.NewFromConfig(cfg)
+	if _, err := eb.CreateEventBus(ctx, &eventbridge.CreateEventBusInput{Name: aws.String(AlertBusName)}); err != nil {
+		return fmt.Errorf("create the alert bus: %w", err)
+	}
+	queue, err := q.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(AlertQueueName)})
+	if err != nil {
+		return fmt.Errorf("create the alert queue: %w", err)
+	}
+	attrs, err := q.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: queue.QueueUrl,
+		AttributeNames: []sqstypes.QueueAttributeName{sqstypes.QueueAttributeNameQueueArn}})
+	if err != nil {
+		return fmt.Errorf("the alert queue's ARN: %w", err)
+	}
+	pattern := `{"source":["` + billing.AlertSource + `"]}`
+	if _, err := eb.PutRule(ctx, &eventbridge.PutRuleInput{Name: aws.String(AlertQueueName), EventBusName: aws.String(AlertBusName), EventPattern: &pattern}); err != nil {
+		return fmt.Errorf("the alert rule: %w", err)
+	}
+	_, err = eb.PutTargets(ctx, &eventbridge.PutTargetsInput{Rule: aws.String(AlertQueueName), EventBusName: aws.String(AlertBusName),
+		Targets: []ebtypes.Target{{Id: aws.String("queue"), Arn: aws.String(attrs.Attributes["QueueArn"])}}})
+	if err != nil {
+		return fmt.Errorf("the alert rule's target: %w", err)
+	}
 	return nil
 }
 
@@ -254,7 +293,7 @@ var functionDirs = []struct{ name, logicalID string }{
 func (s *Stack) startFunctions(ctx context.Context) error {
 	env := []string{
 		"PATH=" + os.Getenv("PATH"), "STAGE=" + Stage, "BILLING_NAMESPACE=" + s.opts.Namespace, "TABLE_NAME=" + TableName,
-		"STRIPE_SECRET_ID=" + SecretID, "AWS_ENDPOINT_URL=" + s.awsURL, "AWS_REGION=us-east-1",
+		"STRIPE_SECRET_ID=" + SecretID, "AWS_ENDPOINT_URL=" + s.awsURL, "AWS_REGION=us-east-1", "ALERT_BUS_NAME=" + AlertBusName,
 		"AWS_SECRET_ACCESS_KEY=local",
 	}
 	if !s.RealStripe {

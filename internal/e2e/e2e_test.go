@@ -29,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/baseten/billing-functions/internal/devstack"
 	"github.com/baseten/billing-functions/internal/testenv"
@@ -216,6 +217,10 @@ func (s *stack) log(function string) string {
 func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 	s := startStack(t)
 
+	// check_access answers each reason through the real binary along the
+	// way; the access table itself is TestAccessRules_EachReasonAndItsOrder.
+	s.wantAccess("org_e2e", "gpu-t4", false, "no_subscription")
+
 	// subscribe: the local Stripe's signed webhooks go through the gateway
 	// to the webhook binary.
 	st := s.call(req("subscribe", "org_e2e", "tier", "business", "email", "e2e@example.com", "instance_types", []string{"gpu-t4"}))
@@ -224,6 +229,7 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 		t.Fatalf("subscribe: %v, want the business tier waiting for its first payment", st)
 	}
 	subID := sub["id"].(string)
+	s.wantAccess("org_e2e", "gpu-t4", false, "payment_required")
 	s.control("/_local/wait", nil)
 	if log := s.webhookLog(); !strings.Contains(log, `"type":"customer.subscription.created","status":200`) {
 		t.Fatalf("the webhook binary did not receive the subscription's event:\n%s", log)
@@ -234,6 +240,8 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 	if sub, _ := s.status("org_e2e"); sub["status"] != "active" {
 		t.Fatalf("after the first payment: %v", sub)
 	}
+	s.wantAccess("org_e2e", "gpu-t4", true, "ok")
+	s.wantAccess("org_e2e", "gpu-a100", false, "instance_type_not_in_plan")
 
 	st = s.call(req("change_tier", "org_e2e", "tier", "starter"))
 	if st["subscription"].(map[string]any)["tier"] != "starter" {
@@ -265,6 +273,7 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 	if sub, delinquent := s.status("org_e2e"); !delinquent || sub["status"] != "past_due" {
 		t.Fatalf("after a failed payment: %v delinquent=%v", sub, delinquent)
 	}
+	s.wantAccess("org_e2e", "gpu-a10g", true, "past_due") // within PAST_DUE_GRACE_DAYS
 	s.control("/_local/subscriptions/"+subID+"/settle", map[string]any{"outcome": "paid"})
 	s.control("/_local/wait", nil)
 	if sub, delinquent := s.status("org_e2e"); delinquent || sub["status"] != "active" {
@@ -281,6 +290,7 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 	if sub, _ := s.status("org_e2e"); sub["status"] != "canceled" {
 		t.Fatalf("after the period end: %v", sub)
 	}
+	s.wantAccess("org_e2e", "gpu-a10g", false, "canceled")
 
 	// Drift: webhooks held while a period renews; billingctl reconcile
 	// finds it through the real subscribe binary, and --repair fixes it.
@@ -385,6 +395,48 @@ print(json.dumps({"sub": sub, "same": sub == again, "status": status, "unknown":
 	}
 }
 
+// alertsOnTheBus counts, by threshold, the spend alerts of org that the
+// dev stack's alert bus delivered to its queue (the core app's stand-in).
+func (s *stack) alertsOnTheBus(t *testing.T, org string) map[int64]int {
+	t.Helper()
+	q := sqs.NewFromConfig(testenv.AWSConfig(fmt.Sprintf("http://127.0.0.1:%d", s.ports[3])))
+	u, err := q.GetQueueUrl(context.Background(), &sqs.GetQueueUrlInput{QueueName: aws.String(devstack.AlertQueueName)})
+	if err != nil {
+		t.Fatalf("the alert queue: %v", err)
+	}
+	got := map[int64]int{}
+	for {
+		m, err := q.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: u.QueueUrl, MaxNumberOfMessages: 10})
+		if err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		if len(m.Messages) == 0 {
+			return got
+		}
+		for _, msg := range m.Messages {
+			var ev struct {
+				Detail struct {
+					OrgID     string `json:"org_id"`
+					Threshold int64  `json:"threshold"`
+				} `json:"detail"`
+			}
+			if json.Unmarshal([]byte(*msg.Body), &ev) == nil && ev.Detail.OrgID == org {
+				got[ev.Detail.Threshold]++
+			}
+			_, _ = q.DeleteMessage(context.Background(), &sqs.DeleteMessageInput{QueueUrl: u.QueueUrl, ReceiptHandle: msg.ReceiptHandle})
+		}
+	}
+}
+
+// wantAccess calls check_access through the real subscribe binary.
+func (s *stack) wantAccess(org, instanceType string, allowed bool, reason string) {
+	s.t.Helper()
+	got := s.call(map[string]any{"action": "check_access", "org_id": org, "instance_type": instanceType})
+	if got["allowed"] != allowed || got["reason"] != reason {
+		s.t.Fatalf("check_access %s %s: %v, want allowed=%v reason=%s", org, instanceType, got, allowed, reason)
+	}
+}
+
 func (s *stack) billingctl(t *testing.T) {
 	bin := testenv.Build(t, "cmd/billingctl")
 	ctl := func(args ...string) string {
@@ -402,7 +454,28 @@ func (s *stack) billingctl(t *testing.T) {
 	s.pay(t, "org_ctl")
 	ctl("change-tier", "--org", "org_ctl", "--tier", "starter")
 	ctl("set-instance-types", "--org", "org_ctl", "--types", "cpu-8x32")
+	// A cap of 2 cents: 3 minutes at 0.8667 cross 50%, 80% and 100% in one
+	// record, each alert sent once to the bus.
+	ctl("spend-cap", "--org", "org_ctl", "--amount", "2", "--currency", "usd")
 	ctl("record-usage", "--org", "org_ctl", "--type", "cpu-8x32", "--minutes", "3")
+	if out := ctl("alerts", "--org", "org_ctl"); !strings.Contains(out, "spend 2.6001 usd (cap 2)") ||
+		strings.Count(out, "alert ") != 3 || !strings.Contains(out, "alert 100%") {
+		t.Fatalf("alerts:\n%s", out)
+	}
+	if out := ctl("access", "--org", "org_ctl", "--type", "cpu-8x32"); !strings.Contains(out, "spend_cap_reached") {
+		t.Fatalf("access over the cap:\n%s", out)
+	}
+	log := s.log("subscribe")
+	if strings.Count(log, `"msg":"spend alert"`) != 3 || strings.Contains(log, "not sent to the bus") {
+		t.Fatalf("the spend alerts were not each sent once to the bus:\n%s", log)
+	}
+	if got := s.alertsOnTheBus(t, "org_ctl"); fmt.Sprint(got) != "map[50:1 80:1 100:1]" {
+		t.Fatalf("alerts the bus delivered for org_ctl, by threshold: %v", got)
+	}
+	ctl("spend-cap", "--org", "org_ctl", "--amount", "none")
+	if out := ctl("access", "--org", "org_ctl", "--type", "cpu-8x32"); !strings.Contains(out, "allowed") || !strings.Contains(out, "true") {
+		t.Fatalf("access back under the tier's cap:\n%s", out)
+	}
 	// A file of records goes out as record_usage_batch: the one record
 	// for an instance type the organization does not have fails on its
 	// own; running the file again counts nothing twice.

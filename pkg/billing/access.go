@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/big"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/baseten/billing-functions/pkg/table"
@@ -40,6 +41,15 @@ type SpendView struct {
 	Amount      string `json:"amount"`
 	Cap         *int64 `json:"cap"`
 	Currency    string `json:"currency"`
+	// Alerts are the thresholds crossed this period, in order, each with
+	// when the write that crossed it was made.
+	Alerts []SpendAlert `json:"alerts"`
+}
+
+// SpendAlert is one threshold (50, 80 or 100 percent of the cap) crossed.
+type SpendAlert struct {
+	Threshold int64 `json:"threshold"`
+	At        int64 `json:"at"`
 }
 
 // accessRule is one row of the access table: when it applies, whether it
@@ -66,8 +76,8 @@ var accessRules = []accessRule{
 	{ReasonPaymentRequired, false, func(a accessFacts) bool { return a.sub.Status == "incomplete" }},
 	{ReasonNotInPlan, false, func(a accessFacts) bool { return !a.included }},
 	{ReasonPastDue, false, func(a accessFacts) bool { return a.sub.Status == "unpaid" || (a.sub.Delinquent() && a.pastGrace) }},
-	{ReasonPastDue, true, func(a accessFacts) bool { return a.sub.Delinquent() }},
 	{ReasonSpendCapReached, false, func(a accessFacts) bool { return a.overCap }},
+	{ReasonPastDue, true, func(a accessFacts) bool { return a.sub.Delinquent() }},
 	{ReasonOK, true, func(accessFacts) bool { return true }},
 }
 
@@ -114,9 +124,14 @@ func (s *Service) checkAccess(ctx context.Context, cmd Command) (AccessResult, e
 // spendView is the spend of sub's current period: zero when the stored
 // record is of an earlier one.
 func spendView(sp table.Spend, sub *table.Subscription, tierCap int64, currency string) SpendView {
-	v := SpendView{PeriodStart: sub.CurrentPeriodStart, PeriodEnd: sub.CurrentPeriodEnd, Amount: "0", Currency: currency}
+	v := SpendView{PeriodStart: sub.CurrentPeriodStart, PeriodEnd: sub.CurrentPeriodEnd, Amount: "0", Currency: currency, Alerts: []SpendAlert{}}
 	if sp.PeriodStart == sub.CurrentPeriodStart && sp.Amount != "" {
 		v.Amount = sp.Amount
+		for _, t := range Thresholds {
+			if at, ok := sp.Alerts[strconv.FormatInt(t, 10)]; ok {
+				v.Alerts = append(v.Alerts, SpendAlert{Threshold: t, At: at})
+			}
+		}
 	}
 	if sp.Currency != "" {
 		v.Currency = sp.Currency

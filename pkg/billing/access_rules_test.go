@@ -34,6 +34,7 @@ func TestAccessRules_EachReasonAndItsOrder(t *testing.T) {
 		{"past due after grace", accessFacts{sub: sub("past_due"), included: true, pastGrace: true}, false, ReasonPastDue},
 		{"unpaid", accessFacts{sub: sub("unpaid"), included: true}, false, ReasonPastDue},
 		{"past due beats the cap", accessFacts{sub: sub("past_due"), included: true, overCap: true, pastGrace: true}, false, ReasonPastDue},
+		{"the cap beats past due within grace", accessFacts{sub: sub("past_due"), included: true, overCap: true}, false, ReasonSpendCapReached},
 		{"cap reached", accessFacts{sub: sub("active"), included: true, overCap: true}, false, ReasonSpendCapReached},
 		{"trialing", accessFacts{sub: sub("trialing"), included: true}, true, ReasonOK},
 		{"active", accessFacts{sub: sub("active"), included: true}, true, ReasonOK},

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
 )
 
@@ -103,6 +104,8 @@ func TestSpend_ConcurrentBatchesAlertOncePerThresholdAndRetriesCountOnce(t *test
 	var logs safeBuffer
 	f.svc = billing.NewService(f.svc.Config(), billing.NewKeySource(f.svc.Config(), nil), f.store, slog.New(slog.NewJSONHandler(&logs, nil)))
 	f.svc.SetMetricsOutput(&strings.Builder{})
+	bus := testenv.NewAlertBus(t)
+	f.svc.SetAlertBus(bus.Client, bus.Name)
 	f.upsert(billing.UpsertRequest{})
 	f.subscribe("org_cap", "tier", "starter", "email", "cap@example.com", "instance_types", []string{"gpu-a100"})
 	f.ok(req("set_spend_cap", "org_cap", "amount", 1200, "currency", "usd")) // 50%: 600, 80%: 960, 100%: 1200
@@ -147,7 +150,24 @@ func TestSpend_ConcurrentBatchesAlertOncePerThresholdAndRetriesCountOnce(t *test
 		}
 	}
 	if alerts["50"] != 1 || alerts["80"] != 1 || alerts["100"] != 0 {
-		t.Fatalf("alerts sent per threshold: %v, want one 50%% and one 80%%", alerts)
+		t.Fatalf("alerts logged per threshold: %v, want one 50%% and one 80%%", alerts)
+	}
+	// What the bus delivered to the core app's queue.
+	onBus := map[string]int{}
+	for _, raw := range bus.Events(t) {
+		var ev struct {
+			AlertID   string `json:"alert_id"`
+			OrgID     string `json:"org_id"`
+			Threshold int64  `json:"threshold"`
+			Cap       int64  `json:"cap"`
+		}
+		if err := json.Unmarshal(raw, &ev); err != nil || ev.OrgID != "org_cap" || ev.Cap != 1200 || !strings.HasSuffix(ev.AlertID, fmt.Sprint(":", ev.Threshold)) {
+			t.Fatalf("an alert event: %s (%v)", raw, err)
+		}
+		onBus[fmt.Sprint(ev.Threshold)]++
+	}
+	if onBus["50"] != 1 || onBus["80"] != 1 || len(onBus) != 2 {
+		t.Fatalf("alerts on the bus per threshold: %v, want one 50%% and one 80%%", onBus)
 	}
 	sp, err := f.store.GetSpend(context.Background(), "org_cap")
 	if err != nil || len(sp.Alerts) != 2 {

@@ -27,6 +27,9 @@ type Service struct {
 	log    *slog.Logger
 	hooks  webhookState
 	emf    io.Writer // CloudWatch Embedded Metric Format lines
+	// alerts and alertBus send spend alerts (SetAlertBus); nil: logged only.
+	alerts   EventBridge
+	alertBus string
 }
 
 // NewService wires a Service from ready parts. It makes no request.

@@ -55,6 +55,10 @@ type Config struct {
 	// PastDueGrace is how long after its period began a past_due
 	// subscription may still run instance types (PAST_DUE_GRACE_DAYS).
 	PastDueGrace time.Duration
+
+	// AlertBusName is the EventBridge bus spend alerts go to
+	// (ALERT_BUS_NAME); empty, they are only logged.
+	AlertBusName string
 }
 
 // Defaults of the usage batch's pool: test mode allows about 25 requests
@@ -85,6 +89,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		TableName:      strings.TrimSpace(getenv("TABLE_NAME")),
 		StripeSecretID: strings.TrimSpace(getenv("STRIPE_SECRET_ID")),
 		StripeAPIBase:  strings.TrimSpace(getenv("STRIPE_API_BASE")),
+		AlertBusName:   strings.TrimSpace(getenv("ALERT_BUS_NAME")),
 		Overrides: Keys{
 			APIKey:         strings.TrimSpace(getenv("STRIPE_API_KEY")),
 			PublishableKey: strings.TrimSpace(getenv("STRIPE_PUBLISHABLE_KEY")),

@@ -276,13 +276,3 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 }
-
-// sendAlerts tells the core app about each threshold crossed. Each was
-// decided by exactly one committed write, so each is sent once; it is also
-// kept on the spend record, where billingctl alerts reads it.
-func (s *Service) sendAlerts(ctx context.Context, alerts []Alert) {
-	for _, a := range alerts {
-		s.log.InfoContext(ctx, "spend alert", "org_id", a.OrgID, "threshold", a.Threshold, "amount", a.Amount, "cap", a.Cap,
-			"currency", a.Currency, "period_start", a.PeriodStart)
-	}
-}

@@ -1,0 +1,110 @@
+package billing
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
+)
+
+// EventBridge is the part of the EventBridge client that sends alerts.
+type EventBridge interface {
+	PutEvents(ctx context.Context, in *eventbridge.PutEventsInput, opts ...func(*eventbridge.Options)) (*eventbridge.PutEventsOutput, error)
+}
+
+// AlertSource and AlertDetailType name a spend alert on the bus, for the
+// core app's rule to match.
+const (
+	AlertSource     = "billing-functions"
+	AlertDetailType = "Spend threshold crossed"
+)
+
+// SetAlertBus sends spend alerts to the named EventBridge bus through
+// client; without one they are only logged.
+func (s *Service) SetAlertBus(client EventBridge, bus string) {
+	s.alerts, s.alertBus = client, bus
+}
+
+// alertEvent is an alert as the core app receives it: AlertID names the
+// organization, period and threshold, so that a consumer that meets it
+// twice (EventBridge delivers at least once) can tell.
+type alertEvent struct {
+	AlertID   string `json:"alert_id"`
+	Namespace string `json:"namespace"`
+	Alert
+}
+
+// alertTries bounds the attempts to put one batch of alerts.
+const alertTries = 3
+
+// sendAlerts tells the core app about each threshold crossed: one log line
+// each, and one event each on the alert bus. Each was decided by exactly
+// one committed write (the spend record's version), so one invocation sends
+// it. The decision is also kept on the spend record (get_status shows it),
+// so an alert whose event could not be put after three tries is still
+// there to read, and its error line says which.
+func (s *Service) sendAlerts(ctx context.Context, alerts []Alert) {
+	for _, a := range alerts {
+		s.log.InfoContext(ctx, "spend alert", "org_id", a.OrgID, "threshold", a.Threshold, "amount", a.Amount, "cap", a.Cap,
+			"currency", a.Currency, "period_start", a.PeriodStart)
+	}
+	if s.alerts == nil || len(alerts) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	for start := 0; start < len(alerts); start += 10 { // PutEvents takes 10 entries
+		pending := alerts[start:min(start+10, len(alerts))]
+		var err error
+		for try := 1; try <= alertTries && len(pending) > 0; try++ {
+			pending, err = s.putAlerts(ctx, pending)
+			if len(pending) > 0 && try < alertTries {
+				if sleepCtx(ctx, time.Duration(try)*50*time.Millisecond) != nil {
+					break
+				}
+			}
+		}
+		for _, a := range pending {
+			msg := "not put"
+			if err != nil {
+				msg = err.Error()
+			}
+			s.log.ErrorContext(ctx, "spend alert not sent to the bus; it stays on the spend record", "org_id", a.OrgID,
+				"threshold", a.Threshold, "period_start", a.PeriodStart, "error", msg)
+		}
+	}
+}
+
+// putAlerts puts alerts on the bus and returns those EventBridge did not
+// take. It is the one place that knows EventBridge's answers.
+func (s *Service) putAlerts(ctx context.Context, alerts []Alert) ([]Alert, error) {
+	entries := make([]types.PutEventsRequestEntry, len(alerts))
+	for i, a := range alerts {
+		detail, _ := json.Marshal(alertEvent{AlertID: alertID(s.cfg.Namespace, a), Namespace: s.cfg.Namespace, Alert: a})
+		entries[i] = types.PutEventsRequestEntry{EventBusName: aws.String(s.alertBus), Source: aws.String(AlertSource),
+			DetailType: aws.String(AlertDetailType), Detail: aws.String(string(detail))}
+	}
+	out, err := s.alerts.PutEvents(ctx, &eventbridge.PutEventsInput{Entries: entries})
+	if err != nil {
+		return alerts, fmt.Errorf("put events: %w", err)
+	}
+	var failed []Alert
+	for i, e := range out.Entries {
+		if e.ErrorCode != nil && i < len(alerts) {
+			failed = append(failed, alerts[i])
+		}
+	}
+	if len(failed) > 0 {
+		return failed, fmt.Errorf("put events: %d of %d entries refused", len(failed), len(alerts))
+	}
+	return nil, nil
+}
+
+func alertID(namespace string, a Alert) string {
+	return namespace + ":" + a.OrgID + ":" + strconv.FormatInt(a.PeriodStart, 10) + ":" + strconv.FormatInt(a.Threshold, 10)
+}
