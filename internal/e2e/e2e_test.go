@@ -343,7 +343,7 @@ func (s *stack) meterUsage(t *testing.T, eventName, customer string) float64 {
 					AggregatedValue float64 `json:"aggregated_value"`
 				} `json:"data"`
 			}
-			get(fmt.Sprintf("/v1/billing/meters/%s/event_summaries?customer=%s&start_time=%d&end_time=%d", m.ID, customer, clock.Now-3600, clock.Now+3600), &sum)
+			get(fmt.Sprintf("/v1/billing/meters/%s/event_summaries?customer=%s&start_time=%d&end_time=%d", m.ID, customer, clock.Now/60*60-3600, clock.Now/60*60+3600), &sum)
 			if len(sum.Data) == 1 {
 				return sum.Data[0].AggregatedValue
 			}

@@ -147,7 +147,7 @@ func TestEndToEnd_UsageUnderLoadCountsEachRecordOnce(t *testing.T) {
 	if meterID == "" {
 		t.Fatalf("no gpu-a10g meter of this deployment among %d", len(meters.Data))
 	}
-	from, to := time.Now().Add(-time.Hour).Unix(), time.Now().Add(time.Hour).Unix()
+	from, to := time.Now().Add(-time.Hour).Unix()/60*60, time.Now().Add(time.Hour).Unix()/60*60 // minute boundaries
 	mismatched := 0
 	for org, minutes := range want {
 		var sums struct {

@@ -190,6 +190,16 @@ func (s *Server) meterEventSummaries(r *request) (any, *apiError) {
 	if !eGiven || !ok2 {
 		return nil, missingParam("end_time")
 	}
+	// Stripe: start_time and end_time "must be aligned with minute
+	// boundaries" (FIDELITY.md).
+	for _, p := range []struct {
+		name string
+		v    int64
+	}{{"start_time", start}, {"end_time", end}} {
+		if p.v%60 != 0 {
+			return nil, invalid(p.name, "%s must be aligned with minute boundaries (a multiple of 60 seconds); %d is not.", p.name, p.v)
+		}
+	}
 	total := 0.0
 	for _, u := range s.state.usage {
 		if u.meterID == m["id"] && u.customer == customer && u.timestamp >= start && u.timestamp < end {

@@ -47,13 +47,23 @@ func TestMeters_EventIdentifierCountsOnce(t *testing.T) {
 	}
 	now := e.srv.Now().Unix()
 	it := e.sc.BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{
-		ID: stripe.String(m.ID), Customer: stripe.String("cus_1"), StartTime: stripe.Int64(now - 3600), EndTime: stripe.Int64(now + 60),
+		ID: stripe.String(m.ID), Customer: stripe.String("cus_1"), StartTime: stripe.Int64(now/60*60 - 3600), EndTime: stripe.Int64(now/60*60 + 120),
 	})
 	if !it.Next() {
 		t.Fatalf("no summary: %v", it.Err())
 	}
 	if got := it.BillingMeterEventSummary().AggregatedValue; got != 42 {
 		t.Fatalf("aggregated usage = %v, want 42 (30 once + 12)", got)
+	}
+	// FIDELITY.md: a summary's times are minute boundaries.
+	for _, times := range [][2]int64{{now/60*60 - 3599, now/60*60 + 120}, {now/60*60 - 3600, now/60*60 + 121}} {
+		it := e.sc.BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{
+			ID: stripe.String(m.ID), Customer: stripe.String("cus_1"), StartTime: stripe.Int64(times[0]), EndTime: stripe.Int64(times[1]),
+		})
+		var se *stripe.Error
+		if it.Next() || !errors.As(it.Err(), &se) || se.HTTPStatusCode != 400 || !strings.Contains(se.Msg, "aligned with minute boundaries") {
+			t.Fatalf("a summary from %d to %d: %v, want a 400", times[0], times[1], it.Err())
+		}
 	}
 }
 

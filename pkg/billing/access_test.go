@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stripe/stripe-go/v76"
+
 	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
 )
@@ -175,5 +177,48 @@ func TestSpend_ConcurrentBatchesAlertOncePerThresholdAndRetriesCountOnce(t *test
 	}
 	if got := f.meteredMinutes("gpu-a100", f.mirror("org_cap").Customer.CustomerID); got != 100 {
 		t.Fatalf("Stripe's meter counted %v minutes, want 100: the counter and Stripe agree", got)
+	}
+}
+
+// Reconcile compares each spend counter with what Stripe's meters summed
+// this period, priced the same way, and reports, never repairs, a
+// difference.
+func TestReconcile_ComparesEachSpendCounterWithStripesSummaries(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	f.subscribe("org_sp", "tier", "starter", "email", "sp@example.com", "instance_types", []string{"gpu-a100", "cpu-1x2"})
+	f.subscribe("org_idle", "tier", "starter", "email", "idle@example.com", "instance_types", []string{"gpu-a100"})
+	f.ok(req("record_usage", "org_sp", "instance_type", "gpu-a100", "minutes", 10))
+	f.ok(req("record_usage", "org_sp", "instance_type", "cpu-1x2", "minutes", 3))
+	spendDiffs := func(rep billing.ReconcileReport) []billing.Difference {
+		var out []billing.Difference
+		for _, d := range rep.Differences {
+			if d.Field == "spend" {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	if d := spendDiffs(f.reconcile(billing.ReconcileOptions{})); len(d) != 0 {
+		t.Fatalf("spend differences with every record counted: %+v", d)
+	}
+	// Usage sent to Stripe by hand, past the counter.
+	m, err := f.store.GetProductMapping(context.Background(), "gpu-a100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.sc().BillingMeterEvents.New(&stripe.BillingMeterEventParams{EventName: stripe.String(m.MeterEventName),
+		Identifier: stripe.String(fmt.Sprint("by-hand-", time.Now().UnixNano())), Timestamp: stripe.Int64(time.Now().Unix()),
+		Payload: map[string]string{"stripe_customer_id": f.mirror("org_sp").Customer.CustomerID, "value": "5"}}); err != nil {
+		t.Fatal(err)
+	}
+	d := spendDiffs(f.reconcile(billing.ReconcileOptions{Repair: true}))
+	// 10 × 10.24 + 3 × 0.0867 = 102.6601; Stripe also has 5 × 10.24 more.
+	if len(d) != 1 || d[0].OrgID != "org_sp" || d[0].Mirror != "102.6601" || d[0].Stripe != "153.8601" {
+		t.Fatalf("spend differences: %+v, want org_sp's 102.6601 against 153.8601", d)
+	}
+	if got := f.mirror("org_sp").Spend.Amount; got != "102.6601" {
+		t.Fatalf("repair changed the counter to %s: spend is reported, never repaired", got)
 	}
 }

@@ -329,7 +329,7 @@ func (f *fixture) meteredMinutes(instanceType, customer string) float64 {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	now := time.Now().Unix()
+	now := time.Now().Unix() / 60 * 60 // Stripe takes minute boundaries
 	it := f.sc().BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{ID: stripe.String(m.MeterID),
 		Customer: stripe.String(customer), StartTime: stripe.Int64(now - 3600), EndTime: stripe.Int64(now + 3600)})
 	if !it.Next() {

@@ -16,6 +16,7 @@ import (
 	"github.com/stripe/stripe-go/v76"
 	"github.com/stripe/stripe-go/v76/billing/meter"
 	"github.com/stripe/stripe-go/v76/billing/meterevent"
+	"github.com/stripe/stripe-go/v76/billing/metereventsummary"
 	"github.com/stripe/stripe-go/v76/billingportal/configuration"
 	"github.com/stripe/stripe-go/v76/billingportal/session"
 	checkoutsession "github.com/stripe/stripe-go/v76/checkout/session"
@@ -202,6 +203,7 @@ type stripeAPI struct {
 	Prices                      *price.Client
 	BillingMeters               *meter.Client
 	BillingMeterEvents          *meterevent.Client
+	BillingMeterEventSummaries  *metereventsummary.Client
 	Customers                   *customer.Client
 	Subscriptions               *subscription.Client
 	Invoices                    *invoice.Client
@@ -217,6 +219,7 @@ func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
 	return &stripeAPI{
 		Products: &product.Client{B: b, Key: key}, Prices: &price.Client{B: b, Key: key},
 		BillingMeters: &meter.Client{B: b, Key: key}, BillingMeterEvents: &meterevent.Client{B: b, Key: key},
+		BillingMeterEventSummaries: &metereventsummary.Client{B: b, Key: key},
 		Customers: &customer.Client{B: b, Key: key}, Subscriptions: &subscription.Client{B: b, Key: key},
 		Invoices: &invoice.Client{B: b, Key: key}, BillingPortalSessions: &session.Client{B: b, Key: key},
 		BillingPortalConfigurations: &configuration.Client{B: b, Key: key},
