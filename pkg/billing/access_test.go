@@ -10,8 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/stripe/stripe-go/v76"
 
+	"github.com/baseten/billing-functions/internal/dynamoproxy"
 	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
 )
@@ -95,6 +99,15 @@ func TestCheckAccess_EachReasonFromOneDynamoDBRequest(t *testing.T) {
 	if r, _ := json.Marshal(resp.Result); !resp.OK || !strings.Contains(string(r), `"allowed":true,"reason":"billing_disabled"`) {
 		t.Fatalf("with billing disabled: %+v %s", resp, r)
 	}
+
+	// DynamoDB throttled past the SDK's retries: unavailable, never a guess.
+	proxy := f.viaFaultProxy()
+	proxy.Inject(dynamoproxy.Fault{Op: "BatchGetItem", Kind: "throttle", Count: 8})
+	resp = f.call(map[string]any{"action": "check_access", "org_id": "org_acc3", "instance_type": "gpu-t4"})
+	wantError(t, resp, billing.CodeUnavailable)
+	if !resp.Error.Retryable || resp.Result != nil {
+		t.Fatalf("a DynamoDB failure: %+v, want a retryable error and no answer", resp)
+	}
 }
 
 // Ten batches at once for one organization cross 50% and 80% of its cap
@@ -139,7 +152,13 @@ func TestSpend_ConcurrentBatchesAlertOncePerThresholdAndRetriesCountOnce(t *test
 
 	spend := f.ok(map[string]any{"action": "get_status", "org_id": "org_cap"})["spend"].(map[string]any)
 	if spend["amount"] != "1024" {
-		t.Fatalf("spend %v, want 100 minutes at 10.24 cents: 1024", spend)
+		var warnings []string
+		for line := range strings.SplitSeq(logs.String(), "\n") {
+			if strings.Contains(line, `"level":"WARN"`) || strings.Contains(line, `"level":"ERROR"`) {
+				warnings = append(warnings, line)
+			}
+		}
+		t.Fatalf("spend %v, want 100 minutes at 10.24 cents: 1024; warnings:\n%s", spend, strings.Join(warnings, "\n"))
 	}
 	alerts := map[string]int{}
 	for line := range strings.SplitSeq(logs.String(), "\n") {
@@ -220,5 +239,69 @@ func TestReconcile_ComparesEachSpendCounterWithStripesSummaries(t *testing.T) {
 	}
 	if got := f.mirror("org_sp").Spend.Amount; got != "102.6601" {
 		t.Fatalf("repair changed the counter to %s: spend is reported, never repaired", got)
+	}
+}
+
+// An alert the bus refused stays pending on the spend record, and the next
+// usage write of the organization, or reconcile, sends it once its decider
+// is surely gone.
+func TestSpend_AnAlertNotSentIsSentByTheNextWriteOrReconcile(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	bus := testenv.NewAlertBus(t)
+	f.svc.SetAlertBus(bus.Client, bus.Name+"-missing") // refuses every event
+	f.upsert(billing.UpsertRequest{})
+	for _, org := range []string{"org_pa", "org_pb"} {
+		f.subscribe(org, "tier", "starter", "email", org+"@example.com", "instance_types", []string{"gpu-a100"})
+		f.ok(req("set_spend_cap", org, "amount", 100, "currency", "usd"))
+		f.ok(req("record_usage", org, "instance_type", "gpu-a100", "minutes", 10)) // 102.4: 50, 80 and 100 at once
+	}
+	if got := bus.Events(t); len(got) != 0 {
+		t.Fatalf("events reached the bus: %s", got)
+	}
+	age := func(org string) { // as if decided two minutes ago
+		t.Helper()
+		sp, err := f.store.GetSpend(context.Background(), org)
+		if err != nil || len(sp.Alerts) != 3 || len(sp.AlertsSent) != 0 {
+			t.Fatalf("%s's spend record: %+v %v, want three alerts decided and none sent", org, sp, err)
+		}
+		old := &types.AttributeValueMemberN{Value: fmt.Sprint(time.Now().Add(-2 * time.Minute).Unix())}
+		_, err = testenv.DynamoDB(t).UpdateItem(context.Background(), &dynamodb.UpdateItemInput{TableName: aws.String(f.store.Name()),
+			Key:                       map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "ORG#" + org}, "sk": &types.AttributeValueMemberS{Value: "SPEND"}},
+			UpdateExpression:          aws.String("SET alerts = :a"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{":a": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"50": old, "80": old, "100": old}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.svc.SetAlertBus(bus.Client, bus.Name)
+	onBus := func() map[string]int {
+		got := map[string]int{}
+		for _, raw := range bus.Events(t) {
+			var ev struct {
+				OrgID     string `json:"org_id"`
+				Threshold int64  `json:"threshold"`
+			}
+			_ = json.Unmarshal(raw, &ev)
+			got[fmt.Sprint(ev.OrgID, ":", ev.Threshold)]++
+		}
+		return got
+	}
+	// Too recent: its decider may still be sending it.
+	f.ok(req("record_usage", "org_pa", "instance_type", "gpu-a100", "minutes", 1))
+	if got := onBus(); len(got) != 0 {
+		t.Fatalf("a pending alert sent within its decider's lifetime: %v", got)
+	}
+	age("org_pa")
+	f.ok(req("record_usage", "org_pa", "instance_type", "gpu-a100", "minutes", 1))
+	f.ok(req("record_usage", "org_pa", "instance_type", "gpu-a100", "minutes", 1))
+	if got := onBus(); fmt.Sprint(got) != "map[org_pa:100:1 org_pa:50:1 org_pa:80:1]" {
+		t.Fatalf("after the next writes: %v, want org_pa's three alerts once each", got)
+	}
+	age("org_pb")
+	f.reconcile(billing.ReconcileOptions{})
+	f.reconcile(billing.ReconcileOptions{})
+	if got := onBus(); fmt.Sprint(got) != "map[org_pb:100:1 org_pb:50:1 org_pb:80:1]" {
+		t.Fatalf("after reconcile: %v, want org_pb's three alerts once each", got)
 	}
 }

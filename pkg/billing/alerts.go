@@ -3,13 +3,17 @@ package billing
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
+
+	"github.com/baseten/billing-functions/pkg/table"
 )
 
 // EventBridge is the part of the EventBridge client that sends alerts.
@@ -43,21 +47,27 @@ type alertEvent struct {
 const alertTries = 3
 
 // sendAlerts tells the core app about each threshold crossed: one log line
-// each, and one event each on the alert bus. Each was decided by exactly
-// one committed write (the spend record's version), so one invocation sends
-// it. The decision is also kept on the spend record (get_status shows it),
-// so an alert whose event could not be put after three tries is still
-// there to read, and its error line says which.
+// each, and one event each on the alert bus, then marks each sent on the
+// spend record. Each was decided by exactly one committed write (the spend
+// record's version), so one invocation sends it; one it could not send
+// (the bus refused it three times, or the invocation died first) stays
+// pending on the record, and the next usage write of the organization, or
+// reconcile, sends it (pendingAlerts). The bus may so see an alert twice,
+// with the same alert_id, but never miss one.
 func (s *Service) sendAlerts(ctx context.Context, alerts []Alert) {
-	for _, a := range alerts {
-		s.log.InfoContext(ctx, "spend alert", "org_id", a.OrgID, "threshold", a.Threshold, "amount", a.Amount, "cap", a.Cap,
-			"currency", a.Currency, "period_start", a.PeriodStart)
-	}
-	if s.alerts == nil || len(alerts) == 0 {
+	if len(alerts) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
+	for _, a := range alerts {
+		s.log.InfoContext(ctx, "spend alert", "org_id", a.OrgID, "threshold", a.Threshold, "amount", a.Amount, "cap", a.Cap,
+			"currency", a.Currency, "period_start", a.PeriodStart)
+	}
+	if s.alerts == nil {
+		s.markSent(ctx, alerts) // the log line is the channel
+		return
+	}
 	for start := 0; start < len(alerts); start += 10 { // PutEvents takes 10 entries
 		pending := alerts[start:min(start+10, len(alerts))]
 		var err error
@@ -69,6 +79,7 @@ func (s *Service) sendAlerts(ctx context.Context, alerts []Alert) {
 				}
 			}
 		}
+		s.markSent(ctx, without(alerts[start:min(start+10, len(alerts))], pending))
 		for _, a := range pending {
 			msg := "not put"
 			if err != nil {
@@ -103,6 +114,28 @@ func (s *Service) putAlerts(ctx context.Context, alerts []Alert) ([]Alert, error
 		return failed, fmt.Errorf("put events: %d of %d entries refused", len(failed), len(alerts))
 	}
 	return nil, nil
+}
+
+// markSent records each alert as sent on its spend record.
+func (s *Service) markSent(ctx context.Context, alerts []Alert) {
+	now := time.Now()
+	for _, a := range alerts {
+		if err := s.store.MarkAlertSent(ctx, a.OrgID, a.PeriodStart, strconv.FormatInt(a.Threshold, 10), now); err != nil && !errors.Is(err, table.ErrConditionFailed) {
+			s.log.WarnContext(ctx, "could not mark a spend alert sent; it may be sent again, with the same alert_id", "org_id", a.OrgID,
+				"threshold", a.Threshold, "error", err.Error())
+		}
+	}
+}
+
+// without is all but the alerts in some.
+func without(all, some []Alert) []Alert {
+	var out []Alert
+	for _, a := range all {
+		if !slices.Contains(some, a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 func alertID(namespace string, a Alert) string {

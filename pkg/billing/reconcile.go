@@ -138,6 +138,13 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 		return rep, err
 	}
 	rep.Differences = append(rep.Differences, spendDiffs...)
+	// Alerts decided and never sent (their invocation died, or the bus
+	// refused them) go out now.
+	var pending []Alert
+	for _, org := range orgs {
+		pending = append(pending, pendingAlerts(org, mirrors[org].Spend, time.Now())...)
+	}
+	s.sendAlerts(ctx, pending)
 	if opts.Repair {
 		for _, org := range differing {
 			if err := s.repairOrg(ctx, org, mirrors[org], inStripe[org], readAt); err != nil {

@@ -65,7 +65,7 @@ func effectiveCap(sp table.Spend, tierCap int64) int64 {
 func addSpend(sp table.Spend, sub *table.Subscription, currency string, tierCap int64, amount *big.Rat, now time.Time) table.Spend {
 	to := sp
 	if sp.PeriodStart != sub.CurrentPeriodStart {
-		to.Amount, to.Alerts = "0", nil // a new period: the counter rolls over
+		to.Amount, to.Alerts, to.AlertsSent = "0", nil, nil // a new period: the counter rolls over
 	}
 	to.PeriodStart, to.PeriodEnd, to.Currency, to.TierCap = sub.CurrentPeriodStart, sub.CurrentPeriodEnd, currency, tierCap
 	before := parseAmount(to.Amount)
@@ -85,7 +85,31 @@ func addSpend(sp table.Spend, sub *table.Subscription, currency string, tierCap 
 		}
 	}
 	to.Alerts = alerts
+	if to.AlertsSent == nil {
+		to.AlertsSent = map[string]int64{}
+	}
 	return to
+}
+
+// alertPatience is how long an alert decided by another invocation may
+// stay unsent before this one sends it: longer than an invocation lives
+// (the template's Timeout is 30 s), so that its decider is done or dead.
+const alertPatience = time.Minute
+
+// pendingAlerts are the alerts of a spend record decided over
+// alertPatience ago and not marked sent: their decider died between its
+// write and the bus, or the bus refused them.
+func pendingAlerts(org string, sp table.Spend, now time.Time) []Alert {
+	var out []Alert
+	for _, t := range Thresholds {
+		key := strconv.FormatInt(t, 10)
+		at, decided := sp.Alerts[key]
+		if _, sent := sp.AlertsSent[key]; decided && !sent && now.Sub(time.Unix(at, 0)) > alertPatience {
+			out = append(out, Alert{OrgID: org, Threshold: t, Amount: sp.Amount, Cap: effectiveCap(sp, sp.TierCap), Currency: sp.Currency,
+				PeriodStart: sp.PeriodStart, PeriodEnd: sp.PeriodEnd})
+		}
+	}
+	return out
 }
 
 // Alert is one threshold of a spend cap crossed by usage.
@@ -123,6 +147,11 @@ type orgUsage struct {
 	records []table.FinishedRequest
 	amounts map[string]*big.Rat // by request ID, the records that add spend
 }
+
+// usageStoreTimeout bounds the writes of a batch's answers and spend:
+// transactions that meet other batches of the same organization wait for
+// each other, one round each.
+const usageStoreTimeout = 10 * time.Second
 
 // usageTries bounds the transactions of one part of a usage write that
 // meets a moved spend record or a concurrent transaction.
@@ -168,7 +197,9 @@ func (s *Service) storeUsage(ctx context.Context, parts []*orgUsage, view table.
 					return sent, alerts, err
 				}
 				for i, w := range batch {
-					if conflict.SpendMoved[w.OrgID] {
+					if sp, ok := conflict.Spends[w.OrgID]; ok {
+						spends[w.OrgID] = sp // returned with the cancellation
+					} else if conflict.SpendMoved[w.OrgID] {
 						sp, gerr := s.store.GetSpend(ctx, w.OrgID)
 						sent++
 						if gerr != nil {

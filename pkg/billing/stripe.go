@@ -220,7 +220,7 @@ func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
 		Products: &product.Client{B: b, Key: key}, Prices: &price.Client{B: b, Key: key},
 		BillingMeters: &meter.Client{B: b, Key: key}, BillingMeterEvents: &meterevent.Client{B: b, Key: key},
 		BillingMeterEventSummaries: &metereventsummary.Client{B: b, Key: key},
-		Customers: &customer.Client{B: b, Key: key}, Subscriptions: &subscription.Client{B: b, Key: key},
+		Customers:                  &customer.Client{B: b, Key: key}, Subscriptions: &subscription.Client{B: b, Key: key},
 		Invoices: &invoice.Client{B: b, Key: key}, BillingPortalSessions: &session.Client{B: b, Key: key},
 		BillingPortalConfigurations: &configuration.Client{B: b, Key: key},
 		CheckoutSessions:            &checkoutsession.Client{B: b, Key: key}, PaymentIntents: &paymentintent.Client{B: b, Key: key},

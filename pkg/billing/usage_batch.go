@@ -160,7 +160,7 @@ func (s *Service) recordUsageItems(ctx context.Context, items []usageItem) error
 	}
 	// The answers are stored even when the caller's deadline has passed,
 	// as Run does for one request.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), usageStoreTimeout)
 	defer cancel()
 	writes, alerts, err := s.storeUsage(wctx, order, view, now)
 	if err != nil {
@@ -168,6 +168,11 @@ func (s *Service) recordUsageItems(ctx context.Context, items []usageItem) error
 		// once by the identifier, and adds its spend then.
 		s.log.WarnContext(ctx, "could not store the usage records' answers and spend; a retry within 24 hours still counts each once",
 			"records", len(items), "error", err.Error())
+	}
+	// Alerts another invocation decided and did not send go out with
+	// this one's.
+	for _, p := range order {
+		alerts = append(alerts, pendingAlerts(p.org, view.Spends[p.org], now)...)
 	}
 	s.sendAlerts(ctx, alerts)
 	recorded := 0

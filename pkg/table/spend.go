@@ -81,7 +81,10 @@ type Spend struct {
 	Cap         int64            `dynamodbav:"cap"`
 	TierCap     int64            `dynamodbav:"tier_cap"`
 	Alerts      map[string]int64 `dynamodbav:"alerts"`
-	Version     int64            `dynamodbav:"version"` // 0: no record yet
+	// AlertsSent holds, per threshold, when its alert was sent (logged and
+	// put on the bus): one in Alerts and not here is pending.
+	AlertsSent map[string]int64 `dynamodbav:"alerts_sent"`
+	Version    int64            `dynamodbav:"version"` // 0: no record yet
 }
 
 // spendItem reads a Spend, its amount from a number.
@@ -202,6 +205,9 @@ func (w UsageWrite) Actions() int {
 type UsageConflict struct {
 	StoredBefore map[string]bool
 	SpendMoved   map[string]bool
+	// Spends holds the spend records that moved, as stored, when DynamoDB
+	// returned them with the cancellation.
+	Spends map[string]Spend
 }
 
 // WriteUsage writes the parts, at most MaxUsageActions actions from
@@ -240,7 +246,7 @@ func (s *Store) WriteUsage(ctx context.Context, parts []UsageWrite, now time.Tim
 	}
 	_, err := s.db.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: actions})
 	err = translate(err)
-	conflict := UsageConflict{StoredBefore: map[string]bool{}, SpendMoved: map[string]bool{}}
+	conflict := UsageConflict{StoredBefore: map[string]bool{}, SpendMoved: map[string]bool{}, Spends: map[string]Spend{}}
 	if ce, ok := err.(*CanceledError); ok { //nolint:errorlint // translate returns it bare
 		for i, a := range index {
 			if !ce.ConditionFailedAt(i) {
@@ -248,6 +254,11 @@ func (s *Store) WriteUsage(ctx context.Context, parts []UsageWrite, now time.Tim
 			}
 			if a.org != "" {
 				conflict.SpendMoved[a.org] = true
+				if item := ce.Items[i]; item != nil {
+					if sp, err := spendOf(item); err == nil {
+						conflict.Spends[a.org] = sp
+					}
+				}
 			} else {
 				conflict.StoredBefore[a.request] = true
 			}
@@ -263,23 +274,45 @@ func (s *Store) WriteUsage(ctx context.Context, parts []UsageWrite, now time.Tim
 // version from (absent for 0). The organization's own cap is left as it
 // is.
 func spendUpdate(tableName, orgID string, from int64, to Spend) *types.Update {
-	alerts := map[string]types.AttributeValue{}
+	alerts, sent := map[string]types.AttributeValue{}, map[string]types.AttributeValue{}
 	for t, at := range to.Alerts {
 		alerts[t] = num(at)
+	}
+	for t, at := range to.AlertsSent {
+		sent[t] = num(at)
 	}
 	cond := "version = :from"
 	values := map[string]types.AttributeValue{
 		":ps": num(to.PeriodStart), ":pe": num(to.PeriodEnd), ":amount": &types.AttributeValueMemberN{Value: to.Amount},
 		":cur": &types.AttributeValueMemberS{Value: to.Currency}, ":tc": num(to.TierCap), ":alerts": &types.AttributeValueMemberM{Value: alerts},
-		":to": num(from + 1), ":from": num(from),
+		":sent": &types.AttributeValueMemberM{Value: sent},
+		":to":   num(from + 1), ":from": num(from),
 	}
 	if from == 0 {
 		cond = "attribute_not_exists(version)"
 		delete(values, ":from")
 	}
 	return &types.Update{TableName: &tableName, Key: key(orgPK(orgID), skSpend),
-		UpdateExpression:          aws.String("SET period_start = :ps, period_end = :pe, amount = :amount, currency = :cur, tier_cap = :tc, alerts = :alerts, version = :to"),
-		ConditionExpression:       aws.String(cond),
-		ExpressionAttributeValues: values,
+		UpdateExpression:                    aws.String("SET period_start = :ps, period_end = :pe, amount = :amount, currency = :cur, tier_cap = :tc, alerts = :alerts, alerts_sent = :sent, version = :to"),
+		ConditionExpression:                 aws.String(cond),
+		ExpressionAttributeValues:           values,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	}
+}
+
+// MarkAlertSent records that the alert of a threshold was sent, unless the
+// spend record has moved to another period. It moves Version, so that a
+// usage write that read the record before cannot write the mark away.
+func (s *Store) MarkAlertSent(ctx context.Context, orgID string, periodStart int64, threshold string, at time.Time) error {
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &s.name, Key: key(orgPK(orgID), skSpend),
+		UpdateExpression:          aws.String("SET alerts_sent.#t = :at ADD version :one"),
+		ConditionExpression:       aws.String("period_start = :ps AND attribute_exists(alerts_sent)"),
+		ExpressionAttributeNames:  map[string]string{"#t": threshold},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":at": num(at.Unix()), ":one": num(1), ":ps": num(periodStart)},
+	})
+	if err != nil {
+		return fmt.Errorf("table.MarkAlertSent %s: %w", orgID, translate(err))
+	}
+	return nil
 }
