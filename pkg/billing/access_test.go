@@ -76,10 +76,15 @@ func TestCheckAccess_EachReasonFromOneDynamoDBRequest(t *testing.T) {
 	f.ok(req("record_usage", "org_acc", "instance_type", "gpu-t4", "minutes", 100))
 	got = f.access("org_acc", "gpu-t4")
 	wantAccess(t, got, false, billing.ReasonSpendCapReached)
-	if sp := got["spend"].(map[string]any); sp["amount"] != "105.17" || sp["cap"] != float64(100) {
+	if sp := got["spend"].(map[string]any); sp["amount"] != "105.17" || sp["cap"] != float64(100) || len(sp["alerts"].([]any)) != 3 {
 		t.Fatalf("spend after usage: %v", sp)
 	}
-	if st := f.ok(map[string]any{"action": "get_status", "org_id": "org_acc"}); st["spend"].(map[string]any)["amount"] != "105.17" {
+	// Over the cap, usage that happened is still recorded and billed.
+	f.ok(req("record_usage", "org_acc", "instance_type", "gpu-t4", "minutes", 3))
+	if got := f.meteredMinutes("gpu-t4", f.mirror("org_acc").Customer.CustomerID); got != 103 {
+		t.Fatalf("Stripe metered %v minutes, want 103: a cap never drops billable usage", got)
+	}
+	if st := f.ok(map[string]any{"action": "get_status", "org_id": "org_acc"}); st["spend"].(map[string]any)["amount"] != "108.3251" {
 		t.Fatalf("get_status spend: %v", st["spend"])
 	}
 	if r := f.ok(req("set_spend_cap", "org_acc", "amount", nil)); r["cap"] != nil {
