@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 
 	"github.com/baseten/billing-functions/pkg/billing"
+	"github.com/baseten/billing-functions/pkg/billing/alertbus"
 )
 
 func main() {
@@ -28,7 +29,7 @@ func main() {
 	}
 	svc := billing.NewServiceFromAWS(cfg, awsCfg, logger.With("function", "subscribe"))
 	if cfg.AlertBusName != "" {
-		svc.SetAlertBus(eventbridge.NewFromConfig(awsCfg), cfg.AlertBusName)
+		svc.SetAlertBus(alertbus.New(eventbridge.NewFromConfig(awsCfg), cfg.AlertBusName))
 	}
 	lambda.Start(svc.HandleSubscribe)
 }

@@ -406,23 +406,43 @@ func TestTemplate_AlarmsWatchWhatTheCodeEmits(t *testing.T) {
 	want := map[string]string{ // alarm → metric
 		"WebhookFailuresAlarm": "WebhookFailed", "WebhookRejectedAlarm": "WebhookRejected", "WebhookUnavailableAlarm": "WebhookUnavailable",
 		"ReconcileDriftAlarm": "ReconcileDifferences", "ReconcileHeartbeatAlarm": "ReconcileCompleted",
+		"StripeRateLimitedAlarm": "StripeRateLimited",
 	}
 	for id, r := range tp.Resources {
 		if r.Type != "AWS::CloudWatch::Alarm" {
 			continue
 		}
-		p := r.Properties
-		function := ""
-		for _, d := range asList(p["Dimensions"]) {
-			if dm, _ := d.(map[string]any); dm["Name"] == "Function" {
-				function = fmt.Sprint(dm["Value"])
+		// An alarm watches one metric, or sums several (Metrics, metric
+		// math): each must be one the code emits.
+		watched := []map[string]any{r.Properties}
+		for _, q := range asList(r.Properties["Metrics"]) {
+			query, _ := q.(map[string]any)
+			if stat, ok := query["MetricStat"].(map[string]any); ok {
+				metric, _ := stat["Metric"].(map[string]any)
+				watched = append(watched, metric)
 			}
 		}
-		if p["Namespace"] != "BillingFunctions" || !slices.Contains(emitted[function], fmt.Sprint(p["MetricName"])) {
-			t.Errorf("%s watches %v/%v of function %q, which the code does not emit", id, p["Namespace"], p["MetricName"], function)
+		if len(watched) > 1 {
+			watched = watched[1:]
 		}
-		if metric, ok := want[id]; ok && p["MetricName"] != metric {
-			t.Errorf("%s watches %v, want %s", id, p["MetricName"], metric)
+		functions := map[string]bool{}
+		for _, p := range watched {
+			function := ""
+			for _, d := range asList(p["Dimensions"]) {
+				if dm, _ := d.(map[string]any); dm["Name"] == "Function" {
+					function = fmt.Sprint(dm["Value"])
+				}
+			}
+			functions[function] = true
+			if p["Namespace"] != "BillingFunctions" || !slices.Contains(emitted[function], fmt.Sprint(p["MetricName"])) {
+				t.Errorf("%s watches %v/%v of function %q, which the code does not emit", id, p["Namespace"], p["MetricName"], function)
+			}
+			if metric, ok := want[id]; ok && p["MetricName"] != metric {
+				t.Errorf("%s watches %v, want %s", id, p["MetricName"], metric)
+			}
+		}
+		if id == "StripeRateLimitedAlarm" && len(functions) != 3 {
+			t.Errorf("%s sums the 429s of %v, want all three functions'", id, functions)
 		}
 		delete(want, id)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/baseten/billing-functions/internal/dynamoproxy"
 	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
+	"github.com/baseten/billing-functions/pkg/billing/alertbus"
 )
 
 // access calls check_access and checks what it cost: one DynamoDB request
@@ -125,7 +126,7 @@ func TestSpend_ConcurrentBatchesAlertOncePerThresholdAndRetriesCountOnce(t *test
 	f.svc = billing.NewService(f.svc.Config(), billing.NewKeySource(f.svc.Config(), nil), f.store, slog.New(slog.NewJSONHandler(&logs, nil)))
 	f.svc.SetMetricsOutput(&strings.Builder{})
 	bus := testenv.NewAlertBus(t)
-	f.svc.SetAlertBus(bus.Client, bus.Name)
+	f.svc.SetAlertBus(alertbus.New(bus.Client, bus.Name))
 	f.upsert(billing.UpsertRequest{})
 	f.subscribe("org_cap", "tier", "starter", "email", "cap@example.com", "instance_types", []string{"gpu-a100"})
 	f.ok(req("set_spend_cap", "org_cap", "amount", 1200, "currency", "usd")) // 50%: 600, 80%: 960, 100%: 1200
@@ -254,7 +255,7 @@ func TestSpend_AnAlertNotSentIsSentByTheNextWriteOrReconcile(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ns)
 	bus := testenv.NewAlertBus(t)
-	f.svc.SetAlertBus(bus.Client, bus.Name+"-missing") // refuses every event
+	f.svc.SetAlertBus(alertbus.New(bus.Client, bus.Name+"-missing")) // refuses every event
 	f.upsert(billing.UpsertRequest{})
 	for _, org := range []string{"org_pa", "org_pb"} {
 		f.subscribe(org, "tier", "starter", "email", org+"@example.com", "instance_types", []string{"gpu-a100"})
@@ -279,7 +280,7 @@ func TestSpend_AnAlertNotSentIsSentByTheNextWriteOrReconcile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f.svc.SetAlertBus(bus.Client, bus.Name)
+	f.svc.SetAlertBus(alertbus.New(bus.Client, bus.Name))
 	onBus := func() map[string]int {
 		got := map[string]int{}
 		for _, raw := range bus.Events(t) {

@@ -4,22 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"slices"
 	"strconv"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
-	"github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
-
 	"github.com/baseten/billing-functions/pkg/table"
 )
-
-// EventBridge is the part of the EventBridge client that sends alerts.
-type EventBridge interface {
-	PutEvents(ctx context.Context, in *eventbridge.PutEventsInput, opts ...func(*eventbridge.Options)) (*eventbridge.PutEventsOutput, error)
-}
 
 // AlertSource and AlertDetailType name a spend alert on the bus, for the
 // core app's rule to match.
@@ -28,11 +18,15 @@ const (
 	AlertDetailType = "Spend threshold crossed"
 )
 
-// SetAlertBus sends spend alerts to the named EventBridge bus through
-// client; without one they are only logged.
-func (s *Service) SetAlertBus(client EventBridge, bus string) {
-	s.alerts, s.alertBus = client, bus
+// AlertBus puts alerts, each a JSON detail, on the bus the core app
+// reads (package alertbus: EventBridge). It answers the indexes of the
+// details it did not take.
+type AlertBus interface {
+	Put(ctx context.Context, details []string) (refused []int, err error)
 }
+
+// SetAlertBus sends spend alerts to bus; without one they are only logged.
+func (s *Service) SetAlertBus(bus AlertBus) { s.alerts = bus }
 
 // alertEvent is an alert as the core app receives it: AlertID names the
 // organization, period and threshold, so that a consumer that meets it
@@ -91,29 +85,21 @@ func (s *Service) sendAlerts(ctx context.Context, alerts []Alert) {
 	}
 }
 
-// putAlerts puts alerts on the bus and returns those EventBridge did not
-// take. It is the one place that knows EventBridge's answers.
+// putAlerts puts alerts on the bus and returns those it did not take.
 func (s *Service) putAlerts(ctx context.Context, alerts []Alert) ([]Alert, error) {
-	entries := make([]types.PutEventsRequestEntry, len(alerts))
+	details := make([]string, len(alerts))
 	for i, a := range alerts {
-		detail, _ := json.Marshal(alertEvent{AlertID: alertID(s.cfg.Namespace, a), Namespace: s.cfg.Namespace, Alert: a})
-		entries[i] = types.PutEventsRequestEntry{EventBusName: aws.String(s.alertBus), Source: aws.String(AlertSource),
-			DetailType: aws.String(AlertDetailType), Detail: aws.String(string(detail))}
+		raw, _ := json.Marshal(alertEvent{AlertID: alertID(s.cfg.Namespace, a), Namespace: s.cfg.Namespace, Alert: a})
+		details[i] = string(raw)
 	}
-	out, err := s.alerts.PutEvents(ctx, &eventbridge.PutEventsInput{Entries: entries})
-	if err != nil {
-		return alerts, fmt.Errorf("put events: %w", err)
-	}
+	refused, err := s.alerts.Put(ctx, details)
 	var failed []Alert
-	for i, e := range out.Entries {
-		if e.ErrorCode != nil && i < len(alerts) {
+	for _, i := range refused {
+		if i >= 0 && i < len(alerts) {
 			failed = append(failed, alerts[i])
 		}
 	}
-	if len(failed) > 0 {
-		return failed, fmt.Errorf("put events: %d of %d entries refused", len(failed), len(alerts))
-	}
-	return nil, nil
+	return failed, err
 }
 
 // markSent records each alert as sent on its spend record.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -27,9 +28,9 @@ type Service struct {
 	log    *slog.Logger
 	hooks  webhookState
 	emf    io.Writer // CloudWatch Embedded Metric Format lines
-	// alerts and alertBus send spend alerts (SetAlertBus); nil: logged only.
-	alerts   EventBridge
-	alertBus string
+	emfMu  sync.Mutex
+	// alerts sends spend alerts (SetAlertBus); nil: logged only.
+	alerts AlertBus
 }
 
 // NewService wires a Service from ready parts. It makes no request.

@@ -589,3 +589,9 @@ func toMap(v any) (map[string]any, error) {
 func signedRequest(payload []byte, secret string) events.APIGatewayV2HTTPRequest {
 	return events.APIGatewayV2HTTPRequest{Body: string(payload), Headers: map[string]string{"stripe-signature": signed(payload, secret, time.Now())}}
 }
+
+func (s *safeBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
+}

@@ -63,7 +63,8 @@ var reconcileMetrics = []string{"ReconcileCompleted", "ReconcileOrganizations", 
 // lines carry, by the Function dimension's value, for the template's
 // alarms (a template test checks each alarm watches one of these).
 func EmittedMetrics() map[string][]string {
-	return map[string][]string{"webhook": webhookMetrics, "reconcile": reconcileMetrics}
+	return map[string][]string{"webhook": webhookMetrics, "reconcile": reconcileMetrics,
+		"subscribe": stripeMetrics, "upsert-products": stripeMetrics}
 }
 
 // reconcileRun is the reconcile action: it runs Reconcile, logs each

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,8 +161,10 @@ func TestReconcile_ActionLogsAndCountsDrift(t *testing.T) {
 	if out["organizations"] != float64(1) || len(out["differences"].([]any)) != 1 || out["repaired"] != float64(0) {
 		t.Fatalf("reconcile action answered %v", out)
 	}
+	// The reconcile's line; subscribe's own (its Stripe budget) follows.
 	var line map[string]any
-	if err := json.Unmarshal(metrics.Bytes(), &line); err != nil {
+	first, _, _ := strings.Cut(metrics.String(), "\n")
+	if err := json.Unmarshal([]byte(first), &line); err != nil {
 		t.Fatalf("metrics line %q: %v", metrics.String(), err)
 	}
 	if line["Function"] != "reconcile" || line["ReconcileDifferences"] != float64(1) || line["_aws"] == nil {

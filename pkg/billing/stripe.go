@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -34,8 +35,9 @@ import (
 // stripeClients builds one stripe-go client per API key, reused while the
 // key stays the same. The key is never kept in the global stripe.Key.
 type stripeClients struct {
-	base string // STRIPE_API_BASE; empty is Stripe itself
-	http *http.Client
+	base  string // STRIPE_API_BASE; empty is Stripe itself
+	http  *http.Client
+	tally *stripeTally
 
 	mu  sync.Mutex
 	key string
@@ -48,7 +50,44 @@ type stripeClients struct {
 const StripeRequestTimeout = 5 * time.Second
 
 func newStripeClients(base string) *stripeClients {
-	return &stripeClients{base: base, http: &http.Client{Timeout: StripeRequestTimeout}}
+	tally := &stripeTally{next: http.DefaultTransport}
+	return &stripeClients{base: base, http: &http.Client{Timeout: StripeRequestTimeout, Transport: tally}, tally: tally}
+}
+
+// stripeTally counts every request sent to Stripe (each of stripe-go's
+// tries) and Stripe's 429 answers: the functions' share of the account's
+// request budget, which every deployment on the account shares.
+type stripeTally struct {
+	next            http.RoundTripper
+	requests, ratel atomic.Int64
+}
+
+func (t *stripeTally) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.requests.Add(1)
+	resp, err := t.next.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+		t.ratel.Add(1)
+	}
+	return resp, err
+}
+
+// stripeCounts are the tally at one moment; since gives what was sent after.
+type stripeCounts struct{ requests, rateLimited int64 }
+
+func (s *Service) stripeCounts() stripeCounts {
+	return stripeCounts{s.stripe.tally.requests.Load(), s.stripe.tally.ratel.Load()}
+}
+
+// stripeMetrics are the metrics of the Stripe budget every function emits.
+var stripeMetrics = []string{"StripeRequests", "StripeRateLimited"}
+
+// addStripeCounts adds to counts what was sent to Stripe since before (one
+// invocation: Lambda runs one at a time per environment).
+func (s *Service) addStripeCounts(counts map[string]int, before stripeCounts) map[string]int {
+	now := s.stripeCounts()
+	counts["StripeRequests"] = int(now.requests - before.requests)
+	counts["StripeRateLimited"] = int(now.rateLimited - before.rateLimited)
+	return counts
 }
 
 // replayed reports whether Stripe answered from its idempotency layer: the

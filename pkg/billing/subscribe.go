@@ -297,7 +297,7 @@ const (
 // app. It always answers with a Response envelope; only a failure to answer
 // at all is a Lambda error.
 func (s *Service) HandleSubscribe(ctx context.Context, raw json.RawMessage) (Response, error) {
-	start := time.Now()
+	start, before := time.Now(), s.stripeCounts()
 	cmd, err := DecodeCommand(raw)
 	var resp Response
 	if err != nil {
@@ -320,6 +320,7 @@ func (s *Service) HandleSubscribe(ctx context.Context, raw json.RawMessage) (Res
 	} else {
 		s.log.InfoContext(ctx, "subscribe", attrs...)
 	}
+	s.emitEMF("subscribe", stripeMetrics, s.addStripeCounts(map[string]int{}, before))
 	return resp, nil
 }
 

@@ -43,7 +43,8 @@ type PlanItem struct {
 // HandleUpsertProducts is the upsert-products function's handler. It always
 // answers with a Response envelope.
 func (s *Service) HandleUpsertProducts(ctx context.Context, raw json.RawMessage) (Response, error) {
-	start := time.Now()
+	start, before := time.Now(), s.stripeCounts()
+	defer func() { s.emitEMF("upsert-products", stripeMetrics, s.addStripeCounts(map[string]int{}, before)) }()
 	var req UpsertRequest
 	var result UpsertResult
 	_, err := s.enabledKeys(ctx) // disabled billing is reported before anything else

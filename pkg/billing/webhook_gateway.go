@@ -19,7 +19,7 @@ import (
 // Gateway encoded it) and answers as decideDelivery says. It never returns
 // a Lambda error, and its answers carry no internal detail.
 func (s *Service) HandleWebhook(ctx context.Context, req events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error) {
-	start := time.Now()
+	start, before := time.Now(), s.stripeCounts()
 	var res WebhookResult
 	payload, err := webhookBody(req)
 	if err == nil {
@@ -30,7 +30,7 @@ func (s *Service) HandleWebhook(ctx context.Context, req events.APIGatewayV2HTTP
 		cancel()
 	}
 	answer := decideDelivery(res, err)
-	s.logDelivery(ctx, res, answer, err, time.Since(start))
+	s.logDelivery(ctx, res, answer, err, time.Since(start), before)
 	return events.APIGatewayV2HTTPResponse{StatusCode: answer.Status, Headers: map[string]string{"Content-Type": "application/json"}, Body: answer.Body}, nil
 }
 
@@ -47,7 +47,7 @@ type deliveryAnswer struct {
 // The webhook's metrics, in namespace BillingFunctions. WebhookRefetched
 // counts the deliveries that asked Stripe, whatever their answer.
 var webhookMetrics = []string{"WebhookProcessed", "WebhookDuplicate", "WebhookIgnored", "WebhookRejected",
-	"WebhookUnavailable", "WebhookFailed", "WebhookRefetched"}
+	"WebhookUnavailable", "WebhookFailed", "WebhookRefetched", "StripeRequests", "StripeRateLimited"}
 
 // decideDelivery is the one place that decides a delivery's answer:
 //
@@ -129,7 +129,7 @@ func header(h map[string]string, name string) string {
 
 // logDelivery writes the one log line and the metrics of a delivery, as
 // its answer says. It never logs the body, the signature or a secret.
-func (s *Service) logDelivery(ctx context.Context, res WebhookResult, a deliveryAnswer, err error, took time.Duration) {
+func (s *Service) logDelivery(ctx context.Context, res WebhookResult, a deliveryAnswer, err error, took time.Duration, before stripeCounts) {
 	attrs := []any{"event_id", res.EventID, "type", res.Type, "status", a.Status, "outcome", a.Outcome,
 		"refetched", res.Refetched, "stripe_requests", res.StripeRequests, "dynamodb_requests", res.DynamoRequests,
 		"duration_ms", took.Milliseconds()}
@@ -142,7 +142,7 @@ func (s *Service) logDelivery(ctx context.Context, res WebhookResult, a delivery
 	if res.Refetched {
 		counts["WebhookRefetched"] = 1
 	}
-	s.emitEMF("webhook", webhookMetrics, counts)
+	s.emitEMF("webhook", webhookMetrics, s.addStripeCounts(counts, before))
 }
 
 // emitEMF writes one CloudWatch Embedded Metric Format line of counts, in
@@ -162,6 +162,8 @@ func (s *Service) emitEMF(function string, names []string, counts map[string]int
 		}},
 	}
 	raw, _ := json.Marshal(line)
+	s.emfMu.Lock()
+	defer s.emfMu.Unlock()
 	if _, err := fmt.Fprintln(s.emf, string(raw)); err != nil {
 		s.log.Error("metrics line not written", "function", function, "error", err)
 	}
