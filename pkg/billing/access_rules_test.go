@@ -2,9 +2,10 @@ package billing
 
 import (
 	"encoding/json"
+	"fmt"
+	"math/big"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -93,48 +94,51 @@ func TestCatalog_EntitlementsAreCheckedAndStoredAsTerms(t *testing.T) {
 	}
 }
 
-// Spend is exact in minor units, rolls over with the period, and each
-// threshold is crossed by one addition.
-func TestAddSpend_ExactRollsOverAndCrossesEachThresholdOnce(t *testing.T) {
-	now := time.Unix(1_800_000_000, 0)
+// Spend is exact in minor units, starts again with each period, and a
+// threshold is crossed once its line is reached, until claimed.
+func TestSpend_ExactRolloverAndThresholds(t *testing.T) {
 	sub := &table.Subscription{CurrentPeriodStart: 1000, CurrentPeriodEnd: 2000}
-	add := func(sp table.Spend, minutes int64, price string) table.Spend {
+	amount := func(minutes int64, price string) *big.Rat {
 		a, ok := usageAmount(minutes, price)
 		if !ok {
 			t.Fatalf("price %s", price)
 		}
-		to := addSpend(sp, sub, "usd", 100, a, now)
-		to.Version = sp.Version + 1
-		return to
+		return a
 	}
-	sp := add(table.Spend{}, 3, "0.0867") // 0.2601
-	sp = add(sp, 7, "0.0867")             // 0.8670
-	if sp.Amount != "0.867" || len(sp.Alerts) != 0 {
-		t.Fatalf("amount %s alerts %v, want 0.867 and none", sp.Amount, sp.Alerts)
+	total := new(big.Rat).Add(amount(3, "0.0867"), amount(7, "0.0867"))
+	if got := formatAmount(total); got != "0.867" {
+		t.Fatalf("3 + 7 minutes at 0.0867: %s, want 0.867 exactly", got)
 	}
-	sp = add(sp, 5, "10.24") // 52.067: crosses 50
-	if sp.Amount != "52.067" || len(newAlerts("o", table.Spend{}, sp)) != 1 || sp.Alerts["50"] != now.Unix() {
-		t.Fatalf("after crossing 50: %+v", sp)
+	if got := formatAmount(amount(1_000_000, "16.5")); got != "16500000" {
+		t.Fatalf("a million minutes at 16.5: %s", got)
 	}
-	prev := sp
-	sp = add(sp, 5, "10.24") // 103.267: crosses 80 and 100 together
-	if got := newAlerts("o", prev, sp); len(got) != 2 || got[0].Threshold != 80 || got[1].Threshold != 100 || got[1].Amount != "103.267" {
-		t.Fatalf("alerts of the addition past 80 and 100: %+v", got)
+	// The first addition of a period starts its record; later ones add.
+	if add := spendAdd(table.Spend{}, sub, "usd", 100, total); add == nil || !add.Rollover || add.Amount != "0.867" || add.TierCap != 100 {
+		t.Fatalf("first addition: %+v", add)
 	}
-	prev = sp
-	sp = add(sp, 1, "0.0867")
-	if got := newAlerts("o", prev, sp); len(got) != 0 {
-		t.Fatalf("a threshold alerted twice: %+v", got)
+	if add := spendAdd(table.Spend{PeriodStart: 500, Amount: "99"}, sub, "usd", 100, total); add == nil || !add.Rollover {
+		t.Fatalf("an earlier period's record: %+v, want a new period", add)
 	}
-	// The organization's own cap replaces the tier's.
-	sp.Cap = 1000
-	if effectiveCap(sp, 100) != 1000 || effectiveCap(table.Spend{}, 100) != 100 {
-		t.Error("the organization's cap does not override the tier's")
+	if add := spendAdd(table.Spend{PeriodStart: 1000, Amount: "99"}, sub, "usd", 100, total); add == nil || add.Rollover {
+		t.Fatalf("this period's record: %+v, want an addition", add)
 	}
-	// A new period starts from zero, with no alert sent, and keeps the cap.
-	sub = &table.Subscription{CurrentPeriodStart: 2000, CurrentPeriodEnd: 3000}
-	next := add(sp, 2, "0.5")
-	if next.Amount != "1" || len(next.Alerts) != 0 || next.PeriodStart != 2000 || next.Cap != 1000 {
-		t.Fatalf("rolled over: %+v", next)
+	if add := spendAdd(table.Spend{PeriodStart: 2000}, sub, "usd", 100, total); add != nil {
+		t.Fatalf("a later period's record: %+v, want nothing added to it", add)
+	}
+	// Thresholds: the lines of a cap of 100 are 50, 80 and 100.
+	sp := table.Spend{PeriodStart: 1000, TierCap: 100, Amount: "79.99", Alerts: map[string]int64{}}
+	if got := crossed(sp); fmt.Sprint(got) != "[50]" {
+		t.Fatalf("at 79.99 of 100: %v", got)
+	}
+	sp.Amount, sp.Alerts["50"] = "103.267", 1
+	if got := crossed(sp); fmt.Sprint(got) != "[80 100]" {
+		t.Fatalf("at 103.267 with 50 claimed: %v", got)
+	}
+	sp.Cap = 1000 // the organization's own cap replaces the tier's
+	if got := crossed(sp); len(got) != 0 || effectiveCap(sp, 100) != 1000 || effectiveCap(table.Spend{}, 100) != 100 {
+		t.Fatalf("with a cap of 1000: %v", got)
+	}
+	if got := crossed(table.Spend{Amount: "1e9"}); len(got) != 0 {
+		t.Fatalf("no cap, no threshold: %v", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/big"
 	"math/rand/v2"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -59,36 +60,73 @@ func effectiveCap(sp table.Spend, tierCap int64) int64 {
 	return tierCap
 }
 
-// addSpend is the spend record once amount is added to it for the period
-// of sub, with the alerts that addition crosses: decided here, from the
-// version read, and written only if that version still holds.
-func addSpend(sp table.Spend, sub *table.Subscription, currency string, tierCap int64, amount *big.Rat, now time.Time) table.Spend {
-	to := sp
-	if sp.PeriodStart != sub.CurrentPeriodStart {
-		to.Amount, to.Alerts, to.AlertsSent = "0", nil, nil // a new period: the counter rolls over
+// spendAdd is what a chunk of records adds to an organization's spend,
+// as the stored record sp decides it: an addition to sub's current period,
+// the start of that period's record when sp is of an earlier one (or
+// absent), or nothing when sp is of a later period than the mirror shows
+// (the records belong to a closed one).
+//
+// An addition to the period carries Below, the amount under which it
+// reaches no unclaimed threshold line (as sp shows the claims): the write
+// holds only then, and a stored amount at or over it cancels the write and
+// comes back with the cancellation. An addition without Below (the period's
+// first, or one that reaches a line as far as sp knows) is followed by a
+// read of the amount and the claims of the lines it reached.
+func spendAdd(sp table.Spend, sub *table.Subscription, currency string, tierCap int64, amount *big.Rat) *table.SpendAdd {
+	if sp.PeriodStart > sub.CurrentPeriodStart {
+		return nil
 	}
-	to.PeriodStart, to.PeriodEnd, to.Currency, to.TierCap = sub.CurrentPeriodStart, sub.CurrentPeriodEnd, currency, tierCap
-	before := parseAmount(to.Amount)
-	after := new(big.Rat).Add(before, amount)
-	to.Amount = formatAmount(after)
-	alerts := map[string]int64{}
-	for k, v := range to.Alerts {
-		alerts[k] = v
+	add := &table.SpendAdd{PeriodStart: sub.CurrentPeriodStart, PeriodEnd: sub.CurrentPeriodEnd, Amount: formatAmount(amount),
+		Currency: currency, TierCap: tierCap, Rollover: sp.PeriodStart < sub.CurrentPeriodStart}
+	if add.Rollover {
+		return add
 	}
-	if c := effectiveCap(sp, tierCap); c > 0 {
-		for _, t := range Thresholds {
-			line := new(big.Rat).SetFrac64(c*t, 100)
-			key := strconv.FormatInt(t, 10)
-			if _, sent := alerts[key]; !sent && after.Cmp(line) >= 0 {
-				alerts[key] = now.Unix()
-			}
+	sp.TierCap = tierCap
+	if line := nextLine(sp); line != nil {
+		if below := new(big.Rat).Sub(line, amount); below.Cmp(parseAmount(sp.Amount)) > 0 {
+			add.Below = formatAmount(below)
+		}
+	} else {
+		add.Below = "" // no cap, or every line claimed: nothing to reach
+	}
+	return add
+}
+
+// nextLine is the lowest threshold line of sp's cap not claimed yet, or nil.
+func nextLine(sp table.Spend) *big.Rat {
+	c := effectiveCap(sp, sp.TierCap)
+	if c <= 0 {
+		return nil
+	}
+	for _, t := range Thresholds {
+		if _, claimed := sp.Alerts[strconv.FormatInt(t, 10)]; !claimed {
+			return new(big.Rat).SetFrac64(c*t, 100)
 		}
 	}
-	to.Alerts = alerts
-	if to.AlertsSent == nil {
-		to.AlertsSent = map[string]int64{}
+	return nil
+}
+
+// crossed lists the thresholds sp's amount has reached that no alert was
+// claimed for yet.
+func crossed(sp table.Spend) []int64 {
+	c := effectiveCap(sp, sp.TierCap)
+	if c <= 0 {
+		return nil
 	}
-	return to
+	amount := parseAmount(sp.Amount)
+	var out []int64
+	for _, t := range Thresholds {
+		if _, claimed := sp.Alerts[strconv.FormatInt(t, 10)]; !claimed && amount.Cmp(new(big.Rat).SetFrac64(c*t, 100)) >= 0 {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// alertOf is the alert of threshold t of sp.
+func alertOf(org string, sp table.Spend, t int64) Alert {
+	return Alert{OrgID: org, Threshold: t, Amount: sp.Amount, Cap: effectiveCap(sp, sp.TierCap), Currency: sp.Currency,
+		PeriodStart: sp.PeriodStart, PeriodEnd: sp.PeriodEnd}
 }
 
 // alertPatience is how long an alert decided by another invocation may
@@ -123,23 +161,6 @@ type Alert struct {
 	PeriodEnd   int64  `json:"period_end"`
 }
 
-// newAlerts are the thresholds to has that from had not.
-func newAlerts(org string, from, to table.Spend) []Alert {
-	var out []Alert
-	for _, t := range Thresholds {
-		key := strconv.FormatInt(t, 10)
-		_, was := from.Alerts[key]
-		if from.PeriodStart != to.PeriodStart {
-			was = false
-		}
-		if _, is := to.Alerts[key]; is && !was {
-			out = append(out, Alert{OrgID: org, Threshold: t, Amount: to.Amount, Cap: effectiveCap(to, to.TierCap), Currency: to.Currency,
-				PeriodStart: to.PeriodStart, PeriodEnd: to.PeriodEnd})
-		}
-	}
-	return out
-}
-
 // orgUsage is one organization's stored answers and the spend they add.
 type orgUsage struct {
 	org     string
@@ -160,13 +181,15 @@ const usageTries = 20
 // storeUsage writes each organization's answers with the spend they add, in
 // transactions of at most 100 actions: a record counts in its answer and
 // its organization's spend, or in neither. A record another invocation
-// stored first is dropped (it counted there); a spend record that moved is
-// read again and the addition decided again. It returns the DynamoDB
-// requests and the alerts its writes crossed.
+// stored first is dropped (it counted there). Additions commute (ADD), so
+// concurrent batches for one organization do not collide; only a period's
+// first addition can meet another's, and is decided again. Then
+// claimAlerts decides the alerts. It returns the DynamoDB requests and the
+// alerts this call claimed.
 func (s *Service) storeUsage(ctx context.Context, parts []*orgUsage, view table.UsageView, now time.Time) (int, []Alert, error) {
 	spends := view.Spends
 	sent := 0
-	var alerts []Alert
+	added := map[string]bool{}
 	// Each round takes at most one chunk per organization, so that a
 	// transaction never touches one spend record twice.
 	for len(parts) > 0 {
@@ -175,7 +198,7 @@ func (s *Service) storeUsage(ctx context.Context, parts []*orgUsage, view table.
 		actions := 0
 		var rest []*orgUsage
 		for _, p := range parts {
-			w := s.nextUsageWrite(p, spends[p.org], view.Terms, now)
+			w := s.nextUsageWrite(p, spends[p.org], view.Terms)
 			if actions+w.Actions() > table.MaxUsageActions && len(batch) > 0 {
 				rest = append(rest, p)
 				continue
@@ -193,9 +216,6 @@ func (s *Service) storeUsage(ctx context.Context, parts []*orgUsage, view table.
 			}
 			switch {
 			case errors.Is(err, table.ErrConditionFailed):
-				if serr := sleepCtx(ctx, jittered(try)/4); serr != nil {
-					return sent, alerts, err
-				}
 				for i, w := range batch {
 					if sp, ok := conflict.Spends[w.OrgID]; ok {
 						spends[w.OrgID] = sp // returned with the cancellation
@@ -203,29 +223,39 @@ func (s *Service) storeUsage(ctx context.Context, parts []*orgUsage, view table.
 						sp, gerr := s.store.GetSpend(ctx, w.OrgID)
 						sent++
 						if gerr != nil {
-							return sent, alerts, gerr
+							return sent, nil, gerr
 						}
 						spends[w.OrgID] = sp
 					}
 					owners[i].drop(conflict.StoredBefore)
-					batch[i] = s.nextUsageWrite(owners[i], spends[w.OrgID], view.Terms, now)
+					batch[i] = s.nextUsageWrite(owners[i], spends[w.OrgID], view.Terms)
 				}
 			case errors.Is(err, table.ErrTransactionConflict), errors.Is(err, table.ErrUnavailable):
 				if serr := sleepCtx(ctx, jittered(try)); serr != nil {
-					return sent, alerts, err
+					return sent, nil, err
 				}
 			default:
-				return sent, alerts, err
+				return sent, nil, err
 			}
 		}
 		if err != nil {
-			return sent, alerts, err
+			return sent, nil, err
 		}
 		for i, w := range batch {
-			if w.To != nil {
-				alerts = append(alerts, newAlerts(w.OrgID, spends[w.OrgID], *w.To)...)
-				spends[w.OrgID] = *w.To
-				spends[w.OrgID] = bumped(spends[w.OrgID])
+			if a := w.Add; a != nil {
+				sp := spends[w.OrgID]
+				if a.Rollover {
+					sp = table.Spend{Cap: sp.Cap, Amount: "0"}
+				}
+				sp.PeriodStart, sp.PeriodEnd, sp.Currency, sp.TierCap = a.PeriodStart, a.PeriodEnd, a.Currency, a.TierCap
+				sp.Amount = formatAmount(new(big.Rat).Add(parseAmount(sp.Amount), parseAmount(a.Amount))) // at least
+				spends[w.OrgID] = sp
+				// An addition without Below may have reached a line: the
+				// period's first knows its amount (it started the record),
+				// any other reads it.
+				if a.Below == "" && nextLine(sp) != nil {
+					added[w.OrgID] = !a.Rollover
+				}
 			}
 			owners[i].advance(len(w.Records))
 			if len(owners[i].records) > 0 {
@@ -234,24 +264,63 @@ func (s *Service) storeUsage(ctx context.Context, parts []*orgUsage, view table.
 		}
 		parts = rest
 	}
-	return sent, alerts, nil
+	n, alerts, err := s.claimAlerts(ctx, added, spends, now)
+	return sent + n, alerts, err
 }
 
-// bumped is a spend record as written: one version on.
-func bumped(sp table.Spend) table.Spend {
-	sp.Version++
-	return sp
+// claimAlerts reads, after this call's additions committed, the spend of
+// each organization whose addition may have reached a threshold line (it
+// carried no Below), and claims each threshold its amount has reached. An
+// addition that reaches a line always gets here: with Below it would have
+// been cancelled. The read comes after the write, so it sees at least the
+// amount that reached the line; ClaimAlert's condition lets one claim
+// succeed.
+func (s *Service) claimAlerts(ctx context.Context, added map[string]bool, spends map[string]table.Spend, now time.Time) (int, []Alert, error) {
+	var orgs, toRead []string
+	for org, read := range added {
+		orgs = append(orgs, org)
+		if read {
+			toRead = append(toRead, org)
+		}
+	}
+	sort.Strings(orgs)
+	sent := 0
+	if len(toRead) > 0 {
+		current, n, err := s.store.GetSpends(ctx, toRead)
+		sent += n
+		if err != nil {
+			return sent, nil, err
+		}
+		for org, sp := range current {
+			spends[org] = sp
+		}
+	}
+	var alerts []Alert
+	for _, org := range orgs {
+		sp := spends[org]
+		for _, t := range crossed(sp) {
+			err := s.store.ClaimAlert(ctx, org, sp.PeriodStart, strconv.FormatInt(t, 10), now)
+			sent++
+			switch {
+			case err == nil:
+				alerts = append(alerts, alertOf(org, sp, t))
+			case !errors.Is(err, table.ErrConditionFailed): // another claimed it: not ours to send
+				return sent, alerts, err
+			}
+		}
+	}
+	return sent, alerts, nil
 }
 
 // chunk is how many of an organization's records go in one transaction,
 // with its spend record.
 const chunk = table.MaxUsageActions - 1
 
-// nextUsageWrite is p's next chunk: up to 99 answers, and the spend record
-// with their amounts added, unless none adds any.
-func (s *Service) nextUsageWrite(p *orgUsage, sp table.Spend, terms table.Terms, now time.Time) table.UsageWrite {
+// nextUsageWrite is p's next chunk: up to 99 answers, and what their
+// amounts add to the spend, unless none adds any.
+func (s *Service) nextUsageWrite(p *orgUsage, sp table.Spend, terms table.Terms) table.UsageWrite {
 	n := min(len(p.records), chunk)
-	w := table.UsageWrite{OrgID: p.org, Records: p.records[:n], From: sp}
+	w := table.UsageWrite{OrgID: p.org, Records: p.records[:n]}
 	total := new(big.Rat)
 	adds := false
 	for _, r := range w.Records {
@@ -261,14 +330,7 @@ func (s *Service) nextUsageWrite(p *orgUsage, sp table.Spend, terms table.Terms,
 		}
 	}
 	if adds && p.sub != nil {
-		if sp.PeriodStart > p.sub.CurrentPeriodStart {
-			// The spend record is of a later period than the mirror shows:
-			// these records belong to a closed one.
-			return w
-		}
-		tierCap := terms.Tiers[p.sub.Tier].SpendCap
-		to := addSpend(sp, p.sub, terms.Currency, tierCap, total, now)
-		w.To = &to
+		w.Add = spendAdd(sp, p.sub, terms.Currency, terms.Tiers[p.sub.Tier].SpendCap, total)
 	}
 	return w
 }

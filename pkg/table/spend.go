@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -67,12 +68,11 @@ const skSpend = "SPEND"
 
 // Spend is an organization's metered spend in its current billing period,
 // and its own spend cap. Amount is a decimal number of the currency's
-// minor unit, exact (DynamoDB numbers keep 38 digits). Alerts holds, per
-// threshold crossed this period ("50", "80", "100"), when the write that
-// crossed it was made: one write crosses each threshold, decided by
-// Version. TierCap is the tier's default cap as the last usage write saw
-// it. Cap is the organization's own cap (0 without one), kept across
-// periods.
+// minor unit, exact (DynamoDB numbers keep 38 digits; usage writes ADD to
+// it). Alerts holds, per threshold crossed this period ("50", "80",
+// "100"), when its alert was claimed (ClaimAlert: one claim succeeds).
+// TierCap is the tier's default cap as the last usage write saw it. Cap is
+// the organization's own cap (0 without one), kept across periods.
 type Spend struct {
 	PeriodStart int64            `dynamodbav:"period_start"`
 	PeriodEnd   int64            `dynamodbav:"period_end"`
@@ -84,7 +84,6 @@ type Spend struct {
 	// AlertsSent holds, per threshold, when its alert was sent (logged and
 	// put on the bus): one in Alerts and not here is pending.
 	AlertsSent map[string]int64 `dynamodbav:"alerts_sent"`
-	Version    int64            `dynamodbav:"version"` // 0: no record yet
 }
 
 // spendItem reads a Spend, its amount from a number.
@@ -92,7 +91,12 @@ func spendOf(item map[string]types.AttributeValue) (Spend, error) {
 	var sp Spend
 	if n, ok := item["amount"].(*types.AttributeValueMemberN); ok {
 		item = maps.Clone(item)
-		item["amount"] = &types.AttributeValueMemberS{Value: n.Value}
+		// DynamoDB trims a number's trailing zeros; moto may not.
+		v := n.Value
+		if strings.Contains(v, ".") {
+			v = strings.TrimRight(strings.TrimRight(v, "0"), ".")
+		}
+		item["amount"] = &types.AttributeValueMemberS{Value: v}
 	}
 	if err := attributevalue.UnmarshalMap(item, &sp); err != nil {
 		return Spend{}, err
@@ -142,14 +146,13 @@ func (a *Access) add(item map[string]types.AttributeValue) error {
 }
 
 // SetSpendCap sets the organization's own spend cap (0 removes it, so that
-// the tier's default applies). It moves Version, so that a usage write
-// that read the old cap decides its alerts again.
+// the tier's default applies).
 func (s *Store) SetSpendCap(ctx context.Context, orgID string, capAmount int64) (Spend, error) {
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: &s.name, Key: key(orgPK(orgID), skSpend),
-		UpdateExpression:          aws.String("SET #cap = :cap ADD version :one"),
+		UpdateExpression:          aws.String("SET #cap = :cap"),
 		ExpressionAttributeNames:  map[string]string{"#cap": "cap"},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":cap": num(capAmount), ":one": num(1)},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":cap": num(capAmount)},
 		ReturnValues:              types.ReturnValueAllNew,
 	})
 	if err != nil {
@@ -178,14 +181,28 @@ func (s *Store) GetSpend(ctx context.Context, orgID string) (Spend, error) {
 	return sp, nil
 }
 
+// SpendAdd is what one transaction adds to an organization's spend: Amount
+// (minor units, decimal) for the period starting at PeriodStart. Rollover
+// starts the period's record (the stored one is of an earlier period, or
+// there is none) instead of adding to it.
+type SpendAdd struct {
+	PeriodStart, PeriodEnd int64
+	Amount                 string
+	Currency               string
+	TierCap                int64
+	Rollover               bool
+	// Below, when set, adds only if the stored amount is below it: the
+	// addition then reaches no threshold line, which is what a batch
+	// expects of almost every addition; the cancellation says otherwise.
+	Below string
+}
+
 // UsageWrite is one organization's part of a usage transaction: the
-// answers of its records and, when they add spend, its spend record as it
-// becomes (To), written only if it is still at From.Version.
+// answers of its records and, when they add spend, the addition.
 type UsageWrite struct {
 	OrgID   string
 	Records []FinishedRequest
-	From    Spend
-	To      *Spend
+	Add     *SpendAdd
 }
 
 // MaxUsageActions is the most actions a DynamoDB transaction takes.
@@ -193,7 +210,7 @@ const MaxUsageActions = 100
 
 // Actions is how many actions w takes in a transaction.
 func (w UsageWrite) Actions() int {
-	if w.To != nil {
+	if w.Add != nil {
 		return len(w.Records) + 1
 	}
 	return len(w.Records)
@@ -201,7 +218,8 @@ func (w UsageWrite) Actions() int {
 
 // UsageConflict says which parts of a canceled usage transaction failed
 // their condition: records another invocation stored first (by request
-// ID), and organizations whose spend record moved.
+// ID), and organizations whose spend record is not of the period the
+// addition assumed (another invocation rolled it over first).
 type UsageConflict struct {
 	StoredBefore map[string]bool
 	SpendMoved   map[string]bool
@@ -212,9 +230,12 @@ type UsageConflict struct {
 
 // WriteUsage writes the parts, at most MaxUsageActions actions from
 // different organizations, in one transaction: each record's answer,
-// unless one is stored already, and each spend record, if still at the
-// version read. All of it is written, or none. A failed condition returns
-// the UsageConflict and ErrConditionFailed; other errors as translate says.
+// unless one is stored already, and each addition to a spend record. An
+// addition is DynamoDB's ADD, so that concurrent batches for one
+// organization never collide; its condition is only that the record is of
+// the addition's period. All of it is written, or none. A failed condition
+// returns the UsageConflict and ErrConditionFailed; other errors as
+// translate says.
 func (s *Store) WriteUsage(ctx context.Context, parts []UsageWrite, now time.Time, keep time.Duration) (UsageConflict, error) {
 	var actions []types.TransactWriteItem
 	type at struct {
@@ -236,8 +257,8 @@ func (s *Store) WriteUsage(ctx context.Context, parts []UsageWrite, now time.Tim
 			}})
 			index = append(index, at{request: r.RequestID})
 		}
-		if w.To != nil {
-			actions = append(actions, types.TransactWriteItem{Update: spendUpdate(s.name, w.OrgID, w.From.Version, *w.To)})
+		if w.Add != nil {
+			actions = append(actions, types.TransactWriteItem{Update: spendUpdate(s.name, w.OrgID, *w.Add)})
 			index = append(index, at{org: w.OrgID})
 		}
 	}
@@ -270,46 +291,80 @@ func (s *Store) WriteUsage(ctx context.Context, parts []UsageWrite, now time.Tim
 	return conflict, nil
 }
 
-// spendUpdate writes the spend record to, on condition that it is still at
-// version from (absent for 0). The organization's own cap is left as it
-// is.
-func spendUpdate(tableName, orgID string, from int64, to Spend) *types.Update {
-	alerts, sent := map[string]types.AttributeValue{}, map[string]types.AttributeValue{}
-	for t, at := range to.Alerts {
-		alerts[t] = num(at)
-	}
-	for t, at := range to.AlertsSent {
-		sent[t] = num(at)
-	}
-	cond := "version = :from"
+// spendUpdate adds to the spend record of add's period, or starts that
+// period's record. The organization's own cap is left as it is.
+func spendUpdate(tableName, orgID string, add SpendAdd) *types.Update {
 	values := map[string]types.AttributeValue{
-		":ps": num(to.PeriodStart), ":pe": num(to.PeriodEnd), ":amount": &types.AttributeValueMemberN{Value: to.Amount},
-		":cur": &types.AttributeValueMemberS{Value: to.Currency}, ":tc": num(to.TierCap), ":alerts": &types.AttributeValueMemberM{Value: alerts},
-		":sent": &types.AttributeValueMemberM{Value: sent},
-		":to":   num(from + 1), ":from": num(from),
+		":ps": num(add.PeriodStart), ":pe": num(add.PeriodEnd), ":amount": &types.AttributeValueMemberN{Value: add.Amount},
+		":cur": &types.AttributeValueMemberS{Value: add.Currency}, ":tc": num(add.TierCap),
 	}
-	if from == 0 {
-		cond = "attribute_not_exists(version)"
-		delete(values, ":from")
-	}
-	return &types.Update{TableName: &tableName, Key: key(orgPK(orgID), skSpend),
-		UpdateExpression:                    aws.String("SET period_start = :ps, period_end = :pe, amount = :amount, currency = :cur, tier_cap = :tc, alerts = :alerts, alerts_sent = :sent, version = :to"),
-		ConditionExpression:                 aws.String(cond),
-		ExpressionAttributeValues:           values,
+	u := &types.Update{TableName: &tableName, Key: key(orgPK(orgID), skSpend), ExpressionAttributeValues: values,
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+		UpdateExpression:                    aws.String("SET period_end = :pe, currency = :cur, tier_cap = :tc ADD amount :amount"),
+		ConditionExpression:                 aws.String("period_start = :ps"),
 	}
+	if add.Below != "" {
+		values[":below"] = &types.AttributeValueMemberN{Value: add.Below}
+		u.ConditionExpression = aws.String("period_start = :ps AND amount < :below")
+	}
+	if add.Rollover {
+		delete(values, ":below")
+		values[":empty"] = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}
+		u.UpdateExpression = aws.String("SET period_start = :ps, period_end = :pe, amount = :amount, currency = :cur, tier_cap = :tc, alerts = :empty, alerts_sent = :empty")
+		u.ConditionExpression = aws.String("attribute_not_exists(period_start) OR period_start < :ps")
+	}
+	return u
+}
+
+// GetSpends reads the spend records of orgs (those that exist), strongly
+// consistent, in ⌈orgs/100⌉ BatchGetItem requests, which it returns.
+func (s *Store) GetSpends(ctx context.Context, orgs []string) (map[string]Spend, int, error) {
+	var keys []map[string]types.AttributeValue
+	for _, org := range orgs {
+		keys = append(keys, key(orgPK(org), skSpend))
+	}
+	items, sent, err := s.batchGet(ctx, keys)
+	if err != nil {
+		return nil, sent, fmt.Errorf("table.GetSpends: %w", err)
+	}
+	out := map[string]Spend{}
+	for _, item := range items {
+		sp, err := spendOf(item)
+		if err != nil {
+			return nil, sent, fmt.Errorf("table.GetSpends: %w", err)
+		}
+		out[strings.TrimPrefix(strAttr(item[AttrPK]), orgPK(""))] = sp
+	}
+	return out, sent, nil
+}
+
+// ClaimAlert records that the spend of the period starting at periodStart
+// crossed a threshold, unless it is recorded already: the one write that
+// succeeds decides that its caller sends the alert. ErrConditionFailed
+// says another did, or the record moved to another period.
+func (s *Store) ClaimAlert(ctx context.Context, orgID string, periodStart int64, threshold string, at time.Time) error {
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &s.name, Key: key(orgPK(orgID), skSpend),
+		UpdateExpression:          aws.String("SET alerts.#t = :at"),
+		ConditionExpression:       aws.String("period_start = :ps AND attribute_exists(alerts) AND attribute_not_exists(alerts.#t)"),
+		ExpressionAttributeNames:  map[string]string{"#t": threshold},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":at": num(at.Unix()), ":ps": num(periodStart)},
+	})
+	if err != nil {
+		return fmt.Errorf("table.ClaimAlert %s: %w", orgID, translate(err))
+	}
+	return nil
 }
 
 // MarkAlertSent records that the alert of a threshold was sent, unless the
-// spend record has moved to another period. It moves Version, so that a
-// usage write that read the record before cannot write the mark away.
+// spend record has moved to another period.
 func (s *Store) MarkAlertSent(ctx context.Context, orgID string, periodStart int64, threshold string, at time.Time) error {
 	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: &s.name, Key: key(orgPK(orgID), skSpend),
-		UpdateExpression:          aws.String("SET alerts_sent.#t = :at ADD version :one"),
+		UpdateExpression:          aws.String("SET alerts_sent.#t = :at"),
 		ConditionExpression:       aws.String("period_start = :ps AND attribute_exists(alerts_sent)"),
 		ExpressionAttributeNames:  map[string]string{"#t": threshold},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":at": num(at.Unix()), ":one": num(1), ":ps": num(periodStart)},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":at": num(at.Unix()), ":ps": num(periodStart)},
 	})
 	if err != nil {
 		return fmt.Errorf("table.MarkAlertSent %s: %w", orgID, translate(err))
