@@ -51,6 +51,10 @@ commands:
   reconcile [--replay] [--repair]
       compare the mirror with Stripe for every organization; --replay first
       re-processes undelivered events, --repair writes Stripe's state
+  webhook-endpoint [--rotate]   (with --stage)
+      make the stage's Stripe webhook endpoint exist as code: the stack's
+      WebhookUrl, API version 2023-10-16 and the webhook's own event list; a
+      new endpoint's signing secret goes into the stage's secret, unprinted
   (each command takes --request-id to retry a call idempotently)
 
 flags:
@@ -86,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return upsertProducts(ctx, t, rest, *asJSON, stdout, stderr)
 	case "reconcile":
 		return reconcile(ctx, t, rest, *asJSON, stdout, stderr)
+	case "webhook-endpoint":
+		return webhookEndpoint(ctx, t, rest, *asJSON, stdout, stderr)
 	case "record-usage":
 		if slices.ContainsFunc(rest, func(a string) bool { return a == "--file" || strings.HasPrefix(a, "--file=") }) {
 			return recordUsageFile(ctx, t, rest, *asJSON, stdout, stderr)

@@ -34,6 +34,8 @@ import (
 	"github.com/baseten/billing-functions/internal/dynamoproxy"
 	"github.com/baseten/billing-functions/internal/gateway"
 	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/stripe/stripe-go/v76"
+
 	"github.com/baseten/billing-functions/pkg/billing"
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -147,7 +149,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 		return nil, err
 	}
 	if s.stripe != nil {
-		s.stripe.AddWebhookEndpoint(s.GatewayURL+WebhookPath, []string{LocalWhSecret}, nil, "")
+		// The same event list and API version as billingctl webhook-endpoint
+		// gives a stage's endpoint.
+		s.stripe.AddWebhookEndpoint(s.GatewayURL+WebhookPath, []string{LocalWhSecret}, billing.HandledEventTypes(), stripe.APIVersion)
 		// The local account's portal settings are saved, as someone does
 		// once in a test account's Dashboard.
 		s.stripe.SetPortalDefault(true)

@@ -34,6 +34,7 @@ var unsettable = map[string][]string{
 	"POST /v1/billing_portal/configurations":      {"business_profile[headline]", "default_return_url", "features[customer_update][allowed_updates]", "features[subscription_cancel][cancellation_reason][options]", "features[subscription_update][default_allowed_updates]", "features[subscription_update][products]"},
 	"POST /v1/billing_portal/configurations/{id}": {"business_profile[headline]", "business_profile[privacy_policy_url]", "business_profile[terms_of_service_url]", "default_return_url", "features[customer_update][allowed_updates]", "features[subscription_cancel][cancellation_reason][options]", "features[subscription_update][default_allowed_updates]", "features[subscription_update][products]", "metadata"},
 	"POST /v1/webhook_endpoints":                  {"description", "metadata"},
+	"POST /v1/webhook_endpoints/{id}":             {"description", "metadata"},
 }
 
 // unsetExceptions are parameters Stripe accepts "" for although the spec

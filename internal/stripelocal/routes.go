@@ -67,6 +67,8 @@ func (s *Server) routes() {
 	s.api("POST /v1/webhook_endpoints", s.createWebhookEndpoint)
 	s.api("GET /v1/webhook_endpoints", s.listWebhookEndpoints)
 	s.api("DELETE /v1/webhook_endpoints/{id}", s.deleteWebhookEndpoint)
+	s.api("GET /v1/webhook_endpoints/{id}", s.retrieveWebhookEndpoint)
+	s.api("POST /v1/webhook_endpoints/{id}", s.updateWebhookEndpoint)
 
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 404, map[string]any{"error": &apiError{Type: "invalid_request_error",

@@ -77,6 +77,9 @@ func (ep *endpoint) drain(s *Server) {
 }
 
 func (ep *endpoint) wants(typ string) bool {
+	if ep.obj["status"] == "disabled" {
+		return false
+	}
 	for _, e := range ep.events {
 		if e == "*" || e == typ {
 			return true
@@ -201,9 +204,12 @@ func (s *Server) attempt(d *delivery, serial bool) {
 	}
 	d.attempt++
 	payload, header, id, typ := s.sign(d)
-	status, err := s.post(d.endpoint.url, payload, header)
+	s.mu.Lock()
+	url := d.endpoint.url // an update may move it
+	s.mu.Unlock()
+	status, err := s.post(url, payload, header)
 	ok := err == nil && status >= 200 && status < 300
-	s.opts.Logf("webhook %s %s -> %s attempt %d: status %d err %v", id, typ, d.endpoint.url, d.attempt, status, err)
+	s.opts.Logf("webhook %s %s -> %s attempt %d: status %d err %v", id, typ, url, d.attempt, status, err)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()

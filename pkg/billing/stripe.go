@@ -30,6 +30,7 @@ import (
 	"github.com/stripe/stripe-go/v76/product"
 	"github.com/stripe/stripe-go/v76/setupintent"
 	"github.com/stripe/stripe-go/v76/subscription"
+	"github.com/stripe/stripe-go/v76/webhookendpoint"
 )
 
 // stripeClients builds one stripe-go client per API key, reused while the
@@ -252,6 +253,7 @@ type stripeAPI struct {
 	PaymentIntents              *paymentintent.Client
 	SetupIntents                *setupintent.Client
 	Events                      *event.Client
+	WebhookEndpoints            *webhookendpoint.Client
 }
 
 func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
@@ -264,6 +266,6 @@ func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
 		BillingPortalConfigurations: &configuration.Client{B: b, Key: key},
 		CheckoutSessions:            &checkoutsession.Client{B: b, Key: key}, PaymentIntents: &paymentintent.Client{B: b, Key: key},
 		SetupIntents: &setupintent.Client{B: b, Key: key},
-		Events:       &event.Client{B: b, Key: key},
+		Events:       &event.Client{B: b, Key: key}, WebhookEndpoints: &webhookendpoint.Client{B: b, Key: key},
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
@@ -108,13 +107,6 @@ func (s *Service) handleEvent(ctx context.Context, ev *wireEvent, keys Keys) (We
 	d := &delivery{svc: s, ev: ev, res: &res, mismatch: ev.APIVersion != stripe.APIVersion}
 	handle, ok := webhookHandlers[ev.Type]
 	if !ok {
-		for prefix, h := range webhookPrefixHandlers {
-			if strings.HasPrefix(ev.Type, prefix) {
-				handle, ok = h, true
-			}
-		}
-	}
-	if !ok {
 		res.Status, res.Outcome = StatusIgnored, "unhandled"
 		return res, nil
 	}
@@ -172,9 +164,10 @@ var webhookHandlers = map[string]eventHandler{
 	"invoice.payment_action_required": invoices.handler(), "invoice.finalized": invoices.handler(),
 	"invoice.marked_uncollectible": invoices.handler(), "invoice.voided": invoices.handler(),
 	"checkout.session.completed": onCheckoutCompleted,
+	// The catalog's objects, for drift made by hand (see onCatalogObject).
+	"product.created": onCatalogObject, "product.updated": onCatalogObject, "product.deleted": onCatalogObject,
+	"price.created": onCatalogObject, "price.updated": onCatalogObject, "price.deleted": onCatalogObject,
 }
-
-var webhookPrefixHandlers = map[string]eventHandler{"product.": onCatalogObject, "price.": onCatalogObject}
 
 // owner returns the organization an object belongs to: from its
 // billing_namespace and org_id metadata when it has them, else from the
