@@ -304,8 +304,9 @@ func (s *Stack) startFunctions(ctx context.Context) error {
 		env = append(env, "STRIPE_API_BASE="+s.StripeURL)
 	}
 	// The usage pool's settings pass through, as the template's
-	// parameters set them on a stage.
-	for _, k := range []string{"USAGE_RATE", "USAGE_CONCURRENCY"} {
+	// parameters set them on a stage, and the secret's cache time (tests
+	// change the secret).
+	for _, k := range []string{"USAGE_RATE", "USAGE_CONCURRENCY", "SECRET_CACHE_TTL"} {
 		if v := os.Getenv(k); v != "" {
 			env = append(env, k+"="+v)
 		}

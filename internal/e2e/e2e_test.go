@@ -29,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/baseten/billing-functions/internal/devstack"
@@ -215,7 +216,7 @@ func (s *stack) log(function string) string {
 }
 
 func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
-	s := startStack(t)
+	s := startStack(t, "SECRET_CACHE_TTL=1s")
 
 	// check_access answers each reason through the real binary along the
 	// way; the access table itself is TestAccessRules_EachReasonAndItsOrder.
@@ -311,6 +312,16 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 		t.Fatalf("unknown function: %v, want ResourceNotFoundException", err)
 	}
 
+	// Last: the stage's secret loses its API key, and once the function's
+	// cache of it lapses (SECRET_CACHE_TTL=1s here) billing is disabled:
+	// check_access allows everything, as the design note requires.
+	sm := secretsmanager.NewFromConfig(testenv.AWSConfig(fmt.Sprintf("http://127.0.0.1:%d", s.ports[3])))
+	secret := fmt.Sprintf(`{"api_key":"","publishable_key":"","webhook_secret":%q}`, devstack.LocalWhSecret)
+	if _, err := sm.PutSecretValue(context.Background(), &secretsmanager.PutSecretValueInput{SecretId: aws.String(devstack.SecretID), SecretString: &secret}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	s.wantAccess("org_e2e", "gpu-a10g", true, "billing_disabled")
 }
 
 func (s *stack) meterUsage(t *testing.T, eventName, customer string) float64 {
