@@ -62,9 +62,28 @@ func NewAlertBus(t testing.TB) *AlertBus {
 // them from the queue.
 func (b *AlertBus) Events(t testing.TB) []json.RawMessage {
 	t.Helper()
+	return drainEvents(t, b.queue, b.url)
+}
+
+// QueueEvents is Events for a queue a rule already delivers to, by name, on
+// the moto server at awsURL (make dev's alert queue).
+func QueueEvents(t testing.TB, awsURL, name string) []json.RawMessage {
+	t.Helper()
+	q := sqs.NewFromConfig(AWSConfig(awsURL))
+	u, err := q.GetQueueUrl(context.Background(), &sqs.GetQueueUrlInput{QueueName: &name})
+	if err != nil {
+		t.Fatalf("the queue %s: %v", name, err)
+	}
+	return drainEvents(t, q, *u.QueueUrl)
+}
+
+// drainEvents receives and deletes every message of a queue of EventBridge
+// events, and returns their details.
+func drainEvents(t testing.TB, q *sqs.Client, url string) []json.RawMessage {
+	t.Helper()
 	var out []json.RawMessage
 	for {
-		m, err := b.queue.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: &b.url, MaxNumberOfMessages: 10})
+		m, err := q.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 10})
 		if err != nil {
 			t.Fatalf("receive: %v", err)
 		}
@@ -79,7 +98,7 @@ func (b *AlertBus) Events(t testing.TB) []json.RawMessage {
 				t.Fatalf("an event that is not JSON: %.200s", *msg.Body)
 			}
 			out = append(out, ev.Detail)
-			_, _ = b.queue.DeleteMessage(context.Background(), &sqs.DeleteMessageInput{QueueUrl: &b.url, ReceiptHandle: msg.ReceiptHandle})
+			_, _ = q.DeleteMessage(context.Background(), &sqs.DeleteMessageInput{QueueUrl: &url, ReceiptHandle: msg.ReceiptHandle})
 		}
 	}
 }

@@ -101,19 +101,24 @@ func (s *Service) checkAccess(ctx context.Context, cmd Command) (AccessResult, e
 	} else if err != nil {
 		return AccessResult{}, err
 	}
-	a, err := s.store.ReadAccess(ctx, cmd.OrgID)
+	// One BatchGetItem: the subscription, the spend and the catalog's terms.
+	m, _, err := s.store.ReadMirror(ctx, cmd.OrgID, nil)
 	if err != nil {
 		return AccessResult{}, fromTable("read the organization's access", err)
 	}
+	var catalog table.Terms
+	if m.Terms != nil {
+		catalog = *m.Terms
+	}
 	res := AccessResult{}
-	facts := accessFacts{sub: a.Subscription, instanceType: cmd.InstanceType}
-	if sub := a.Subscription; sub != nil {
+	facts := accessFacts{sub: m.Subscription, instanceType: cmd.InstanceType}
+	if sub := m.Subscription; sub != nil {
 		res.Tier, res.Status = &sub.Tier, &sub.Status
 		onSub := slices.ContainsFunc(sub.Items, func(it table.Item) bool { return it.Key == cmd.InstanceType })
-		terms, known := a.Terms.Tiers[sub.Tier]
+		terms, known := catalog.Tiers[sub.Tier]
 		facts.included = onSub && (!known || slices.Contains(terms.Includes, cmd.InstanceType))
 		facts.pastGrace = time.Since(time.Unix(sub.CurrentPeriodStart, 0)) > s.cfg.PastDueGrace
-		view := spendView(a.Spend, sub, terms.SpendCap, a.Terms.Currency)
+		view := spendView(m.Spend, sub, terms.SpendCap, catalog.Currency)
 		res.Spend = &view
 		facts.overCap = view.Cap != nil && parseAmount(view.Amount).Cmp(new(big.Rat).SetInt64(*view.Cap)) >= 0
 	}

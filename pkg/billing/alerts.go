@@ -42,8 +42,8 @@ const alertTries = 3
 
 // sendAlerts tells the core app about each threshold crossed: one log line
 // each, and one event each on the alert bus, then marks each sent on the
-// spend record. Each was decided by exactly one committed write (the spend
-// record's version), so one invocation sends it; one it could not send
+// spend record. Each was claimed by exactly one write (ClaimAlert), so one
+// invocation sends it; one it could not send
 // (the bus refused it three times, or the invocation died first) stays
 // pending on the record, and the next usage write of the organization, or
 // reconcile, sends it (pendingAlerts). The bus may so see an alert twice,
@@ -63,7 +63,8 @@ func (s *Service) sendAlerts(ctx context.Context, alerts []Alert) {
 		return
 	}
 	for start := 0; start < len(alerts); start += 10 { // PutEvents takes 10 entries
-		pending := alerts[start:min(start+10, len(alerts))]
+		group := alerts[start:min(start+10, len(alerts))]
+		pending := group
 		var err error
 		for try := 1; try <= alertTries && len(pending) > 0; try++ {
 			pending, err = s.putAlerts(ctx, pending)
@@ -73,7 +74,7 @@ func (s *Service) sendAlerts(ctx context.Context, alerts []Alert) {
 				}
 			}
 		}
-		s.markSent(ctx, without(alerts[start:min(start+10, len(alerts))], pending))
+		s.markSent(ctx, without(group, pending))
 		for _, a := range pending {
 			msg := "not put"
 			if err != nil {

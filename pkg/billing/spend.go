@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/baseten/billing-functions/pkg/table"
@@ -44,11 +43,7 @@ func parseAmount(s string) *big.Rat {
 // zeros: exact, since every amount is a sum of whole minutes times prices
 // of at most amountScale decimals.
 func formatAmount(r *big.Rat) string {
-	s := r.FloatString(amountScale)
-	if strings.Contains(s, ".") {
-		s = strings.TrimRight(strings.TrimRight(s, "0"), ".")
-	}
-	return s
+	return normalAmount(r.FloatString(amountScale))
 }
 
 // effectiveCap is the cap that applies: the organization's own, else the
@@ -82,42 +77,45 @@ func spendAdd(sp table.Spend, sub *table.Subscription, currency string, tierCap 
 		return add
 	}
 	sp.TierCap = tierCap
-	if line := nextLine(sp); line != nil {
-		if below := new(big.Rat).Sub(line, amount); below.Cmp(parseAmount(sp.Amount)) > 0 {
+	// Without a line left to reach (no cap, or every one claimed), no Below.
+	if lines := unclaimed(sp); len(lines) > 0 {
+		if below := new(big.Rat).Sub(lines[0].at, amount); below.Cmp(parseAmount(sp.Amount)) > 0 {
 			add.Below = formatAmount(below)
 		}
-	} else {
-		add.Below = "" // no cap, or every line claimed: nothing to reach
 	}
 	return add
 }
 
-// nextLine is the lowest threshold line of sp's cap not claimed yet, or nil.
-func nextLine(sp table.Spend) *big.Rat {
+// line is a threshold of a cap and the amount at which it is reached.
+type line struct {
+	threshold int64
+	at        *big.Rat
+}
+
+// unclaimed lists, lowest first, the lines of sp's cap no alert was
+// claimed for yet (none without a cap).
+func unclaimed(sp table.Spend) []line {
 	c := effectiveCap(sp, sp.TierCap)
 	if c <= 0 {
 		return nil
 	}
+	var out []line
 	for _, t := range Thresholds {
 		if _, claimed := sp.Alerts[strconv.FormatInt(t, 10)]; !claimed {
-			return new(big.Rat).SetFrac64(c*t, 100)
+			out = append(out, line{t, new(big.Rat).SetFrac64(c*t, 100)})
 		}
 	}
-	return nil
+	return out
 }
 
 // crossed lists the thresholds sp's amount has reached that no alert was
 // claimed for yet.
 func crossed(sp table.Spend) []int64 {
-	c := effectiveCap(sp, sp.TierCap)
-	if c <= 0 {
-		return nil
-	}
 	amount := parseAmount(sp.Amount)
 	var out []int64
-	for _, t := range Thresholds {
-		if _, claimed := sp.Alerts[strconv.FormatInt(t, 10)]; !claimed && amount.Cmp(new(big.Rat).SetFrac64(c*t, 100)) >= 0 {
-			out = append(out, t)
+	for _, l := range unclaimed(sp) {
+		if amount.Cmp(l.at) >= 0 {
+			out = append(out, l.threshold)
 		}
 	}
 	return out
@@ -143,8 +141,7 @@ func pendingAlerts(org string, sp table.Spend, now time.Time) []Alert {
 		key := strconv.FormatInt(t, 10)
 		at, decided := sp.Alerts[key]
 		if _, sent := sp.AlertsSent[key]; decided && !sent && now.Sub(time.Unix(at, 0)) > alertPatience {
-			out = append(out, Alert{OrgID: org, Threshold: t, Amount: sp.Amount, Cap: effectiveCap(sp, sp.TierCap), Currency: sp.Currency,
-				PeriodStart: sp.PeriodStart, PeriodEnd: sp.PeriodEnd})
+			out = append(out, alertOf(org, sp, t))
 		}
 	}
 	return out
@@ -253,7 +250,7 @@ func (s *Service) storeUsage(ctx context.Context, parts []*orgUsage, view table.
 				// An addition without Below may have reached a line: the
 				// period's first knows its amount (it started the record),
 				// any other reads it.
-				if a.Below == "" && nextLine(sp) != nil {
+				if a.Below == "" && len(unclaimed(sp)) > 0 {
 					added[w.OrgID] = !a.Rollover
 				}
 			}

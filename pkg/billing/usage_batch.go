@@ -383,14 +383,7 @@ func (p *pacer) wait(ctx context.Context) error {
 	if d, ok := ctx.Deadline(); ok && slot.After(d) {
 		return context.DeadlineExceeded
 	}
-	t := time.NewTimer(time.Until(slot))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return sleepCtx(ctx, time.Until(slot))
 }
 
 func (p *pacer) throttled() {

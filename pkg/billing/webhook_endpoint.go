@@ -3,8 +3,8 @@ package billing
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"slices"
-	"sort"
 
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/stripe/stripe-go/v76"
@@ -14,12 +14,7 @@ import (
 // its endpoint's enabled_events, generated from the handlers themselves so
 // that the two cannot drift.
 func HandledEventTypes() []string {
-	var out []string
-	for t := range webhookHandlers {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(webhookHandlers))
 }
 
 // WebhookEndpointResult says what EnsureWebhookEndpoint did. The signing
@@ -70,7 +65,7 @@ func (s *Service) EnsureWebhookEndpoint(ctx context.Context, store SecretWriter,
 	if len(ours) == 1 && !rotate && ours[0].APIVersion == stripe.APIVersion {
 		ep := ours[0]
 		res.EndpointID, res.Action = ep.ID, "unchanged"
-		if ep.URL == url && slices.Equal(sorted(ep.EnabledEvents), want) && ep.Status == "enabled" {
+		if ep.URL == url && slices.Equal(slices.Sorted(slices.Values(ep.EnabledEvents)), want) && ep.Status == "enabled" {
 			return res, nil
 		}
 		res.Action = "updated"
@@ -119,12 +114,6 @@ func (s *Service) EnsureWebhookEndpoint(ctx context.Context, store SecretWriter,
 		res.Deleted = append(res.Deleted, old.ID)
 	}
 	return res, nil
-}
-
-func sorted(s []string) []string {
-	s = slices.Clone(s)
-	sort.Strings(s)
-	return s
 }
 
 // SecretWriter stores a new webhook signing secret into the stage's

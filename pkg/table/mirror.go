@@ -82,10 +82,10 @@ func (s Subscription) Delinquent() bool {
 type Mirror struct {
 	Customer     *Customer     // nil when the org has no customer
 	Subscription *Subscription // nil when it never subscribed
-	Spend        Spend         // Version 0 before any usage or cap
+	Spend        Spend         // the zero Spend before any usage or cap
 	// Terms are the catalog's, read with the mirror by ReadMirror and
 	// ReadClaimed (nil from GetMirror, or before upsert-products stored
-	// them).
+	// them). check_access reads all it needs with ReadMirror.
 	Terms *Terms
 }
 

@@ -3,6 +3,7 @@ package table
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -152,15 +153,19 @@ func (s *Store) GetPortalConfiguration(ctx context.Context) (PortalConfiguration
 // PutPortalConfiguration records the deployment's portal configuration;
 // upsert-products is its only writer.
 func (s *Store) PutPortalConfiguration(ctx context.Context, c PortalConfiguration) error {
-	item, err := attributevalue.MarshalMap(c)
-	if err != nil {
+	if err := s.putCatalogItem(ctx, skPortal, c); err != nil {
 		return fmt.Errorf("table.PutPortalConfiguration: %w", err)
 	}
-	for k, v := range key(pkCatalog, skPortal) {
-		item[k] = v
-	}
-	if _, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.name, Item: item}); err != nil {
-		return fmt.Errorf("table.PutPortalConfiguration: %w", translate(err))
-	}
 	return nil
+}
+
+// putCatalogItem writes v whole as the catalog partition's item sk.
+func (s *Store) putCatalogItem(ctx context.Context, sk string, v any) error {
+	item, err := attributevalue.MarshalMap(v)
+	if err != nil {
+		return err
+	}
+	maps.Copy(item, key(pkCatalog, sk))
+	_, err = s.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.name, Item: item})
+	return translate(err)
 }

@@ -53,13 +53,8 @@ func (s *Store) GetTerms(ctx context.Context) (Terms, error) {
 // PutTerms stores the catalog's Terms; upsert-products is their only
 // writer.
 func (s *Store) PutTerms(ctx context.Context, t Terms) error {
-	item, err := attributevalue.MarshalMap(t)
-	if err != nil {
+	if err := s.putCatalogItem(ctx, skTerms, t); err != nil {
 		return fmt.Errorf("table.PutTerms: %w", err)
-	}
-	maps.Copy(item, key(pkCatalog, skTerms))
-	if _, err := s.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.name, Item: item}); err != nil {
-		return fmt.Errorf("table.PutTerms: %w", translate(err))
 	}
 	return nil
 }
@@ -104,47 +99,6 @@ func spendOf(item map[string]types.AttributeValue) (Spend, error) {
 	return sp, nil
 }
 
-// Access is what check_access reads: the organization's subscription (nil
-// without one), its spend and the catalog's Terms.
-type Access struct {
-	Subscription *Subscription
-	Spend        Spend
-	Terms        Terms
-}
-
-// ReadAccess reads an organization's subscription and spend, and the
-// catalog's Terms, in one BatchGetItem.
-func (s *Store) ReadAccess(ctx context.Context, orgID string) (Access, error) {
-	items, _, err := s.batchGet(ctx, []map[string]types.AttributeValue{
-		key(orgPK(orgID), skSubscription), key(orgPK(orgID), skSpend), key(pkCatalog, skTerms)})
-	if err != nil {
-		return Access{}, fmt.Errorf("table.ReadAccess %s: %w", orgID, err)
-	}
-	var a Access
-	for _, item := range items {
-		if err := a.add(item); err != nil {
-			return Access{}, fmt.Errorf("table.ReadAccess %s: %w", orgID, err)
-		}
-	}
-	return a, nil
-}
-
-func (a *Access) add(item map[string]types.AttributeValue) error {
-	var err error
-	switch strAttr(item[AttrSK]) {
-	case skSubscription:
-		var sub Subscription
-		if err = attributevalue.UnmarshalMap(item, &sub); err == nil && sub.SubscriptionID != "" {
-			a.Subscription = &sub
-		}
-	case skSpend:
-		a.Spend, err = spendOf(item)
-	case skTerms:
-		err = attributevalue.UnmarshalMap(item, &a.Terms)
-	}
-	return err
-}
-
 // SetSpendCap sets the organization's own spend cap (0 removes it, so that
 // the tier's default applies).
 func (s *Store) SetSpendCap(ctx context.Context, orgID string, capAmount int64) (Spend, error) {
@@ -165,7 +119,8 @@ func (s *Store) SetSpendCap(ctx context.Context, orgID string, capAmount int64) 
 	return sp, nil
 }
 
-// GetSpend reads an organization's spend record (Version 0 without one).
+// GetSpend reads an organization's spend record (the zero Spend without
+// one).
 func (s *Store) GetSpend(ctx context.Context, orgID string) (Spend, error) {
 	out, err := s.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.name, Key: key(orgPK(orgID), skSpend), ConsistentRead: aws.Bool(true)})
 	if err != nil {
@@ -343,15 +298,8 @@ func (s *Store) GetSpends(ctx context.Context, orgs []string) (map[string]Spend,
 // succeeds decides that its caller sends the alert. ErrConditionFailed
 // says another did, or the record moved to another period.
 func (s *Store) ClaimAlert(ctx context.Context, orgID string, periodStart int64, threshold string, at time.Time) error {
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: &s.name, Key: key(orgPK(orgID), skSpend),
-		UpdateExpression:          aws.String("SET alerts.#t = :at"),
-		ConditionExpression:       aws.String("period_start = :ps AND attribute_exists(alerts) AND attribute_not_exists(alerts.#t)"),
-		ExpressionAttributeNames:  map[string]string{"#t": threshold},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":at": num(at.Unix()), ":ps": num(periodStart)},
-	})
-	if err != nil {
-		return fmt.Errorf("table.ClaimAlert %s: %w", orgID, translate(err))
+	if err := s.stampThreshold(ctx, orgID, periodStart, "alerts", threshold, at, true); err != nil {
+		return fmt.Errorf("table.ClaimAlert %s: %w", orgID, err)
 	}
 	return nil
 }
@@ -359,15 +307,26 @@ func (s *Store) ClaimAlert(ctx context.Context, orgID string, periodStart int64,
 // MarkAlertSent records that the alert of a threshold was sent, unless the
 // spend record has moved to another period.
 func (s *Store) MarkAlertSent(ctx context.Context, orgID string, periodStart int64, threshold string, at time.Time) error {
-	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: &s.name, Key: key(orgPK(orgID), skSpend),
-		UpdateExpression:          aws.String("SET alerts_sent.#t = :at"),
-		ConditionExpression:       aws.String("period_start = :ps AND attribute_exists(alerts_sent)"),
-		ExpressionAttributeNames:  map[string]string{"#t": threshold},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":at": num(at.Unix()), ":ps": num(periodStart)},
-	})
-	if err != nil {
-		return fmt.Errorf("table.MarkAlertSent %s: %w", orgID, translate(err))
+	if err := s.stampThreshold(ctx, orgID, periodStart, "alerts_sent", threshold, at, false); err != nil {
+		return fmt.Errorf("table.MarkAlertSent %s: %w", orgID, err)
 	}
 	return nil
+}
+
+// stampThreshold sets threshold's time in the spend record's map (alerts
+// or alerts_sent), if the record is still of the period starting at
+// periodStart, and with once only if the threshold has no time there yet.
+func (s *Store) stampThreshold(ctx context.Context, orgID string, periodStart int64, mapName, threshold string, at time.Time, once bool) error {
+	cond := "period_start = :ps AND attribute_exists(#m)"
+	if once {
+		cond += " AND attribute_not_exists(#m.#t)"
+	}
+	_, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &s.name, Key: key(orgPK(orgID), skSpend),
+		UpdateExpression:          aws.String("SET #m.#t = :at"),
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeNames:  map[string]string{"#m": mapName, "#t": threshold},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":at": num(at.Unix()), ":ps": num(periodStart)},
+	})
+	return translate(err)
 }
