@@ -112,6 +112,14 @@ func run() error {
 	for _, f := range soaked {
 		add(f)
 	}
+	fmt.Println("reconcile at scale (one pass over 20,000 organizations, 2,000 of another namespace; make test runs 400):")
+	reconciled, err := reconcileAtScale(root)
+	if err != nil {
+		return err
+	}
+	for _, f := range reconciled {
+		add(f)
+	}
 	fmt.Println("usage under load (10,000 records through the real subscribe binary; make test runs 500):")
 	loaded, err := usageUnderLoad(root)
 	if err != nil {

@@ -81,3 +81,40 @@ func usageUnderLoad(root string) ([]figure, error) {
 		{Name: "usage load: wrong answers (a valid record not recorded, an invalid one without its error)", Value: wrong, Unit: "records", Target: "0", Met: ptr(wrong == 0)},
 	}, nil
 }
+
+// The reconcile scale test's log line (pkg/billing/reconcile_scale_test.go).
+var reconcileScale = regexp.MustCompile(`reconcile at scale: (\d+) organizations \((\d+) of another namespace\) in (\d+) steps in ([^:]+): (\d+) differences; ` +
+	`([0-9.]+) Stripe and ([0-9.]+) DynamoDB requests and ([0-9.]+) ms per organization at ([0-9.]+) requests/s; ` +
+	`a million: (\d+) Stripe and (\d+) DynamoDB requests, ([0-9.]+) min at the rate, ([0-9.]+) min at the measured pace`)
+
+// reconcileAtScale runs one reconcile pass over 20,000 organizations
+// (2,000 of them another namespace's) at the default rate and reports its
+// cost, and the cost of a million organizations projected from it.
+func reconcileAtScale(root string) ([]figure, error) {
+	cmd := exec.Command("go", "test", "-count=1", "-v", "-timeout", "30m", "-run", "^TestReconcile_AtScale$", "./pkg/billing/")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "RECONCILE_SCALE_ORGS=20000")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("reconcile at scale: %w\n%s", err, out)
+	}
+	m := reconcileScale.FindSubmatch(out)
+	if m == nil {
+		return nil, fmt.Errorf("reconcile at scale printed no figures:\n%s", out)
+	}
+	num := func(b []byte) float64 { v, _ := strconv.ParseFloat(string(b), 64); return v }
+	total, foreign := num(m[1]), num(m[2])
+	ours := total - foreign
+	return []figure{
+		{Name: "reconcile: organizations in the local Stripe", Value: total, Unit: "organizations",
+			Note: fmt.Sprintf("%.0f of another namespace; one pass of %s steps in %s", foreign, m[3], m[4])},
+		{Name: "reconcile: differences found (1 in 100 drifted)", Value: num(m[5]), Unit: "differences", Target: fmt.Sprintf("%.0f, each once", ours/100), Met: ptr(num(m[5]) == ours/100)},
+		{Name: "reconcile: Stripe requests per organization", Value: num(m[6]), Unit: "requests", Note: "searches of 100, and one confirming read per difference"},
+		{Name: "reconcile: DynamoDB requests per organization", Value: num(m[7]), Unit: "requests"},
+		{Name: "reconcile: time per organization", Value: num(m[8]), Unit: "ms", Note: fmt.Sprintf("paced at %s Stripe requests/s", m[9])},
+		{Name: "reconcile: a million organizations, Stripe requests (projected)", Value: num(m[10]), Unit: "requests"},
+		{Name: "reconcile: a million organizations, DynamoDB requests (projected)", Value: num(m[11]), Unit: "requests"},
+		{Name: "reconcile: a million organizations at the configured rate (projected)", Value: num(m[12]), Unit: "min",
+			Note: fmt.Sprintf("%s min at this run's measured pace, moto included", m[13])},
+	}, nil
+}

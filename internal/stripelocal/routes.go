@@ -24,12 +24,14 @@ func (s *Server) routes() {
 
 	s.api("POST /v1/customers", s.createCustomer)
 	s.api("GET /v1/customers", s.listCustomers)
+	s.api("GET /v1/customers/search", s.searchCustomers)
 	s.api("GET /v1/customers/{id}", s.retrieveCustomer)
 	s.api("POST /v1/customers/{id}", s.updateCustomer)
 	s.api("DELETE /v1/customers/{id}", s.deleteCustomer)
 
 	s.api("POST /v1/subscriptions", s.createSubscription)
 	s.api("GET /v1/subscriptions", s.listSubscriptions)
+	s.api("GET /v1/subscriptions/search", s.searchSubscriptions)
 	s.api("GET /v1/subscriptions/{id}", s.retrieveSubscription)
 	s.api("POST /v1/subscriptions/{id}", s.updateSubscription)
 	s.api("DELETE /v1/subscriptions/{id}", s.cancelSubscription)

@@ -67,6 +67,7 @@ type Server struct {
 	state         *state
 	idem          map[string]idemEntry
 	faults        []*fault
+	searchLag     time.Duration
 	counts        map[string]int
 	violations    []string
 	revoked       map[string]bool

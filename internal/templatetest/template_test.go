@@ -218,18 +218,6 @@ func TestTemplate_OnlyTheWebhookHasAPublicRoute(t *testing.T) {
 	tp := load(t)
 	for logicalID := range functions {
 		events, _ := tp.Resources[logicalID].Properties["Events"].(map[string]any)
-		if logicalID == "SubscribeFunction" {
-			ev, _ := events["DailyReconcile"].(map[string]any)
-			p, _ := ev["Properties"].(map[string]any)
-			if len(events) != 1 || ev["Type"] != "ScheduleV2" || p["ScheduleExpression"] != "rate(1 day)" {
-				t.Errorf("SubscribeFunction events = %v, want only the DailyReconcile schedule", events)
-			}
-			var input map[string]any
-			if err := json.Unmarshal([]byte(fmt.Sprint(p["Input"])), &input); err != nil || input["action"] != "reconcile" || input["repair"] != nil {
-				t.Errorf("DailyReconcile input = %v, want a reconcile that repairs nothing", p["Input"])
-			}
-			continue
-		}
 		if logicalID != "WebhookFunction" {
 			if len(events) != 0 {
 				t.Errorf("%s has event sources %v; it must have no public trigger", logicalID, events)
@@ -246,6 +234,61 @@ func TestTemplate_OnlyTheWebhookHasAPublicRoute(t *testing.T) {
 				t.Errorf("webhook route = %v", ev)
 			}
 		}
+	}
+}
+
+// The daily reconcile is a state machine that invokes subscribe's
+// reconcile action step after step until one answers done, waits out a
+// step refused as retryable, and repairs nothing.
+func TestTemplate_TheDailyReconcileRunsStepsUntilDone(t *testing.T) {
+	tp := load(t)
+	sm := tp.Resources["ReconcileStateMachine"]
+	events, _ := sm.Properties["Events"].(map[string]any)
+	ev, _ := events["Daily"].(map[string]any)
+	if p, _ := ev["Properties"].(map[string]any); len(events) != 1 || ev["Type"] != "ScheduleV2" || p["ScheduleExpression"] != "rate(1 day)" {
+		t.Errorf("ReconcileStateMachine events = %v, want only the daily schedule", events)
+	}
+	def, _ := sm.Properties["Definition"].(map[string]any)
+	states, _ := def["States"].(map[string]any)
+	state := func(name string) map[string]any { s, _ := states[name].(map[string]any); return s }
+	step := state("Step")
+	params, _ := step["Parameters"].(map[string]any)
+	payload, _ := params["Payload"].(map[string]any)
+	if def["StartAt"] != "Step" || step["Resource"] != "arn:aws:states:::lambda:invoke" ||
+		!equalJSON(params["FunctionName"], map[string]any{"Fn::GetAtt": []any{"SubscribeFunction", "Arn"}}) {
+		t.Errorf("the Step state %v does not invoke SubscribeFunction", step)
+	}
+	if payload["action"] != "reconcile" || payload["replay"] != true || payload["repair"] != nil {
+		t.Errorf("the step's input %v, want a reconcile that replays and repairs nothing", payload)
+	}
+	next := func(name string) (onTrue, otherwise string) {
+		c := state(name)
+		choices, _ := c["Choices"].([]any)
+		if len(choices) != 1 {
+			t.Fatalf("%s: choices %v", name, c["Choices"])
+		}
+		first := choices[0].(map[string]any)
+		if first["BooleanEquals"] != true {
+			t.Fatalf("%s: %v", name, first)
+		}
+		return fmt.Sprint(first["Variable"], " ", first["Next"]), fmt.Sprint(c["Default"])
+	}
+	for name, want := range map[string][2]string{
+		"Answered":   {"$.step.answer.ok Progressed", "Refused"},
+		"Progressed": {"$.step.answer.result.done Done", "Step"},
+		"Refused":    {"$.step.answer.error.retryable Later", "Failed"},
+	} {
+		if onTrue, otherwise := next(name); onTrue != want[0] || otherwise != want[1] {
+			t.Errorf("%s goes to %q, else %q; want %q, else %q", name, onTrue, otherwise, want[0], want[1])
+		}
+	}
+	if state("Later")["Next"] != "Step" || state("Done")["Type"] != "Succeed" || state("Failed")["Type"] != "Fail" {
+		t.Errorf("Later, Done and Failed: %v %v %v", state("Later"), state("Done"), state("Failed"))
+	}
+	policies, _ := sm.Properties["Policies"].([]any)
+	if !equalJSON(policies, []any{map[string]any{"Statement": []any{map[string]any{"Sid": "ReconcileSteps", "Effect": "Allow",
+		"Action": "lambda:InvokeFunction", "Resource": map[string]any{"Fn::GetAtt": []any{"SubscribeFunction", "Arn"}}}}}}) {
+		t.Errorf("ReconcileStateMachine may %v; want to invoke SubscribeFunction only", policies)
 	}
 }
 

@@ -31,6 +31,9 @@ type Service struct {
 	emfMu  sync.Mutex
 	// alerts sends spend alerts (SetAlertBus); nil: logged only.
 	alerts AlertBus
+	// pace spaces reconcile's Stripe requests (reconcilePacer).
+	pace     *pacer
+	paceOnce sync.Once
 }
 
 // NewService wires a Service from ready parts. It makes no request.

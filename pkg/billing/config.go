@@ -56,6 +56,17 @@ type Config struct {
 	// subscription may still run instance types (PAST_DUE_GRACE_DAYS).
 	PastDueGrace time.Duration
 
+	// ReconcileRate paces a reconcile pass's Stripe requests
+	// (RECONCILE_RATE, a second), ReconcilePageSize is its search pages'
+	// size (RECONCILE_PAGE_SIZE), and ReconcileStepTime bounds one step
+	// (RECONCILE_STEP_TIME; 0: until the invocation's deadline less a
+	// margin). ReconcileLease is how long after a step's end its lease
+	// holds the pass, should it die (0: DefaultReconcileLease).
+	ReconcileRate     float64
+	ReconcilePageSize int
+	ReconcileStepTime time.Duration
+	ReconcileLease    time.Duration
+
 	// AlertBusName is the EventBridge bus spend alerts go to
 	// (ALERT_BUS_NAME); empty, they are only logged.
 	AlertBusName string
@@ -95,10 +106,12 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			PublishableKey: strings.TrimSpace(getenv("STRIPE_PUBLISHABLE_KEY")),
 			WebhookSecret:  strings.TrimSpace(getenv("STRIPE_ENDPOINT_SECRET")),
 		},
-		SecretTTL:        DefaultSecretTTL,
-		UsageConcurrency: DefaultUsageConcurrency,
-		UsageRate:        DefaultUsageRate,
-		PastDueGrace:     DefaultPastDueGrace,
+		SecretTTL:         DefaultSecretTTL,
+		UsageConcurrency:  DefaultUsageConcurrency,
+		UsageRate:         DefaultUsageRate,
+		PastDueGrace:      DefaultPastDueGrace,
+		ReconcileRate:     DefaultReconcileRate,
+		ReconcilePageSize: DefaultReconcilePageSize,
 	}
 
 	switch c.Stage {
@@ -150,6 +163,30 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 			bad("USAGE_RATE must be a number of requests a second from 1 to 1000, got %q", v)
 		} else {
 			c.UsageRate = r
+		}
+	}
+	if v := strings.TrimSpace(getenv("RECONCILE_RATE")); v != "" {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || !(r >= 0.1 && r <= 100) {
+			bad("RECONCILE_RATE must be a number of requests a second from 0.1 to 100, got %q", v)
+		} else {
+			c.ReconcileRate = r
+		}
+	}
+	if v := strings.TrimSpace(getenv("RECONCILE_PAGE_SIZE")); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 100 {
+			bad("RECONCILE_PAGE_SIZE must be an integer from 1 to 100 (Stripe's search limit), got %q", v)
+		} else {
+			c.ReconcilePageSize = n
+		}
+	}
+	if v := strings.TrimSpace(getenv("RECONCILE_STEP_TIME")); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			bad("RECONCILE_STEP_TIME must be a positive duration such as 20s, got %q", v)
+		} else {
+			c.ReconcileStepTime = d
 		}
 	}
 	if v := strings.TrimSpace(getenv("PAST_DUE_GRACE_DAYS")); v != "" {

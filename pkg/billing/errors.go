@@ -84,6 +84,8 @@ func fromTable(op string, err error) error {
 		return nil
 	case errors.Is(err, table.ErrUnavailable), errors.Is(err, table.ErrTransactionConflict):
 		return &Error{Code: CodeUnavailable, Message: op + ": DynamoDB is unavailable", Retryable: true, Err: err}
+	case errors.Is(err, table.ErrPassBusy):
+		return &Error{Code: CodeConflict, Message: op + ": another reconcile step is running", Retryable: true, Err: err}
 	case errors.Is(err, table.ErrNotFound):
 		return &Error{Code: CodeNotFound, Message: op + ": not found", Err: err}
 	case errors.Is(err, table.ErrConditionFailed):

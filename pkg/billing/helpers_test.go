@@ -146,13 +146,40 @@ func disabledService(t *testing.T) *billing.Service {
 	return billing.NewService(cfg, billing.NewKeySource(cfg, nil), table.New(nil, cfg.TableName), slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
+// reconcile runs a whole reconcile pass, step after step as the state
+// machine does, and returns the steps' reports merged.
 func (f *fixture) reconcile(opts billing.ReconcileOptions) billing.ReconcileReport {
 	f.t.Helper()
-	rep, err := f.svc.Reconcile(context.Background(), opts)
-	if err != nil {
-		f.t.Fatalf("reconcile: %v", err)
+	return reconcilePass(f.t, f.svc, opts)
+}
+
+func reconcilePass(t testing.TB, svc *billing.Service, opts billing.ReconcileOptions) billing.ReconcileReport {
+	t.Helper()
+	all := billing.ReconcileReport{Differences: []billing.Difference{}}
+	for step := 0; ; step++ {
+		if step > 1000 {
+			t.Fatal("reconcile: the pass did not end in 1000 steps")
+		}
+		rep, err := svc.Reconcile(context.Background(), opts)
+		if err != nil {
+			t.Fatalf("reconcile step %d: %v", step, err)
+		}
+		if all.PassID != "" && rep.PassID != all.PassID {
+			t.Fatalf("reconcile step %d ran pass %s, not %s", step, rep.PassID, all.PassID)
+		}
+		all.PassID, all.Phase, all.Done, all.Pass = rep.PassID, rep.Phase, rep.Done, rep.Pass
+		all.Organizations += rep.Organizations
+		all.Subscriptions += rep.Subscriptions
+		all.Differences = append(all.Differences, rep.Differences...)
+		all.Remaining = append(all.Remaining, rep.Remaining...)
+		all.Repaired += rep.Repaired
+		if rep.Replay != nil {
+			all.Replay = rep.Replay
+		}
+		if rep.Done {
+			return all
+		}
 	}
-	return rep
 }
 
 // subscribed puts orgs on the starter tier through subscribe, and waits

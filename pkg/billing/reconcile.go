@@ -1,7 +1,10 @@
 package billing
 
 import (
+	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,10 +22,10 @@ import (
 	"github.com/baseten/billing-functions/pkg/table"
 )
 
-// ReconcileOptions says what a reconcile run does besides comparing.
+// ReconcileOptions says what a reconcile step does besides comparing.
 type ReconcileOptions struct {
 	Repair bool // write Stripe's state into the mirror where the two differ
-	Replay bool // first re-process the events whose deliveries failed
+	Replay bool // when the step starts a pass, first re-process the events whose deliveries failed
 }
 
 // Difference is one field on which the mirror and Stripe disagree.
@@ -33,15 +36,27 @@ type Difference struct {
 	Stripe string `json:"stripe"`
 }
 
-// ReconcileReport is what a reconcile run found and did.
+// ReconcileReport is what one reconcile step compared, found and did, and
+// where its pass stands.
 type ReconcileReport struct {
+	PassID string `json:"pass_id"`
+	// Phase is what the pass reads next; Done says this step ended it.
+	Phase string `json:"phase"`
+	Done  bool   `json:"done"`
+	// Organizations counts the customers this step compared, and
+	// Subscriptions the subscriptions.
 	Organizations int          `json:"organizations"`
+	Subscriptions int          `json:"subscriptions"`
 	Differences   []Difference `json:"differences"`
 	// Repaired counts the organizations whose mirror was rewritten, and
 	// Remaining the differences still there afterwards (with Repair only).
 	Repaired  int           `json:"repaired"`
 	Remaining []Difference  `json:"remaining,omitempty"`
 	Replay    *ReplayReport `json:"replay,omitempty"`
+	// Step is this step's progress, and Pass the pass's so far, this
+	// step included.
+	Step table.Progress `json:"step"`
+	Pass table.Progress `json:"pass"`
 }
 
 // ReplayReport counts the failed-delivery events a run re-processed, by
@@ -54,10 +69,11 @@ type ReplayReport struct {
 	Failed    int `json:"failed"`
 }
 
-// reconcileMetrics are the reconcile action's metrics. ReconcileCompleted
-// is its heartbeat, which the template's ReconcileHeartbeatAlarm watches.
-var reconcileMetrics = []string{"ReconcileCompleted", "ReconcileOrganizations", "ReconcileDifferences", "ReconcileRepaired",
-	"ReconcileRemaining", "ReplayProcessed", "ReplayFailed"}
+// reconcileMetrics are the reconcile action's metrics, one line a step.
+// ReconcileCompleted (1 on the step that ends a pass) is its heartbeat,
+// which the template's ReconcileHeartbeatAlarm watches.
+var reconcileMetrics = []string{"ReconcileCompleted", "ReconcileOrganizations", "ReconcileSubscriptions", "ReconcileDifferences",
+	"ReconcileRepaired", "ReconcileRemaining", "ReconcileStripeRequests", "ReconcileDynamoDBRequests", "ReplayProcessed", "ReplayFailed"}
 
 // EmittedMetrics lists the metrics each function's Embedded Metric Format
 // lines carry, by the Function dimension's value, for the template's
@@ -67,9 +83,10 @@ func EmittedMetrics() map[string][]string {
 		"subscribe": stripeMetrics, "upsert-products": stripeMetrics}
 }
 
-// reconcileRun is the reconcile action: it runs Reconcile, logs each
-// difference (IDs and states only), and counts them in metrics, which the
-// template's ReconcileDriftAlarm watches.
+// reconcileRun is the reconcile action: one step of the pass. It logs
+// each difference (IDs and states only) and the pass's progress, and
+// counts them in metrics, which the template's ReconcileDriftAlarm
+// watches.
 func (s *Service) reconcileRun(ctx context.Context, opts ReconcileOptions) (ReconcileReport, error) {
 	rep, err := s.Reconcile(ctx, opts)
 	if err != nil {
@@ -78,8 +95,19 @@ func (s *Service) reconcileRun(ctx context.Context, opts ReconcileOptions) (Reco
 	for _, d := range rep.Differences {
 		s.log.WarnContext(ctx, "reconcile: the mirror differs from Stripe", "org_id", d.OrgID, "field", d.Field, "mirror", d.Mirror, "stripe", d.Stripe)
 	}
-	counts := map[string]int{"ReconcileCompleted": 1, "ReconcileOrganizations": rep.Organizations, "ReconcileDifferences": len(rep.Differences),
-		"ReconcileRepaired": rep.Repaired, "ReconcileRemaining": len(rep.Remaining)}
+	p := rep.Pass
+	s.log.InfoContext(ctx, "reconcile step", "pass_id", rep.PassID, "next", rep.Phase, "done", rep.Done,
+		"organizations", rep.Organizations, "subscriptions", rep.Subscriptions, "differences", len(rep.Differences),
+		"pass_customers", p.Customers, "pass_subscriptions", p.Subscriptions, "pass_differences", p.Differences,
+		"pass_stripe_requests", p.StripeRequests, "pass_dynamodb_requests", p.DynamoDBRequests, "pass_steps", p.Steps)
+	completed := 0
+	if rep.Done {
+		completed = 1
+	}
+	counts := map[string]int{"ReconcileCompleted": completed, "ReconcileOrganizations": rep.Organizations,
+		"ReconcileSubscriptions": rep.Subscriptions, "ReconcileDifferences": len(rep.Differences),
+		"ReconcileRepaired": rep.Repaired, "ReconcileRemaining": len(rep.Remaining),
+		"ReconcileStripeRequests": int(rep.Step.StripeRequests), "ReconcileDynamoDBRequests": int(rep.Step.DynamoDBRequests)}
 	if r := rep.Replay; r != nil {
 		counts["ReplayProcessed"], counts["ReplayFailed"] = r.Processed, r.Failed
 	}
@@ -87,205 +115,516 @@ func (s *Service) reconcileRun(ctx context.Context, opts ReconcileOptions) (Reco
 	return rep, nil
 }
 
-// stripeOrg is an organization's billing as Stripe has it now.
-type stripeOrg struct {
-	customers []string             // its live customers, oldest first
-	sub       *stripe.Subscription // its newest subscription, latest_invoice expanded
-}
+// The reconcile pass reads this deployment's objects only, with Stripe's
+// Search API (FIDELITY.md, rule 17): its customers, then its
+// subscriptions, a page of up to 100 a request, each page compared with
+// the mirrors of its organizations (batched reads). That is about 0.02
+// Stripe requests an organization, against one or more for any read per
+// organization. Search answers can lag writes by up to a minute, so a
+// page only proposes differences: each is confirmed by a read of the
+// object itself before it is reported or repaired.
+const (
+	// DefaultReconcileRate paces a pass's Stripe requests: under half of
+	// test mode's 25 a second, which every deployment on the account
+	// shares.
+	DefaultReconcileRate     = 10
+	DefaultReconcilePageSize = 100
+	// reconcileStepMargin is kept free before the invocation's deadline:
+	// a page's reads, confirmations and cursor write fit in it.
+	reconcileStepMargin = 5 * time.Second
+	// DefaultReconcileLease is how long after its invocation's deadline a
+	// step killed there holds the pass, before the next may take it over.
+	DefaultReconcileLease = 15 * time.Second
+)
 
-// Reconcile compares the mirror with Stripe for every organization of this
-// namespace: customer, subscription, status, tier, items, period,
-// cancellation, latest invoice and delinquency. With Replay it first
-// re-processes events whose deliveries failed; with Repair it writes
-// Stripe's state into the mirror. A difference can also be a change in
-// flight (a webhook not yet delivered): repair then writes what the
-// webhook would, and the webhook arrives as stale.
+// Reconcile runs one step of the reconcile pass: it starts a pass when
+// none is running (never a second one while one runs), then compares
+// pages until the step's time is up, moving the pass's cursor after each
+// page. Customer, subscription, status, tier, items, period,
+// cancellation, latest invoice, delinquency and spend are compared. With
+// Replay, the step that starts a pass first re-processes events whose
+// deliveries failed; with Repair it writes Stripe's state into the
+// mirror. A difference can also be a change in flight (a webhook not yet
+// delivered): repair then writes what the webhook would, and the webhook
+// arrives as stale.
 func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (ReconcileReport, error) {
-	var rep ReconcileReport
+	rep := ReconcileReport{Differences: []Difference{}}
 	keys, err := s.enabledKeys(ctx)
 	if err != nil {
 		return rep, err
 	}
-	if opts.Replay {
-		replay, err := s.replayFailedEvents(ctx, keys)
-		if err != nil {
-			return rep, err
-		}
-		rep.Replay = &replay
+	stepEnd := s.reconcileStepEnd(ctx)
+	owner := newPassID()
+	// The lease outlives the invocation: a step killed at its deadline
+	// holds the pass until then, and a little longer.
+	lease := time.Until(stepEnd) + reconcileStepMargin + cmp.Or(s.cfg.ReconcileLease, DefaultReconcileLease)
+	if d, ok := ctx.Deadline(); ok {
+		lease = time.Until(d) + cmp.Or(s.cfg.ReconcileLease, DefaultReconcileLease)
 	}
-	mirrors, err := s.store.ListMirrors(ctx)
+	pass, err := s.store.TakeReconcilePass(ctx, owner, time.Now(), lease)
 	if err != nil {
-		return rep, fromTable("read the mirror", err)
+		return rep, fromTable("take the reconcile pass", err)
 	}
-	inStripe, readAt, err := s.stripeOrgs(ctx, mirrors)
-	if err != nil {
-		return rep, err
-	}
-	orgs := orgIDs(mirrors, inStripe)
-	rep.Organizations = len(orgs)
-	rep.Differences = []Difference{}
-	var differing []string
-	for _, org := range orgs {
-		diffs := compareOrg(org, mirrors[org], inStripe[org])
-		rep.Differences = append(rep.Differences, diffs...)
-		if len(diffs) > 0 {
-			differing = append(differing, org)
-		}
-	}
-	// Spend is compared, never repaired: a counter adds exactly what was
-	// recorded, so a difference is for a person to read.
-	spendDiffs, err := s.compareSpend(ctx, mirrors)
-	if err != nil {
-		return rep, err
-	}
-	rep.Differences = append(rep.Differences, spendDiffs...)
-	// Alerts decided and never sent (their invocation died, or the bus
-	// refused them) go out now.
-	var pending []Alert
-	for _, org := range orgs {
-		pending = append(pending, pendingAlerts(org, mirrors[org].Spend, time.Now())...)
-	}
-	s.sendAlerts(ctx, pending)
-	if opts.Repair {
-		for _, org := range differing {
-			if err := s.repairOrg(ctx, org, mirrors[org], inStripe[org], readAt); err != nil {
+	startWrites := int64(0)
+	if !pass.Running() {
+		startWrites = 1
+		started := table.ReconcilePass{PassID: newPassID(), Phase: table.PhaseCustomers, StartedAt: time.Now().Unix(),
+			Owner: owner, LeaseUntil: pass.LeaseUntil}
+		if opts.Replay {
+			replay, err := s.replayFailedEvents(ctx, keys)
+			if err != nil {
 				return rep, err
 			}
-			rep.Repaired++
-			m, err := s.store.GetMirror(ctx, org)
-			if err != nil {
-				return rep, fromTable("read the mirror", err)
-			}
-			rep.Remaining = append(rep.Remaining, compareOrg(org, m, inStripe[org])...)
+			rep.Replay = &replay
+		}
+		if err := s.store.SaveReconcilePass(ctx, pass, started); err != nil {
+			return rep, fromTable("start a reconcile pass", err)
+		}
+		pass = started
+	}
+	rep.PassID = pass.PassID
+	pace := s.reconcilePacer()
+	for first := true; pass.Running(); first = false {
+		began := time.Now()
+		requestsBefore := s.stripe.tally.requests.Load()
+		pg, err := s.reconcilePage(ctx, pace, pass, opts)
+		restart := errors.Is(err, errPageRefused)
+		if restart {
+			// How long Stripe keeps a next_page token is not documented
+			// (FIDELITY.md, rule 17): the phase starts again from its first
+			// page, whose organizations are compared, and counted, again.
+			s.log.WarnContext(ctx, "reconcile: Stripe refused the pass's page token; the phase starts again", "pass_id", pass.PassID, "phase", pass.Phase)
+			pg = reconciledPage{}
+		} else if err != nil {
+			return rep, err
+		}
+		next := pass
+		next.Page = pg.next
+		if pg.next == "" && !restart {
+			next.Phase = nextPhase(pass.Phase)
+		}
+		// The step ends when the pass does, or when another page like
+		// this one would not fit: the same write then hands the pass to
+		// the next step rather than at the lease's end.
+		last := time.Now().Add(time.Since(began)).After(stepEnd)
+		if next.Phase == table.PhaseDone {
+			next.EndedAt = time.Now().Unix()
+		}
+		if last || next.Phase == table.PhaseDone {
+			next.LeaseUntil = 0
+		}
+		pg.progress.StripeRequests = s.stripe.tally.requests.Load() - requestsBefore
+		pg.progress.DynamoDBRequests++ // the cursor's write
+		if first {
+			pg.progress.Steps = 1
+			pg.progress.DynamoDBRequests += 1 + startWrites // the lease, and the pass's start
+		}
+		next.Progress = pass.Progress.Add(pg.progress)
+		if err := s.store.SaveReconcilePass(ctx, pass, next); err != nil {
+			return rep, fromTable("move the reconcile pass", err)
+		}
+		pass = next
+		rep.add(pg)
+		if last {
+			break
 		}
 	}
+	rep.Phase, rep.Done, rep.Pass = pass.Phase, pass.Phase == table.PhaseDone, pass.Progress
 	return rep, nil
 }
 
-// stripeOrgs lists the customers (this namespace's, and any the mirror
-// maps) and every subscription with its latest invoice, 100 per request,
-// and keeps each organization's newest subscription, as the mirror does.
-// readAt is when Stripe answered the first page, by Stripe's clock, which
-// also times its events.
-func (s *Service) stripeOrgs(ctx context.Context, mirrors map[string]table.Mirror) (orgs map[string]stripeOrg, readAt int64, err error) {
-	mapped := map[string]string{}
-	for org, m := range mirrors {
-		if m.Customer != nil {
-			mapped[m.Customer.CustomerID] = org
-		}
-	}
-	orgs = map[string]stripeOrg{}
-	orgOfCustomer := map[string]string{}
-	readAt = time.Now().Unix()
-	err = s.withStripe(ctx, "list customers and subscriptions", func(api *stripeAPI) error {
-		clear(orgs)
-		clear(orgOfCustomer)
-		ci := api.Customers.List(&stripe.CustomerListParams{ListParams: stripe.ListParams{Context: ctx, Limit: stripe.Int64(100)}})
-		for first := true; ci.Next(); first = false {
-			if page := ci.CustomerList(); first && page.LastResponse != nil {
-				if t, err := http.ParseTime(page.LastResponse.Header.Get("Date")); err == nil {
-					readAt = t.Unix()
-				}
-			}
-			c := ci.Customer()
-			org, ok := mapped[c.ID]
-			if !ok && c.Metadata[metaNamespace] == s.cfg.Namespace {
-				org, ok = c.Metadata["org_id"], c.Metadata["org_id"] != ""
-			}
-			if c.Deleted || !ok {
-				continue
-			}
-			o := orgs[org]
-			o.customers = append([]string{c.ID}, o.customers...) // the list is newest first
-			orgs[org] = o
-			orgOfCustomer[c.ID] = org
-		}
-		if err := ci.Err(); err != nil {
-			return err
-		}
-		sp := &stripe.SubscriptionListParams{ListParams: stripe.ListParams{Context: ctx, Limit: stripe.Int64(100)}, Status: stripe.String("all")}
-		sp.AddExpand("data.latest_invoice")
-		si := api.Subscriptions.List(sp)
-		for si.Next() {
-			sub := si.Subscription()
-			if sub.Customer == nil {
-				continue
-			}
-			org, ok := orgOfCustomer[sub.Customer.ID]
-			if !ok {
-				continue
-			}
-			o := orgs[org]
-			if o.sub == nil || sub.Created > o.sub.Created || (sub.Created == o.sub.Created && sub.ID > o.sub.ID) {
-				o.sub = sub
-				orgs[org] = o
-			}
-		}
-		return si.Err()
-	})
-	if err != nil {
-		return nil, 0, err
-	}
-	return orgs, readAt, nil
+// reconcilePacer is the pacer of this process's reconcile steps: kept
+// across invocations, so that a step's first request keeps the pace of
+// the step before it (the state machine runs steps back to back, mostly
+// in the same warm environment).
+func (s *Service) reconcilePacer() *pacer {
+	s.paceOnce.Do(func() { s.pace = newPacer(cmp.Or(s.cfg.ReconcileRate, DefaultReconcileRate)) })
+	return s.pace
 }
 
-func orgIDs(mirrors map[string]table.Mirror, inStripe map[string]stripeOrg) []string {
-	var orgs []string
-	for org := range mirrors {
-		orgs = append(orgs, org)
+// reconcileStepEnd is when a step stops taking new pages: its configured
+// time (RECONCILE_STEP_TIME), else the invocation's deadline less a
+// margin for the page in hand.
+func (s *Service) reconcileStepEnd(ctx context.Context) time.Time {
+	end := time.Now().Add(30*time.Second - reconcileStepMargin)
+	if d, ok := ctx.Deadline(); ok {
+		end = d.Add(-reconcileStepMargin)
 	}
-	for org := range inStripe {
-		if _, ok := mirrors[org]; !ok {
+	if t := s.cfg.ReconcileStepTime; t > 0 && time.Now().Add(t).Before(end) {
+		end = time.Now().Add(t)
+	}
+	return end
+}
+
+func nextPhase(phase string) string {
+	if phase == table.PhaseCustomers {
+		return table.PhaseSubscriptions
+	}
+	return table.PhaseDone
+}
+
+// newPassID names a pass, and a step as the owner of the pass's lease.
+func newPassID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "rp_" + hex.EncodeToString(b[:])
+}
+
+// reconciledPage is what comparing one search page found and did.
+type reconciledPage struct {
+	next        string // the next page's token; "" after the phase's last
+	differences []Difference
+	remaining   []Difference
+	repaired    int
+	progress    table.Progress
+}
+
+func (r *ReconcileReport) add(pg reconciledPage) {
+	r.Organizations += int(pg.progress.Customers)
+	r.Subscriptions += int(pg.progress.Subscriptions)
+	r.Differences = append(r.Differences, pg.differences...)
+	r.Remaining = append(r.Remaining, pg.remaining...)
+	r.Repaired += pg.repaired
+	r.Step = r.Step.Add(pg.progress)
+}
+
+// namespaceQuery is the Search API query for this deployment's objects.
+func (s *Service) namespaceQuery() string {
+	return fmt.Sprintf("metadata['%s']:'%s'", metaNamespace, s.cfg.Namespace)
+}
+
+// paced runs one Stripe request at the pass's rate; after a 429 it backs
+// off and tries again while the context allows.
+func (s *Service) paced(ctx context.Context, pace *pacer, op string, fn func(api *stripeAPI) error) error {
+	for {
+		if err := pace.wait(ctx); err != nil {
+			return &Error{Code: CodeUnavailable, Message: op + ": the step ran out of time", Retryable: true, Err: err}
+		}
+		err := s.withStripe(ctx, op, fn)
+		if !errors.Is(err, errRateLimited) {
+			pace.succeeded()
+			return err
+		}
+		pace.throttled()
+	}
+}
+
+// reconcilePage reads the pass's next search page and compares it.
+func (s *Service) reconcilePage(ctx context.Context, pace *pacer, pass table.ReconcilePass, opts ReconcileOptions) (reconciledPage, error) {
+	size := int64(cmp.Or(s.cfg.ReconcilePageSize, DefaultReconcilePageSize))
+	var page *string
+	if pass.Page != "" {
+		page = stripe.String(pass.Page)
+	}
+	if pass.Phase == table.PhaseCustomers {
+		var customers []*stripe.Customer
+		var meta stripe.SearchMeta
+		err := s.paced(ctx, pace, "search customers", func(api *stripeAPI) error {
+			p := &stripe.CustomerSearchParams{SearchParams: stripe.SearchParams{Context: ctx, Query: s.namespaceQuery(), Limit: stripe.Int64(size), Single: true}, Page: page}
+			it := api.Customers.Search(p)
+			customers = customers[:0]
+			for it.Next() {
+				customers = append(customers, it.Customer())
+			}
+			if res := it.CustomerSearchResult(); res != nil {
+				meta = res.SearchMeta
+			}
+			return it.Err()
+		})
+		if err != nil {
+			return reconciledPage{}, pageError(page, err)
+		}
+		pg, err := s.compareCustomers(ctx, pace, customers, opts)
+		pg.next = nextToken(meta)
+		return pg, err
+	}
+	var subs []*stripe.Subscription
+	var meta stripe.SearchMeta
+	err := s.paced(ctx, pace, "search subscriptions", func(api *stripeAPI) error {
+		p := &stripe.SubscriptionSearchParams{SearchParams: stripe.SearchParams{Context: ctx, Query: s.namespaceQuery(), Limit: stripe.Int64(size), Single: true}, Page: page}
+		p.AddExpand("data.latest_invoice")
+		it := api.Subscriptions.Search(p)
+		subs = subs[:0]
+		for it.Next() {
+			subs = append(subs, it.Subscription())
+		}
+		if res := it.SubscriptionSearchResult(); res != nil {
+			meta = res.SearchMeta
+		}
+		return it.Err()
+	})
+	if err != nil {
+		return reconciledPage{}, pageError(page, err)
+	}
+	pg, err := s.compareSubscriptions(ctx, pace, subs, opts)
+	pg.next = nextToken(meta)
+	return pg, err
+}
+
+// errPageRefused is a search Stripe refused when it carried a page token.
+var errPageRefused = errors.New("stripe refused the search's page token")
+
+func pageError(page *string, err error) error {
+	if page != nil && errors.Is(err, errRefused) {
+		return fmt.Errorf("%w: %w", errPageRefused, err)
+	}
+	return err
+}
+
+func nextToken(meta stripe.SearchMeta) string {
+	if !meta.HasMore || meta.NextPage == nil {
+		return ""
+	}
+	return *meta.NextPage
+}
+
+// stripeDate is when Stripe answered, by Stripe's clock (its Date
+// header), which also times its events; else now.
+func stripeDate(r *stripe.APIResponse) int64 {
+	if r != nil {
+		if t, err := http.ParseTime(r.Header.Get("Date")); err == nil {
+			return t.Unix()
+		}
+	}
+	return time.Now().Unix()
+}
+
+// compareCustomers compares a page of this namespace's customers with the
+// mirror's customer mappings. Each differing customer is read again first
+// (search lags), and so is the mapped one when the two differ.
+func (s *Service) compareCustomers(ctx context.Context, pace *pacer, customers []*stripe.Customer, opts ReconcileOptions) (reconciledPage, error) {
+	var pg reconciledPage
+	orgs := make([]string, 0, len(customers))
+	for _, c := range customers {
+		if org := c.Metadata[metaOrg]; org != "" {
 			orgs = append(orgs, org)
 		}
 	}
-	sort.Strings(orgs)
-	return orgs
+	mirrors, sent, err := s.store.ReadCustomerMirrors(ctx, orgs)
+	pg.progress.DynamoDBRequests += int64(sent)
+	if err != nil {
+		return pg, fromTable("read the mirror", err)
+	}
+	live := map[string]*stripe.Customer{}
+	liveNow := func(id string) (*stripe.Customer, error) {
+		if c, ok := live[id]; ok {
+			return c, nil
+		}
+		var c *stripe.Customer
+		err := s.paced(ctx, pace, "read a customer", func(api *stripeAPI) error {
+			var err error
+			c, err = api.Customers.Get(id, &stripe.CustomerParams{Params: stripe.Params{Context: ctx}})
+			return err
+		})
+		if err != nil && AsError(err).Code == CodeNotFound {
+			c, err = &stripe.Customer{ID: id, Deleted: true}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		live[id] = c
+		return c, nil
+	}
+	for _, c := range customers {
+		org := c.Metadata[metaOrg]
+		if org == "" {
+			continue
+		}
+		pg.progress.Customers++
+		diffs, err := s.customerDiffs(org, mirrors[org], c, nil)
+		if err != nil || len(diffs) == 0 {
+			continue
+		}
+		// Confirm against Stripe's own reads: the customer, and the
+		// mapped one.
+		fresh, err := liveNow(c.ID)
+		if err != nil {
+			return pg, err
+		}
+		var mapped *stripe.Customer
+		if mc := mirrors[org].Customer; mc != nil && !mc.Deleted && mc.CustomerID != c.ID {
+			if mapped, err = liveNow(mc.CustomerID); err != nil {
+				return pg, err
+			}
+		}
+		if diffs, _ = s.customerDiffs(org, mirrors[org], fresh, mapped); len(diffs) == 0 {
+			continue
+		}
+		pg.differences = append(pg.differences, diffs...)
+		pg.progress.Differences += int64(len(diffs))
+		if !opts.Repair {
+			continue
+		}
+		if err := s.repairCustomer(ctx, org, mirrors[org], fresh, mapped, stripeDate(fresh.LastResponse)); err != nil {
+			return pg, err
+		}
+		pg.repaired++
+		pg.progress.Repaired++
+		m, err := s.store.GetMirror(ctx, org)
+		pg.progress.DynamoDBRequests += 2
+		if err != nil {
+			return pg, fromTable("read the mirror", err)
+		}
+		left, _ := s.customerDiffs(org, m, fresh, mapped)
+		pg.remaining = append(pg.remaining, left...)
+	}
+	return pg, nil
 }
 
-// customer is the organization's customer in Stripe: the one the mirror
-// maps when it is live, else the oldest.
-func (st stripeOrg) customer(m table.Mirror) string {
-	if m.Customer != nil && slices.Contains(st.customers, m.Customer.CustomerID) {
-		return m.Customer.CustomerID
+// customerDiffs compares one of the organization's live customers in
+// Stripe with its mirror. mapped is the mirror's other customer as Stripe
+// has it, when read: live, the organization has two customers, both of
+// which can be charged, and a person must merge them.
+func (s *Service) customerDiffs(org string, m table.Mirror, c, mapped *stripe.Customer) ([]Difference, error) {
+	if c.Deleted {
+		return nil, nil // deleted since the search indexed it
 	}
-	if len(st.customers) == 0 {
-		return ""
+	mirrorCustomer := ""
+	if m.Customer != nil && !m.Customer.Deleted {
+		mirrorCustomer = m.Customer.CustomerID
 	}
-	return st.customers[0]
+	switch {
+	case mirrorCustomer == c.ID:
+		return nil, nil
+	case mapped != nil && !mapped.Deleted:
+		return []Difference{{OrgID: org, Field: "live_customers", Mirror: "1", Stripe: mirrorCustomer + "," + c.ID}}, nil
+	}
+	return []Difference{{OrgID: org, Field: "customer", Mirror: mirrorCustomer, Stripe: c.ID}}, nil
 }
 
-// compareOrg lists the fields on which the mirror and Stripe disagree.
-func compareOrg(org string, m table.Mirror, st stripeOrg) []Difference {
+// repairCustomer writes the customer Stripe has into the mirror: a
+// mapping where the mirror has none, the deletion of a mapped customer
+// Stripe deleted. Two live customers are left for a person.
+func (s *Service) repairCustomer(ctx context.Context, org string, m table.Mirror, c, mapped *stripe.Customer, readAt int64) error {
+	switch {
+	case m.Customer == nil:
+		err := s.store.CreateCustomer(ctx, table.Customer{OrgID: org, CustomerID: c.ID, CreatedAt: time.Now().UTC()})
+		if err != nil && !errors.Is(err, table.ErrConditionFailed) {
+			return fromTable("repair the customer mapping", err)
+		}
+	case mapped != nil && mapped.Deleted:
+		return s.applyRepair(ctx, table.Change{Customer: &table.CustomerSnapshot{OrgID: org, CustomerID: mapped.ID, Deleted: true, SourceTime: readAt}})
+	}
+	return nil
+}
+
+// applyRepair writes one guarded change timed at when Stripe was read: a
+// webhook that landed since is newer and wins.
+func (s *Service) applyRepair(ctx context.Context, ch table.Change) error {
+	_, err := s.store.ApplyChange(ctx, ch, true, time.Now())
+	if errors.Is(err, table.ErrStale) {
+		return nil
+	}
+	return fromTable("repair the mirror", err)
+}
+
+// compareSubscriptions compares a page of this namespace's subscriptions
+// with the mirror: the one the mirror holds field by field, and any newer
+// one as a subscription the mirror missed (older ones were replaced, as
+// the mirror keeps the newest). A differing subscription is read again
+// before it is reported. It then compares the spend of the organizations
+// whose subscription it compared, and sends their pending alerts.
+func (s *Service) compareSubscriptions(ctx context.Context, pace *pacer, subs []*stripe.Subscription, opts ReconcileOptions) (reconciledPage, error) {
+	var pg reconciledPage
+	orgs := make([]string, 0, len(subs))
+	for _, sub := range subs {
+		if org := sub.Metadata[metaOrg]; org != "" {
+			orgs = append(orgs, org)
+		}
+	}
+	mirrors, sent, err := s.store.ReadMirrors(ctx, orgs)
+	pg.progress.DynamoDBRequests += int64(sent)
+	if err != nil {
+		return pg, fromTable("read the mirror", err)
+	}
+	compared := map[string]table.Mirror{}
+	for _, sub := range subs {
+		org := sub.Metadata[metaOrg]
+		if org == "" {
+			continue
+		}
+		pg.progress.Subscriptions++
+		m := mirrors[org]
+		if m.Subscription != nil && m.Subscription.SubscriptionID == sub.ID {
+			compared[org] = m
+		}
+		if len(subscriptionDiffs(org, m, sub)) == 0 {
+			continue
+		}
+		var fresh *stripe.Subscription
+		err := s.paced(ctx, pace, "read a subscription", func(api *stripeAPI) error {
+			p := &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}}
+			p.AddExpand("latest_invoice")
+			var err error
+			fresh, err = api.Subscriptions.Get(sub.ID, p)
+			return err
+		})
+		if err != nil {
+			return pg, err
+		}
+		diffs := subscriptionDiffs(org, m, fresh)
+		if len(diffs) == 0 {
+			continue
+		}
+		pg.differences = append(pg.differences, diffs...)
+		pg.progress.Differences += int64(len(diffs))
+		if !opts.Repair {
+			continue
+		}
+		if err := s.repairSubscription(ctx, org, fresh, stripeDate(fresh.LastResponse)); err != nil {
+			return pg, err
+		}
+		pg.repaired++
+		pg.progress.Repaired++
+		after, err := s.store.GetMirror(ctx, org)
+		pg.progress.DynamoDBRequests += 3
+		if err != nil {
+			return pg, fromTable("read the mirror", err)
+		}
+		pg.remaining = append(pg.remaining, subscriptionDiffs(org, after, fresh)...)
+	}
+	// Spend is compared, never repaired: a counter adds exactly what was
+	// recorded, so a difference is for a person to read.
+	spendDiffs, reads, err := s.compareSpend(ctx, pace, compared)
+	pg.progress.DynamoDBRequests += int64(reads)
+	if err != nil {
+		return pg, err
+	}
+	pg.differences = append(pg.differences, spendDiffs...)
+	pg.progress.Differences += int64(len(spendDiffs))
+	// Alerts decided and never sent (their invocation died, or the bus
+	// refused them) go out now.
+	var pending []Alert
+	for org, m := range compared {
+		pending = append(pending, pendingAlerts(org, m.Spend, time.Now())...)
+	}
+	s.sendAlerts(ctx, pending)
+	return pg, nil
+}
+
+// subscriptionDiffs compares one of the organization's subscriptions in
+// Stripe with its mirror.
+func subscriptionDiffs(org string, m table.Mirror, sub *stripe.Subscription) []Difference {
 	var diffs []Difference
 	differ := func(field, mirror, stripe string) {
 		if mirror != stripe {
 			diffs = append(diffs, Difference{OrgID: org, Field: field, Mirror: mirror, Stripe: stripe})
 		}
 	}
-	mirrorCustomer := ""
-	if m.Customer != nil && !m.Customer.Deleted {
-		mirrorCustomer = m.Customer.CustomerID
+	cur := m.Subscription
+	switch {
+	case cur == nil:
+		differ("subscription", "", sub.ID)
+		return diffs
+	case cur.SubscriptionID != sub.ID:
+		// The mirror keeps the newest subscription: an older one was
+		// replaced, a newer one was missed.
+		if sub.Created > cur.SubscriptionCreated {
+			differ("subscription", cur.SubscriptionID, sub.ID)
+		}
+		return diffs
 	}
-	differ("customer", mirrorCustomer, st.customer(m))
-	if len(st.customers) > 1 {
-		// Two live customers for one organization can both be charged: a
-		// person must merge them.
-		differ("live_customers", "1", strings.Join(st.customers, ","))
-	}
-
-	want := mirrorView{}
-	if st.sub != nil {
-		want = viewOfStripe(st.sub)
-	}
-	got := mirrorView{}
-	if m.Subscription != nil {
-		got = viewOfMirror(*m.Subscription)
-	}
-	differ("subscription", got.id, want.id)
-	if got.id != want.id {
-		return diffs // the fields below would differ only because of it
-	}
+	got, want := viewOfMirror(*cur), viewOfStripe(sub)
 	differ("status", got.status, want.status)
 	differ("tier", got.tier, want.tier)
 	differ("items", got.items, want.items)
@@ -334,39 +673,14 @@ func itemsText(items []table.Item) string {
 	return strings.Join(parts, ",")
 }
 
-// repairOrg writes Stripe's state of one organization into the mirror, as
-// guarded changes timed at readAt (when Stripe was read): a webhook that
-// landed since is newer and wins. A customer mapping is created only where
-// the mirror has none; one that points elsewhere is left for a person.
-func (s *Service) repairOrg(ctx context.Context, org string, m table.Mirror, st stripeOrg, readAt int64) error {
-	now := time.Now()
-	apply := func(ch table.Change) error {
-		_, err := s.store.ApplyChange(ctx, ch, true, now)
-		if errors.Is(err, table.ErrStale) {
-			return nil
-		}
-		return fromTable("repair the mirror", err)
-	}
-	switch {
-	case m.Customer == nil && st.customer(m) != "":
-		err := s.store.CreateCustomer(ctx, table.Customer{OrgID: org, CustomerID: st.customer(m), CreatedAt: now.UTC()})
-		if err != nil && !errors.Is(err, table.ErrConditionFailed) {
-			return fromTable("repair the customer mapping", err)
-		}
-	case m.Customer != nil && !m.Customer.Deleted && st.customer(m) != m.Customer.CustomerID:
-		// The mapped customer is gone from Stripe: mirror its deletion.
-		if err := apply(table.Change{Customer: &table.CustomerSnapshot{OrgID: org, CustomerID: m.Customer.CustomerID, Deleted: true, SourceTime: readAt}}); err != nil {
-			return err
-		}
-	}
-	if st.sub == nil {
-		return nil
-	}
-	if err := apply(subscriptionChange(org, asWireSubscription(st.sub), readAt)); err != nil {
+// repairSubscription writes a subscription and its latest invoice as
+// Stripe has them into the mirror, as guarded changes timed at readAt.
+func (s *Service) repairSubscription(ctx context.Context, org string, sub *stripe.Subscription, readAt int64) error {
+	if err := s.applyRepair(ctx, subscriptionChange(org, asWireSubscription(sub), readAt)); err != nil {
 		return err
 	}
-	if inv := st.sub.LatestInvoice; inv != nil && inv.ID != "" {
-		return apply(invoiceChange(org, asWireInvoice(inv), readAt))
+	if inv := sub.LatestInvoice; inv != nil && inv.ID != "" {
+		return s.applyRepair(ctx, invoiceChange(org, asWireInvoice(inv), readAt))
 	}
 	return nil
 }
@@ -421,15 +735,15 @@ func (s *Service) replayFailedEvents(ctx context.Context, keys Keys) (ReplayRepo
 	return rep, nil
 }
 
-// compareSpend compares each organization's spend this period with what
-// Stripe's meters summed for its customer (one event summary request per
-// metered instance type), priced as the counter prices it. Only
-// organizations with spend this period are read: the others add no
-// request. Stripe's summaries take minute boundaries, so the period's
-// start is rounded down to its minute, and they are eventually consistent:
-// usage recorded in the last minutes may show as a difference until they
-// catch up.
-func (s *Service) compareSpend(ctx context.Context, mirrors map[string]table.Mirror) ([]Difference, error) {
+// compareSpend compares the spend this period of each organization in
+// mirrors with what Stripe's meters summed for its customer (one event
+// summary request per metered instance type), priced as the counter
+// prices it. Only organizations with spend this period are read: the
+// others add no request. Stripe's summaries take minute boundaries, so
+// the period's start is rounded down to its minute, and they are
+// eventually consistent: usage recorded in the last minutes may show as a
+// difference until they catch up. It also returns its DynamoDB requests.
+func (s *Service) compareSpend(ctx context.Context, pace *pacer, mirrors map[string]table.Mirror) ([]Difference, int, error) {
 	var orgs []string
 	for org, m := range mirrors {
 		if sub := m.Subscription; sub != nil && m.Spend.PeriodStart == sub.CurrentPeriodStart && m.Spend.Amount != "" && m.Spend.Amount != "0" {
@@ -437,16 +751,16 @@ func (s *Service) compareSpend(ctx context.Context, mirrors map[string]table.Mir
 		}
 	}
 	if len(orgs) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
 	sort.Strings(orgs)
 	terms, err := s.store.GetTerms(ctx)
 	if err != nil {
-		return nil, fromTable("read the catalog's terms", err)
+		return nil, 1, fromTable("read the catalog's terms", err)
 	}
 	mappings, err := s.store.ListProductMappings(ctx)
 	if err != nil {
-		return nil, fromTable("read product mappings", err)
+		return nil, 2, fromTable("read product mappings", err)
 	}
 	meters := map[string]string{}
 	for _, m := range mappings {
@@ -463,9 +777,9 @@ func (s *Service) compareSpend(ctx context.Context, mirrors map[string]table.Mir
 			if meterID == "" || price == "" || m.Customer == nil {
 				continue
 			}
-			minutes, err := s.meteredSince(ctx, meterID, m.Customer.CustomerID, m.Subscription.CurrentPeriodStart/60*60, end)
+			minutes, err := s.meteredSince(ctx, pace, meterID, m.Customer.CustomerID, m.Subscription.CurrentPeriodStart/60*60, end)
 			if err != nil {
-				return diffs, err
+				return diffs, 2, err
 			}
 			amount, _ := usageAmount(minutes, price)
 			inStripe.Add(inStripe, amount)
@@ -474,13 +788,13 @@ func (s *Service) compareSpend(ctx context.Context, mirrors map[string]table.Mir
 			diffs = append(diffs, Difference{OrgID: org, Field: "spend", Mirror: formatAmount(counted), Stripe: formatAmount(inStripe)})
 		}
 	}
-	return diffs, nil
+	return diffs, 2, nil
 }
 
 // meteredSince is the minutes a meter summed for a customer in [start, end).
-func (s *Service) meteredSince(ctx context.Context, meterID, customer string, start, end int64) (int64, error) {
+func (s *Service) meteredSince(ctx context.Context, pace *pacer, meterID, customer string, start, end int64) (int64, error) {
 	var total float64
-	err := s.withStripe(ctx, "read a meter's event summary", func(api *stripeAPI) error {
+	err := s.paced(ctx, pace, "read a meter's event summary", func(api *stripeAPI) error {
 		total = 0
 		it := api.BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{ID: stripe.String(meterID),
 			Customer: stripe.String(customer), StartTime: stripe.Int64(start), EndTime: stripe.Int64(end),

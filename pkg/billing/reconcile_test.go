@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/baseten/billing-functions/internal/stripelocal"
 	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
+	"github.com/baseten/billing-functions/pkg/table"
 )
 
 func TestReconcile_ReportsEachDifferenceAndRepairClearsThem(t *testing.T) {
@@ -59,10 +61,18 @@ func TestReconcile_ReportsEachDifferenceAndRepairClearsThem(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	f.db.Reset()
+	orgs := []string{"org_tier", "org_lost", "org_late", "org_ok", "org_new"}
+	mirrors := func() []table.Mirror {
+		var out []table.Mirror
+		for _, org := range orgs {
+			out = append(out, f.mirror(org))
+		}
+		return out
+	}
+	before := mirrors()
 	rep := f.reconcile(billing.ReconcileOptions{})
-	if _, writes := f.db.Reset(); writes != 0 {
-		t.Fatalf("a reconcile without repair wrote %d times", writes)
+	if after := mirrors(); !reflect.DeepEqual(before, after) {
+		t.Fatal("a reconcile without repair changed the mirror")
 	}
 	if d := fields(rep.Differences, "org_tier"); d["tier"].Mirror != "starter" || d["tier"].Stripe != "business" || d["items"].Field == "" {
 		t.Errorf("org_tier: %+v, want tier starter→business and items", d)
@@ -167,7 +177,9 @@ func TestReconcile_ActionLogsAndCountsDrift(t *testing.T) {
 	if err := json.Unmarshal([]byte(first), &line); err != nil {
 		t.Fatalf("metrics line %q: %v", metrics.String(), err)
 	}
-	if line["Function"] != "reconcile" || line["ReconcileDifferences"] != float64(1) || line["_aws"] == nil {
+	if line["Function"] != "reconcile" || line["ReconcileDifferences"] != float64(1) || line["ReconcileCompleted"] != float64(1) ||
+		line["ReconcileStripeRequests"] != out["step"].(map[string]any)["stripe_requests"] || line["ReconcileStripeRequests"].(float64) < 2 ||
+		line["ReconcileDynamoDBRequests"].(float64) < 4 || line["_aws"] == nil {
 		t.Fatalf("metrics %v", line)
 	}
 	wantError(t, f.call(map[string]any{"action": "reconcile", "repair": "yes"}), billing.CodeInvalidRequest)

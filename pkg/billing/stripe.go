@@ -153,6 +153,8 @@ var (
 	errKeyBurned = errors.New("the idempotency key cannot be retried")
 	// errRateLimited marks Stripe's 429: a pacer backs off.
 	errRateLimited = errors.New("stripe rate limited the request")
+	// errRefused marks any other 400: Stripe refused the request as sent.
+	errRefused = errors.New("stripe refused the request")
 )
 
 // fromStripe translates a stripe-go error into the error vocabulary: it is
@@ -207,6 +209,9 @@ func fromStripe(op string, err error) error {
 		out.Code, out.Message = CodeConflict, op+": Stripe counted this identifier already"
 	default:
 		out.Code, out.Message = CodeInternal, fmt.Sprintf("%s: Stripe refused the request (%s)", op, code)
+		if se.HTTPStatusCode == http.StatusBadRequest {
+			out.Err = fmt.Errorf("%w: %w", errRefused, err)
+		}
 	}
 	return out
 }

@@ -3,7 +3,6 @@ package table
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -135,36 +134,4 @@ func (m *Mirror) add(item map[string]types.AttributeValue) error {
 		m.Spend = sp
 	}
 	return nil
-}
-
-// ListMirrors reads every organization's mirror, by organization ID, with
-// strongly consistent reads of the whole table (reconcile's view of it).
-func (s *Store) ListMirrors(ctx context.Context) (map[string]Mirror, error) {
-	mirrors := map[string]Mirror{}
-	in := &dynamodb.ScanInput{
-		TableName:                 &s.name,
-		FilterExpression:          aws.String("begins_with(pk, :org)"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{":org": &types.AttributeValueMemberS{Value: orgPK("")}},
-		ConsistentRead:            aws.Bool(true),
-	}
-	for {
-		out, err := s.db.Scan(ctx, in)
-		if err != nil {
-			return nil, fmt.Errorf("table.ListMirrors: %w", translate(err))
-		}
-		for _, item := range out.Items {
-			org := strings.TrimPrefix(strAttr(item[AttrPK]), orgPK(""))
-			m := mirrors[org]
-			if err := m.add(item); err != nil {
-				return nil, fmt.Errorf("table.ListMirrors %s: %w", org, err)
-			}
-			if m.Customer != nil || m.Subscription != nil {
-				mirrors[org] = m
-			}
-		}
-		if len(out.LastEvaluatedKey) == 0 {
-			return mirrors, nil
-		}
-		in.ExclusiveStartKey = out.LastEvaluatedKey
-	}
 }

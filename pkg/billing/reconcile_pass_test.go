@@ -1,0 +1,242 @@
+package billing_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/baseten/billing-functions/internal/testenv"
+	"github.com/baseten/billing-functions/pkg/billing"
+	"github.com/baseten/billing-functions/pkg/table"
+)
+
+// tinySteps is a Service on f's Stripe and table whose reconcile steps
+// each read one search page of size pages, at rate requests a second.
+func (f *fixture) tinySteps(size int, rate string, lease time.Duration) *billing.Service {
+	f.t.Helper()
+	env := map[string]string{
+		"STAGE": "dev", "BILLING_NAMESPACE": ns, "TABLE_NAME": f.store.Name(),
+		"STRIPE_API_KEY": "sk_test_fixture", "STRIPE_PUBLISHABLE_KEY": "pk_test_fixture",
+		"STRIPE_ENDPOINT_SECRET": "whsec_fixture", "STRIPE_API_BASE": f.url,
+		"RECONCILE_PAGE_SIZE": fmt.Sprint(size), "RECONCILE_STEP_TIME": "1ms", "RECONCILE_RATE": rate,
+	}
+	cfg, err := billing.LoadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cfg.ReconcileLease = lease
+	svc := billing.NewService(cfg, billing.NewKeySource(cfg, nil), table.New(f.db, f.store.Name()), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	svc.SetMetricsOutput(io.Discard)
+	return svc
+}
+
+// otherNamespace makes n organizations of another deployment in the same
+// Stripe account: each a customer and a subscription.
+func (f *fixture) otherNamespace(n int, namespace string) {
+	f.t.Helper()
+	m, _ := f.store.GetProductMapping(context.Background(), "business")
+	for i := range n {
+		meta := map[string]string{"org_id": fmt.Sprintf("org_%d", i), "billing_namespace": namespace}
+		c := f.payingCustomer(meta)
+		if _, err := f.sc().Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Metadata: meta,
+			Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(m.PriceID)}}}); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
+func (f *fixture) deleteMirrorItem(org, sk string) {
+	f.t.Helper()
+	if _, err := testenv.DynamoDB(f.t).DeleteItem(context.Background(), &dynamodb.DeleteItemInput{TableName: aws.String(f.store.Name()), Key: map[string]ddbtypes.AttributeValue{
+		"pk": &ddbtypes.AttributeValueMemberS{Value: "ORG#" + org}, "sk": &ddbtypes.AttributeValueMemberS{Value: sk}}}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// A pass crosses many steps (one search page of two each), one of them
+// killed in the middle of a page, and still compares each organization of
+// this namespace exactly once, and none of another's: the cursor and the
+// counts move together after a page, and only the lease's holder moves
+// them.
+func TestReconcile_APassCrossesManyStepsAndComparesEachOrganizationOnce(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	var orgs []string
+	for i := range 7 {
+		orgs = append(orgs, fmt.Sprintf("org_p%d", i))
+	}
+	f.subscribed(orgs...)
+	f.otherNamespace(3, "someone-else")
+	f.stripe.WaitDeliveries()
+	// Every organization's mirror lost its subscription: each must show
+	// exactly one difference, once.
+	for _, org := range orgs {
+		f.deleteMirrorItem(org, "SUBSCRIPTION")
+	}
+	svc := f.tinySteps(2, "50", 300*time.Millisecond)
+
+	// Steps until the subscriptions phase, then one killed mid-page: the
+	// second confirming read of its page hangs past the invocation's end.
+	var all []billing.Difference
+	var steps int
+	var pass string
+	for {
+		rep, err := svc.Reconcile(context.Background(), billing.ReconcileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps++
+		pass = rep.PassID
+		all = append(all, rep.Differences...)
+		if rep.Phase == "subscriptions" && rep.Pass.Subscriptions == 2 {
+			break
+		}
+	}
+	f.stripe.InjectFault(stripelocal.Fault{Kind: "delay", DelayMS: 3000, Skip: 1, Count: 1, Path: "GET /v1/subscriptions/{id}"})
+	ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+	_, err := svc.Reconcile(ctx, billing.ReconcileOptions{})
+	cancel()
+	if err == nil {
+		t.Fatal("the killed step succeeded")
+	}
+	// Its lease holds the pass: another step now is refused, and no
+	// second pass starts.
+	rep, err := svc.Reconcile(context.Background(), billing.ReconcileOptions{})
+	if billing.ErrorCode(err) != billing.CodeConflict || !billing.AsError(err).Retryable {
+		t.Fatalf("a step during another's lease: %+v, %v; want a retryable conflict", rep, err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	for {
+		rep, err := svc.Reconcile(context.Background(), billing.ReconcileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps++
+		if rep.PassID != pass {
+			t.Fatalf("step %d ran pass %s, not %s: a second pass started", steps, rep.PassID, pass)
+		}
+		all = append(all, rep.Differences...)
+		if rep.Done {
+			if rep.Pass.Customers != 7 || rep.Pass.Subscriptions != 7 || rep.Pass.Steps != int64(steps) || rep.Pass.Differences != 7 {
+				t.Fatalf("the pass counted %+v over %d steps; want 7 customers, 7 subscriptions, 7 differences", rep.Pass, steps)
+			}
+			if rep.Pass.StripeRequests < 8 || rep.Pass.DynamoDBRequests < int64(steps) {
+				t.Fatalf("the pass counted %d Stripe and %d DynamoDB requests", rep.Pass.StripeRequests, rep.Pass.DynamoDBRequests)
+			}
+			break
+		}
+	}
+	if steps < 8 {
+		t.Fatalf("the pass took %d steps; pages of 2 need at least 8", steps)
+	}
+	seen := map[string]int{}
+	for _, d := range all {
+		if d.Field != "subscription" || d.Mirror != "" {
+			t.Errorf("unexpected difference %+v", d)
+		}
+		seen[d.OrgID]++
+	}
+	for _, org := range orgs {
+		if seen[org] != 1 {
+			t.Errorf("%s reported %d times, want once", org, seen[org])
+		}
+	}
+	if len(seen) != len(orgs) {
+		t.Errorf("differences for %v; another deployment's organizations must not be compared", seen)
+	}
+
+	// The next run is a new pass, and finds nothing left after a repair.
+	rep = reconcilePass(t, svc, billing.ReconcileOptions{Repair: true})
+	if rep.PassID == pass || rep.Repaired != 7 || len(rep.Remaining) != 0 {
+		t.Fatalf("repair pass %s: repaired %d, remaining %+v", rep.PassID, rep.Repaired, rep.Remaining)
+	}
+	if rep := reconcilePass(t, svc, billing.ReconcileOptions{}); len(rep.Differences) != 0 {
+		t.Fatalf("after repair: %+v", rep.Differences)
+	}
+}
+
+// A pass paces its Stripe requests, and waits out Stripe's 429s rather
+// than failing: every page is still compared, and the 429s count in the
+// pass's requests.
+func TestReconcile_PacesItsRequestsAndBacksOffOn429(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	f.subscribed("org_r1", "org_r2", "org_r3")
+	f.stripe.WaitDeliveries()
+	svc := f.tinySteps(1, "5", time.Second)
+	f.stripe.ResetCounts()
+	f.stripe.InjectFault(stripelocal.Fault{Kind: "429", Count: 2, Path: "GET /v1/subscriptions/search"})
+	began := time.Now()
+	rep := reconcilePass(t, svc, billing.ReconcileOptions{})
+	took := time.Since(began)
+	if rep.Pass.Customers != 3 || rep.Pass.Subscriptions != 3 || len(rep.Differences) != 0 {
+		t.Fatalf("pass %+v, differences %+v", rep.Pass, rep.Differences)
+	}
+	// Three pages each, plus the empty last page Stripe never needs: 6
+	// searches answered, 2 refused.
+	searches := f.stripe.Counts()["GET /v1/customers/search"] + f.stripe.Counts()["GET /v1/subscriptions/search"]
+	if rep.Pass.StripeRequests != int64(searches) || searches != 8 {
+		t.Fatalf("the pass counted %d Stripe requests; the local Stripe answered %d searches (want 8: 6 pages, 2 refused)", rep.Pass.StripeRequests, searches)
+	}
+	// At 5 a second, 8 requests span at least 7 intervals of 200 ms; the
+	// two 429s in a row put the next request 250 and then 500 ms after
+	// them, 50 and 300 ms past its slot.
+	if floor := 7*200*time.Millisecond + 350*time.Millisecond; took < floor {
+		t.Fatalf("the pass took %v, under the paced floor %v", took, floor)
+	}
+}
+
+// Search lags writes (FIDELITY.md, rule 17): an organization made in the
+// last minute is not yet in the pages, which is no difference; the next
+// pass compares it.
+func TestReconcile_SearchLagNeverReportsADifferenceThatIsNotThere(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	f.subscribed("org_old")
+	f.stripe.SetSearchLag(time.Minute)
+	f.stripe.Advance(2 * time.Minute)
+	f.subscribed("org_new")
+	f.stripe.WaitDeliveries()
+	rep := f.reconcile(billing.ReconcileOptions{})
+	if rep.Pass.Customers != 1 || len(rep.Differences) != 0 {
+		t.Fatalf("under lag: %+v, differences %+v; want org_old alone and no difference", rep.Pass, rep.Differences)
+	}
+	f.stripe.Advance(2 * time.Minute)
+	if rep := f.reconcile(billing.ReconcileOptions{}); rep.Pass.Customers != 2 || len(rep.Differences) != 0 {
+		t.Fatalf("once indexed: %+v, differences %+v", rep.Pass, rep.Differences)
+	}
+}
+
+// How long Stripe keeps a next_page token is not documented (FIDELITY.md,
+// rule 17): a refused token starts its phase again rather than stopping
+// the pass for good, and the pass still ends.
+func TestReconcile_ARefusedPageTokenStartsThePhaseAgain(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	f.subscribed("org_t1", "org_t2", "org_t3")
+	f.stripe.WaitDeliveries()
+	f.deleteMirrorItem("org_t3", "SUBSCRIPTION")
+	svc := f.tinySteps(2, "50", time.Second)
+	// The second subscriptions page, the first sent with a token, is refused.
+	f.stripe.InjectFault(stripelocal.Fault{Kind: "400", Count: 1, Skip: 1, Path: "GET /v1/subscriptions/search"})
+	rep := reconcilePass(t, svc, billing.ReconcileOptions{})
+	if rep.Pass.Customers != 3 || rep.Pass.Subscriptions != 5 {
+		t.Fatalf("pass %+v: want 3 customers, and the 2 subscriptions of the first page compared again (5)", rep.Pass)
+	}
+	if d := fields(rep.Differences, "org_t3"); d["subscription"].Stripe == "" {
+		t.Fatalf("differences %+v: want org_t3's missing subscription", rep.Differences)
+	}
+}
