@@ -6,7 +6,7 @@
 //	billingctl [--stage dev | --endpoint URL] [--json] <command> [flags]
 //
 // Commands: status, subscribe, change-tier, set-instance-types,
-// record-usage, cancel, portal, upsert-products, reconcile.
+// record-usage, cancel, portal, upsert-products, reconcile, migrate-prices.
 package main
 
 import (
@@ -51,6 +51,9 @@ commands:
   reconcile [--replay] [--repair]
       compare the mirror with Stripe for every organization; --replay first
       re-processes undelivered events, --repair writes Stripe's state
+  migrate-prices [--dry-run] [--proration none|create_prorations|always_invoice]
+      move every subscription item on a price upsert-products replaced to the
+      current price (proration none by default); --dry-run lists the moves
   webhook-endpoint [--rotate]   (with --stage)
       make the stage's Stripe webhook endpoint exist as code: the stack's
       WebhookUrl, API version 2023-10-16 and the webhook's own event list; a
@@ -92,6 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return reconcile(ctx, t, rest, *asJSON, stdout, stderr)
 	case "webhook-endpoint":
 		return webhookEndpoint(ctx, t, rest, *asJSON, stdout, stderr)
+	case "migrate-prices":
+		return migratePrices(ctx, t, rest, *asJSON, stdout, stderr)
 	case "record-usage":
 		if slices.ContainsFunc(rest, func(a string) bool { return a == "--file" || strings.HasPrefix(a, "--file=") }) {
 			return recordUsageFile(ctx, t, rest, *asJSON, stdout, stderr)

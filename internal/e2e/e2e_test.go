@@ -302,6 +302,9 @@ func TestEndToEnd_TheCoreAppsFlowsThroughTheRealBinaries(t *testing.T) {
 	// new generation), then puts the name back.
 	t.Run("by hand", func(t *testing.T) { s.byHand(t) })
 
+	// A price change, and the subscriptions on the old price moved.
+	t.Run("migrate prices", func(t *testing.T) { s.migratePrices(t) })
+
 	s.checkLogsAreSafe(t)
 
 	// Unknown functions get Lambda's error.

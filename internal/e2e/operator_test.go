@@ -159,3 +159,44 @@ func (s *stack) billingctl(t *testing.T) {
 		t.Fatalf("an error must say what to do next:\n%s", out2)
 	}
 }
+
+// migratePrices changes the starter tier's price through billingctl
+// upsert-products, then moves the subscriptions on the old price with
+// billingctl migrate-prices, through the real subscribe binary: the dry
+// run lists the moves, the migration makes them, and a dry run after it
+// has nothing left.
+func (s *stack) migratePrices(t *testing.T) {
+	bin := testenv.Build(t, "cmd/billingctl")
+	ctl := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, append([]string{"--endpoint", s.invokeURL}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("billingctl %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := ctl("subscribe", "--org", "org_mig", "--tier", "starter", "--email", "mig@example.com"); !strings.Contains(out, "starter") {
+		t.Fatalf("subscribe:\n%s", out)
+	}
+	s.pay(t, "org_mig")
+	cat, _ := os.ReadFile(filepath.Join(testenv.RepoRoot(), "pkg", "billing", "catalog.json"))
+	edited := strings.Replace(string(cat), `"unit_amount_decimal": "4900"`, `"unit_amount_decimal": "5900"`, 1)
+	file := filepath.Join(t.TempDir(), "catalog.json")
+	if err := os.WriteFile(file, []byte(edited), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := ctl("upsert-products", "--catalog", file); !strings.Contains(out, "updated 1") {
+		t.Fatalf("upsert-products with the new price:\n%s", out)
+	}
+	plan := ctl("migrate-prices", "--dry-run")
+	moves := strings.Count(plan, " planned")
+	if !strings.Contains(plan, "org_mig") || moves == 0 || !strings.Contains(plan, fmt.Sprintf("%d items to move", moves)) {
+		t.Fatalf("migrate-prices --dry-run:\n%s", plan)
+	}
+	if out := ctl("migrate-prices"); !strings.Contains(out, fmt.Sprintf("%d items moved, 0 failed", moves)) || !strings.Contains(out, "org_mig") {
+		t.Fatalf("migrate-prices (the plan had %d moves):\n%s", moves, out)
+	}
+	if out := ctl("migrate-prices", "--dry-run"); !strings.Contains(out, "0 items to move") {
+		t.Fatalf("migrate-prices --dry-run after the migration:\n%s", out)
+	}
+}

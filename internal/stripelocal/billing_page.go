@@ -45,7 +45,7 @@ func (s *Server) upcomingInvoice(r *request) (any, *apiError) {
 			"discounts": []any{}, "tax_amounts": []any{}, "tax_rates": []any{}, "plan": nil, "proration_details": nil,
 			"amount_excluding_tax": 0, "unit_amount_excluding_tax": nil}
 		if price["recurring"].(obj)["usage_type"] == "metered" {
-			minutes := s.usageOf(price, sub, start, end)
+			minutes := s.usageOf(item, sub, start, end)
 			amount := s.meteredAmount(price, minutes)
 			line["quantity"], line["amount"], line["period"] = int64(minutes), amount, obj{"start": start, "end": end}
 			line["description"] = itoa(int64(minutes)) + " minutes"
@@ -73,8 +73,11 @@ func (s *Server) upcomingInvoice(r *request) (any, *apiError) {
 
 // usageOf is the minutes a metered price's meter counted for the
 // subscription's customer in [from, to).
-func (s *Server) usageOf(price, sub obj, from, to int64) float64 {
+func (s *Server) usageOf(item, sub obj, from, to int64) float64 {
+	price := itemPrice(item)
 	meter, _ := price["recurring"].(obj)["meter"].(string)
+	// Only the usage since the item's price last changed (rule 18).
+	from = max(from, s.state.meteredSince[item["id"].(string)])
 	total := 0.0
 	for _, u := range s.state.usage {
 		if u.meterID == meter && u.customer == sub["customer"] && u.timestamp >= from && u.timestamp < to {

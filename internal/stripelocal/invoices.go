@@ -250,7 +250,7 @@ func (s *Server) meteredTotal(sub obj, from, to int64) int64 {
 	for _, it := range itemList(sub) {
 		price := itemPrice(it.(obj))
 		if meter, _ := price["recurring"].(obj)["meter"].(string); meter != "" {
-			total += s.meteredAmount(price, s.usageOf(price, sub, from, to))
+			total += s.meteredAmount(price, s.usageOf(it.(obj), sub, from, to))
 		}
 	}
 	return total

@@ -29,6 +29,9 @@ type state struct {
 	setupFor     map[string]string           // SetupIntent ID -> the subscription it collects a card for
 	trialWarned  map[string]bool             // subscriptions told their trial will end
 	invoiceCount map[string]int              // customer ID -> invoices numbered
+	// meteredSince is when a metered item's price last changed: its
+	// invoices count only the usage from then (FIDELITY.md, rule 18).
+	meteredSince map[string]int64 // subscription item ID -> unix seconds
 }
 
 type usageRecord struct {
@@ -58,6 +61,7 @@ func newState() *state {
 
 		checkouts:    map[string]*checkoutSession{},
 		setupFor:     map[string]string{},
+		meteredSince: map[string]int64{},
 		trialWarned:  map[string]bool{},
 		invoiceCount: map[string]int{},
 	}

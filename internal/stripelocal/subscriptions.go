@@ -318,6 +318,9 @@ func (s *Server) updateSubscription(r *request) (any, *apiError) {
 				return nil, aerr
 			}
 			item["id"], item["created"] = id, items[idx].(obj)["created"]
+			if itemPrice(item)["id"] != itemPrice(items[idx].(obj))["id"] && itemPrice(item)["recurring"].(obj)["usage_type"] == "metered" {
+				s.state.meteredSince[id] = s.now().Unix() // rule 18: the usage so far goes unbilled
+			}
 			items[idx] = item
 		}
 	}
@@ -502,6 +505,9 @@ func (s *Server) updateSubscriptionItem(r *request) (any, *apiError) {
 	items[i] = item
 	if aerr := sameInterval(items); aerr != nil {
 		return nil, aerr
+	}
+	if itemPrice(item)["id"] != itemPrice(old)["id"] && itemPrice(item)["recurring"].(obj)["usage_type"] == "metered" {
+		s.state.meteredSince[old["id"].(string)] = s.now().Unix() // rule 18: the usage so far goes unbilled
 	}
 	s.changeItems(sub, clone(sub), items, proration)
 	return item, nil

@@ -269,3 +269,53 @@ func TestInvoices_FourFailedAttemptsMakeItUnpaid(t *testing.T) {
 		t.Fatalf("status %s, want unpaid", got.Status)
 	}
 }
+
+// FIDELITY.md rule 18: a meter price switched mid-period (classic billing
+// mode, all our API version has) bills only the usage after the switch;
+// the period's usage before it is never billed.
+func TestSubscriptions_AMeterPriceSwitchedMidPeriodBillsOnlyTheUsageAfterIt(t *testing.T) {
+	e := newEnv(t)
+	cat := mustCatalog(t, e)
+	c := mustCustomer(t, e)
+	sub, err := e.sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID),
+		Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(cat.business.ID)}, {Price: stripe.String(cat.gpu.ID)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	use := func(minutes string) {
+		t.Helper()
+		if _, err := e.sc.BillingMeterEvents.New(&stripe.BillingMeterEventParams{EventName: stripe.String("ns.gpu"),
+			Payload: map[string]string{"stripe_customer_id": c.ID, "value": minutes}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	use("100")
+	e.srv.Advance(10 * 24 * time.Hour)
+	// The same meter at 9¢ a minute.
+	dearer, err := e.sc.Prices.New(&stripe.PriceParams{Product: stripe.String("gpu"), Currency: stripe.String("usd"), UnitAmountDecimal: stripe.Float64(9),
+		Recurring: &stripe.PriceRecurringParams{Interval: stripe.String("month"), UsageType: stripe.String("metered"), Meter: stripe.String(cat.gpu.Recurring.Meter)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gpuItem string
+	for _, it := range sub.Items.Data {
+		if it.Price.ID == cat.gpu.ID {
+			gpuItem = it.ID
+		}
+	}
+	if _, err := e.sc.Subscriptions.Update(sub.ID, &stripe.SubscriptionParams{ProrationBehavior: stripe.String("none"),
+		Items: []*stripe.SubscriptionItemsParams{{ID: stripe.String(gpuItem), Price: stripe.String(dearer.ID)}}}); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Advance(time.Second)
+	use("10")
+	e.srv.Advance(25 * 24 * time.Hour)
+	renewed, _ := e.sc.Subscriptions.Get(sub.ID, nil)
+	inv, err := e.sc.Invoices.Get(renewed.LatestInvoice.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(50000 + 90); inv.AmountDue != want || inv.BillingReason != "subscription_cycle" {
+		t.Fatalf("renewal invoice %d (%s), want %d: the tier and the 10 minutes after the switch at 9¢; the 100 before it go unbilled", inv.AmountDue, inv.BillingReason, want)
+	}
+}

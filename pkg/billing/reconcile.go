@@ -1,16 +1,12 @@
 package billing
 
 import (
-	"cmp"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/big"
-	"net/http"
 	"slices"
 	"sort"
 	"strconv"
@@ -153,247 +149,49 @@ func (s *Service) Reconcile(ctx context.Context, opts ReconcileOptions) (Reconci
 	if err != nil {
 		return rep, err
 	}
-	stepEnd := s.reconcileStepEnd(ctx)
-	owner := newPassID()
-	// The lease outlives the invocation: a step killed at its deadline
-	// holds the pass until then, and a little longer.
-	lease := time.Until(stepEnd) + reconcileStepMargin + cmp.Or(s.cfg.ReconcileLease, DefaultReconcileLease)
-	if d, ok := ctx.Deadline(); ok {
-		lease = time.Until(d) + cmp.Or(s.cfg.ReconcileLease, DefaultReconcileLease)
+	start := func() error {
+		if !opts.Replay {
+			return nil
+		}
+		replay, err := s.replayFailedEvents(ctx, keys)
+		rep.Replay = &replay
+		return err
 	}
-	pass, err := s.store.TakeReconcilePass(ctx, owner, time.Now(), lease)
-	if err != nil {
-		return rep, fromTable("take the reconcile pass", err)
-	}
-	startWrites := int64(0)
-	if !pass.Running() {
-		startWrites = 1
-		started := table.ReconcilePass{PassID: newPassID(), Phase: table.PhaseCustomers, StartedAt: time.Now().Unix(),
-			Owner: owner, LeaseUntil: pass.LeaseUntil}
-		if opts.Replay {
-			replay, err := s.replayFailedEvents(ctx, keys)
-			if err != nil {
-				return rep, err
-			}
-			rep.Replay = &replay
-		}
-		if err := s.store.SaveReconcilePass(ctx, pass, started); err != nil {
-			return rep, fromTable("start a reconcile pass", err)
-		}
-		pass = started
-	}
-	rep.PassID = pass.PassID
-	pace := s.reconcilePacer()
-	for first := true; pass.Running(); first = false {
-		began := time.Now()
-		requestsBefore := s.stripe.tally.requests.Load()
-		pg, err := s.reconcilePage(ctx, pace, pass, opts)
-		restart := errors.Is(err, errPageRefused)
-		if restart {
-			// How long Stripe keeps a next_page token is not documented
-			// (FIDELITY.md, rule 17): the phase starts again from its first
-			// page, whose organizations are compared, and counted, again.
-			s.log.WarnContext(ctx, "reconcile: Stripe refused the pass's page token; the phase starts again", "pass_id", pass.PassID, "phase", pass.Phase)
-			pg = reconciledPage{}
-		} else if err != nil {
-			return rep, err
-		}
-		next := pass
-		next.Page = pg.next
-		if pg.next == "" && !restart {
-			next.Phase = nextPhase(pass.Phase)
-		}
-		// The step ends when the pass does, or when another page like
-		// this one would not fit: the same write then hands the pass to
-		// the next step rather than at the lease's end.
-		last := time.Now().Add(time.Since(began)).After(stepEnd)
-		if next.Phase == table.PhaseDone {
-			next.EndedAt = time.Now().Unix()
-		}
-		if last || next.Phase == table.PhaseDone {
-			next.LeaseUntil = 0
-		}
-		pg.progress.StripeRequests = s.stripe.tally.requests.Load() - requestsBefore
-		pg.progress.DynamoDBRequests++ // the cursor's write
-		if first {
-			pg.progress.Steps = 1
-			pg.progress.DynamoDBRequests += 1 + startWrites // the lease, and the pass's start
-		}
-		next.Progress = pass.Progress.Add(pg.progress)
-		if err := s.store.SaveReconcilePass(ctx, pass, next); err != nil {
-			return rep, fromTable("move the reconcile pass", err)
-		}
-		pass = next
-		rep.add(pg)
-		if last {
-			break
-		}
-	}
-	rep.Phase, rep.Done, rep.Pass = pass.Phase, pass.Phase == table.PhaseDone, pass.Progress
-	return rep, nil
-}
-
-// reconcilePacer is the pacer of this process's reconcile steps: kept
-// across invocations, so that a step's first request keeps the pace of
-// the step before it (the state machine runs steps back to back, mostly
-// in the same warm environment).
-func (s *Service) reconcilePacer() *pacer {
-	s.paceOnce.Do(func() { s.pace = newPacer(cmp.Or(s.cfg.ReconcileRate, DefaultReconcileRate)) })
-	return s.pace
-}
-
-// reconcileStepEnd is when a step stops taking new pages: its configured
-// time (RECONCILE_STEP_TIME), else the invocation's deadline less a
-// margin for the page in hand.
-func (s *Service) reconcileStepEnd(ctx context.Context) time.Time {
-	end := time.Now().Add(30*time.Second - reconcileStepMargin)
-	if d, ok := ctx.Deadline(); ok {
-		end = d.Add(-reconcileStepMargin)
-	}
-	if t := s.cfg.ReconcileStepTime; t > 0 && time.Now().Add(t).Before(end) {
-		end = time.Now().Add(t)
-	}
-	return end
-}
-
-func nextPhase(phase string) string {
-	if phase == table.PhaseCustomers {
-		return table.PhaseSubscriptions
-	}
-	return table.PhaseDone
-}
-
-// newPassID names a pass, and a step as the owner of the pass's lease.
-func newPassID() string {
-	var b [8]byte
-	_, _ = rand.Read(b[:])
-	return "rp_" + hex.EncodeToString(b[:])
-}
-
-// reconciledPage is what comparing one search page found and did.
-type reconciledPage struct {
-	next        string // the next page's token; "" after the phase's last
-	differences []Difference
-	remaining   []Difference
-	repaired    int
-	progress    table.Progress
-}
-
-func (r *ReconcileReport) add(pg reconciledPage) {
-	r.Organizations += int(pg.progress.Customers)
-	r.Subscriptions += int(pg.progress.Subscriptions)
-	r.Differences = append(r.Differences, pg.differences...)
-	r.Remaining = append(r.Remaining, pg.remaining...)
-	r.Repaired += pg.repaired
-	r.Step = r.Step.Add(pg.progress)
-}
-
-// namespaceQuery is the Search API query for this deployment's objects.
-func (s *Service) namespaceQuery() string {
-	return fmt.Sprintf("metadata['%s']:'%s'", metaNamespace, s.cfg.Namespace)
-}
-
-// paced runs one Stripe request at the pass's rate; after a 429 it backs
-// off and tries again while the context allows.
-func (s *Service) paced(ctx context.Context, pace *pacer, op string, fn func(api *stripeAPI) error) error {
-	for {
-		if err := pace.wait(ctx); err != nil {
-			return &Error{Code: CodeUnavailable, Message: op + ": the step ran out of time", Retryable: true, Err: err}
-		}
-		err := s.withStripe(ctx, op, fn)
-		if !errors.Is(err, errRateLimited) {
-			pace.succeeded()
-			return err
-		}
-		pace.throttled()
-	}
+	pass, step, err := s.runStep(ctx, table.PassReconcile, table.PhaseCustomers, start, func(pace *pacer, pass table.Pass) (passPage, error) {
+		return s.reconcilePage(ctx, pace, pass, opts)
+	})
+	rep.PassID, rep.Phase, rep.Done, rep.Pass, rep.Step = pass.PassID, pass.Phase, pass.Phase == table.PhaseDone, pass.Progress, step.progress
+	rep.Organizations, rep.Subscriptions = int(step.progress.Customers), int(step.progress.Subscriptions)
+	rep.Differences = append(rep.Differences, step.differences...)
+	rep.Remaining, rep.Repaired = step.remaining, step.repaired
+	return rep, err
 }
 
 // reconcilePage reads the pass's next search page and compares it.
-func (s *Service) reconcilePage(ctx context.Context, pace *pacer, pass table.ReconcilePass, opts ReconcileOptions) (reconciledPage, error) {
-	size := int64(cmp.Or(s.cfg.ReconcilePageSize, DefaultReconcilePageSize))
-	var page *string
-	if pass.Page != "" {
-		page = stripe.String(pass.Page)
-	}
+func (s *Service) reconcilePage(ctx context.Context, pace *pacer, pass table.Pass, opts ReconcileOptions) (passPage, error) {
 	if pass.Phase == table.PhaseCustomers {
-		var customers []*stripe.Customer
-		var meta stripe.SearchMeta
-		err := s.paced(ctx, pace, "search customers", func(api *stripeAPI) error {
-			p := &stripe.CustomerSearchParams{SearchParams: stripe.SearchParams{Context: ctx, Query: s.namespaceQuery(), Limit: stripe.Int64(size), Single: true}, Page: page}
-			it := api.Customers.Search(p)
-			customers = customers[:0]
-			for it.Next() {
-				customers = append(customers, it.Customer())
-			}
-			if res := it.CustomerSearchResult(); res != nil {
-				meta = res.SearchMeta
-			}
-			return it.Err()
-		})
+		customers, next, err := s.searchCustomers(ctx, pace, s.namespaceQuery(), pass.Page)
 		if err != nil {
-			return reconciledPage{}, pageError(page, err)
+			return passPage{}, err
 		}
 		pg, err := s.compareCustomers(ctx, pace, customers, opts)
-		pg.next = nextToken(meta)
+		pg.next = next
 		return pg, err
 	}
-	var subs []*stripe.Subscription
-	var meta stripe.SearchMeta
-	err := s.paced(ctx, pace, "search subscriptions", func(api *stripeAPI) error {
-		p := &stripe.SubscriptionSearchParams{SearchParams: stripe.SearchParams{Context: ctx, Query: s.namespaceQuery(), Limit: stripe.Int64(size), Single: true}, Page: page}
-		p.AddExpand("data.latest_invoice")
-		it := api.Subscriptions.Search(p)
-		subs = subs[:0]
-		for it.Next() {
-			subs = append(subs, it.Subscription())
-		}
-		if res := it.SubscriptionSearchResult(); res != nil {
-			meta = res.SearchMeta
-		}
-		return it.Err()
-	})
+	subs, next, err := s.searchSubscriptions(ctx, pace, s.namespaceQuery(), pass.Page, "data.latest_invoice")
 	if err != nil {
-		return reconciledPage{}, pageError(page, err)
+		return passPage{}, err
 	}
 	pg, err := s.compareSubscriptions(ctx, pace, subs, opts)
-	pg.next = nextToken(meta)
+	pg.next = next
 	return pg, err
-}
-
-// errPageRefused is a search Stripe refused when it carried a page token.
-var errPageRefused = errors.New("stripe refused the search's page token")
-
-func pageError(page *string, err error) error {
-	if page != nil && errors.Is(err, errRefused) {
-		return fmt.Errorf("%w: %w", errPageRefused, err)
-	}
-	return err
-}
-
-func nextToken(meta stripe.SearchMeta) string {
-	if !meta.HasMore || meta.NextPage == nil {
-		return ""
-	}
-	return *meta.NextPage
-}
-
-// stripeDate is when Stripe answered, by Stripe's clock (its Date
-// header), which also times its events; else now.
-func stripeDate(r *stripe.APIResponse) int64 {
-	if r != nil {
-		if t, err := http.ParseTime(r.Header.Get("Date")); err == nil {
-			return t.Unix()
-		}
-	}
-	return time.Now().Unix()
 }
 
 // compareCustomers compares a page of this namespace's customers with the
 // mirror's customer mappings. Each differing customer is read again first
 // (search lags), and so is the mapped one when the two differ.
-func (s *Service) compareCustomers(ctx context.Context, pace *pacer, customers []*stripe.Customer, opts ReconcileOptions) (reconciledPage, error) {
-	var pg reconciledPage
+func (s *Service) compareCustomers(ctx context.Context, pace *pacer, customers []*stripe.Customer, opts ReconcileOptions) (passPage, error) {
+	var pg passPage
 	orgs := make([]string, 0, len(customers))
 	for _, c := range customers {
 		if org := c.Metadata[metaOrg]; org != "" {
@@ -524,8 +322,8 @@ func (s *Service) applyRepair(ctx context.Context, ch table.Change) error {
 // the mirror keeps the newest). A differing subscription is read again
 // before it is reported. It then compares the spend of the organizations
 // whose subscription it compared, and sends their pending alerts.
-func (s *Service) compareSubscriptions(ctx context.Context, pace *pacer, subs []*stripe.Subscription, opts ReconcileOptions) (reconciledPage, error) {
-	var pg reconciledPage
+func (s *Service) compareSubscriptions(ctx context.Context, pace *pacer, subs []*stripe.Subscription, opts ReconcileOptions) (passPage, error) {
+	var pg passPage
 	orgs := make([]string, 0, len(subs))
 	for _, sub := range subs {
 		if org := sub.Metadata[metaOrg]; org != "" {

@@ -39,6 +39,8 @@ type Command struct {
 	StartingAfter string   `json:"starting_after"`
 	Repair        bool     `json:"repair"`
 	Replay        bool     `json:"replay"`
+	DryRun        bool     `json:"dry_run"`
+	Page          string   `json:"page"`
 	Amount        *int64   `json:"amount"`
 	Currency      string   `json:"currency"`
 	// Records are record_usage_batch's usage records, each decoded on its
@@ -112,6 +114,11 @@ var actions = map[string]action{
 	"reconcile": {fields: []string{"repair", "replay"}, noOrg: true, run: func(s *Service, ctx context.Context, cmd Command) (any, error) {
 		return s.reconcileRun(ctx, ReconcileOptions{Repair: cmd.Repair, Replay: cmd.Replay})
 	}},
+	// migrate_prices is for operators: its moves carry idempotency keys
+	// derived from the move, and it keeps its own cursor.
+	"migrate_prices": {fields: []string{"dry_run", "proration", "page"}, noOrg: true, run: func(s *Service, ctx context.Context, cmd Command) (any, error) {
+		return s.migrateRun(ctx, MigrateRequest{DryRun: cmd.DryRun, Proration: cmd.Proration, Page: cmd.Page})
+	}},
 }
 
 // record_usage_batch decodes each record as a record_usage command
@@ -132,6 +139,9 @@ var (
 	orgIDPattern     = newPattern(`^[A-Za-z0-9_-]+$`, 1, 64)
 	requestIDPattern = newPattern(`^[A-Za-z0-9_.:-]+$`, 1, 128)
 	stripeIDPattern  = newPattern(`^[A-Za-z0-9_]+$`, 1, 255)
+	// A search's next_page token is opaque; Stripe takes up to 5000
+	// characters (FIDELITY.md, rule 17).
+	pageTokenPattern = newPattern(`^[A-Za-z0-9_=+/.:-]+$`, 1, 5000)
 )
 
 // MaxCommandSize bounds a request; a real one is a few hundred bytes.
@@ -213,8 +223,12 @@ func (c Command) validate() error {
 		return Errorf(CodeInvalidRequest, "trial_days: an integer from 1 to 730")
 	case c.Minutes != nil && (*c.Minutes < 1 || *c.Minutes > 1_000_000):
 		return Errorf(CodeInvalidRequest, "minutes: an integer from 1 to 1,000,000")
-	case c.Proration != "" && !slices.Contains([]string{"create_prorations", "none", "always_invoice"}, c.Proration):
-		return Errorf(CodeInvalidRequest, "proration: one of create_prorations, none, always_invoice")
+	case c.Proration != "" && !slices.Contains(prorations, c.Proration):
+		return Errorf(CodeInvalidRequest, "proration: one of %s", strings.Join(prorations, ", "))
+	case c.Page != "" && !pageTokenPattern.MatchString(c.Page):
+		return Errorf(CodeInvalidRequest, "page: the next_page of the answer before")
+	case c.Page != "" && !c.DryRun:
+		return Errorf(CodeInvalidRequest, "page: only with dry_run (a migration keeps its own cursor)")
 	case c.Action == "record_usage_batch" && (len(c.Records) < 1 || len(c.Records) > MaxUsageBatch):
 		return Errorf(CodeInvalidRequest, "records: from 1 to %d usage records", MaxUsageBatch)
 	case c.Amount != nil && (*c.Amount < 1 || *c.Amount > MaxSpendCap):

@@ -424,12 +424,11 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 			continue
 		}
 		have[it.Key] = true
-		m, keep := want[it.Key]
-		switch {
-		case !keep:
+		// A kept type stays on its price, even one upsert-products has
+		// since replaced: switching a meter price mid-period would leave
+		// the period's usage so far unbilled (FIDELITY.md, rule 18).
+		if _, keep := want[it.Key]; !keep {
 			changes = append(changes, &stripe.SubscriptionItemsParams{ID: stripe.String(it.ItemID), Deleted: stripe.Bool(true)})
-		case it.PriceID != m.PriceID:
-			changes = append(changes, &stripe.SubscriptionItemsParams{ID: stripe.String(it.ItemID), Price: stripe.String(m.PriceID)})
 		}
 	}
 	for _, k := range cmd.InstanceTypes {

@@ -14,26 +14,30 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
+const pkPass = "PASS"
+
+// The kinds of pass, each the sort key of its one item.
 const (
-	pkReconcile = "RECONCILE"
-	skPass      = "PASS"
+	PassReconcile     = "RECONCILE"
+	PassMigratePrices = "MIGRATE_PRICES"
 )
 
-// Phases of a reconcile pass, in order.
+// Phases of a pass, in order (a price migration reads subscriptions only).
 const (
 	PhaseCustomers     = "customers"
 	PhaseSubscriptions = "subscriptions"
 	PhaseDone          = "done"
 )
 
-// ReconcilePass is the one reconcile pass of this deployment: where it
-// stands (its phase and the search page it reads next) and what it has
-// counted so far. A pass runs as steps, one per invocation; a step holds
-// the pass's lease (Owner until LeaseUntil) so that no two run at once,
-// and moves the cursor and the counts in one conditional write, after a
-// page is done. A step killed mid-page moved nothing: the next one
-// compares that page again, and each page is counted once.
-type ReconcilePass struct {
+// Pass is the one pass of a kind of this deployment (a reconcile, a price
+// migration): where it stands (its phase and the search page it reads
+// next) and what it has counted so far. A pass runs as steps, one per
+// invocation; a step holds the pass's lease (Owner until LeaseUntil) so
+// that no two run at once, and moves the cursor and the counts in one
+// conditional write, after a page is done. A step killed mid-page moved
+// nothing: the next one takes that page again, and each page is counted
+// once.
+type Pass struct {
 	PassID    string `dynamodbav:"pass_id"`
 	Phase     string `dynamodbav:"phase"`
 	Page      string `dynamodbav:"page"` // the search's next_page token; "" is the phase's first page
@@ -46,7 +50,9 @@ type ReconcilePass struct {
 	Progress
 }
 
-// Progress is what a pass (or one of its steps) compared and found.
+// Progress is what a pass (or one of its steps) compared and found. A
+// price migration counts the items on an old price as Differences and the
+// items it moved as Repaired.
 type Progress struct {
 	Customers        int64 `dynamodbav:"customers" json:"customers"`
 	Subscriptions    int64 `dynamodbav:"subscriptions" json:"subscriptions"`
@@ -66,19 +72,18 @@ func (p Progress) Add(o Progress) Progress {
 }
 
 // Running reports whether the pass has begun and not ended.
-func (p ReconcilePass) Running() bool { return p.Phase != "" && p.Phase != PhaseDone }
+func (p Pass) Running() bool { return p.Phase != "" && p.Phase != PhaseDone }
 
-// ErrPassBusy is TakeReconcilePass's answer while another step holds the
-// lease.
-var ErrPassBusy = errors.New("table: another reconcile step holds the pass")
+// ErrPassBusy is TakePass's answer while another step holds the lease.
+var ErrPassBusy = errors.New("table: another step holds the pass")
 
-// TakeReconcilePass takes the pass's lease for owner until now+lease and
-// returns the pass as stored (the zero pass before the first one). It
+// TakePass takes the lease of the pass of kind for owner until now+lease
+// and returns the pass as stored (the zero pass before the first one). It
 // fails with ErrPassBusy while another owner's lease runs.
-func (s *Store) TakeReconcilePass(ctx context.Context, owner string, now time.Time, lease time.Duration) (ReconcilePass, error) {
+func (s *Store) TakePass(ctx context.Context, kind, owner string, now time.Time, lease time.Duration) (Pass, error) {
 	out, err := s.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName:                &s.name,
-		Key:                      key(pkReconcile, skPass),
+		Key:                      key(pkPass, kind),
 		UpdateExpression:         aws.String("SET #owner = :owner, lease_until = :until"),
 		ConditionExpression:      aws.String("attribute_not_exists(pk) OR lease_until < :now OR #owner = :owner"),
 		ExpressionAttributeNames: map[string]string{"#owner": "owner"},
@@ -89,26 +94,27 @@ func (s *Store) TakeReconcilePass(ctx context.Context, owner string, now time.Ti
 	if err != nil {
 		err = translate(err)
 		if errors.Is(err, ErrConditionFailed) {
-			return ReconcilePass{}, ErrPassBusy
+			return Pass{}, ErrPassBusy
 		}
-		return ReconcilePass{}, fmt.Errorf("table.TakeReconcilePass: %w", err)
+		return Pass{}, fmt.Errorf("table.TakePass %s: %w", kind, err)
 	}
-	var p ReconcilePass
+	var p Pass
 	if err := attributevalue.UnmarshalMap(out.Attributes, &p); err != nil {
-		return ReconcilePass{}, fmt.Errorf("table.TakeReconcilePass: %w", err)
+		return Pass{}, fmt.Errorf("table.TakePass %s: %w", kind, err)
 	}
 	return p, nil
 }
 
-// SaveReconcilePass stores next in place of prev, which owner read: the
-// write fails with ErrPassBusy when the pass moved or its lease passed to
-// another step meanwhile, so that a page is never counted twice.
-func (s *Store) SaveReconcilePass(ctx context.Context, prev, next ReconcilePass) error {
+// SavePass stores next in place of prev, the pass of kind as its step
+// holds it: the write fails with ErrPassBusy when the pass moved or its
+// lease passed to another step meanwhile, so that a page is never counted
+// twice.
+func (s *Store) SavePass(ctx context.Context, kind string, prev, next Pass) error {
 	item, err := attributevalue.MarshalMap(next)
 	if err != nil {
-		return fmt.Errorf("table.SaveReconcilePass: %w", err)
+		return fmt.Errorf("table.SavePass %s: %w", kind, err)
 	}
-	maps.Copy(item, key(pkReconcile, skPass))
+	maps.Copy(item, key(pkPass, kind))
 	cond := "#owner = :owner AND pass_id = :pass AND phase = :phase AND page = :page"
 	vals := map[string]types.AttributeValue{":owner": &types.AttributeValueMemberS{Value: prev.Owner},
 		":pass": &types.AttributeValueMemberS{Value: prev.PassID}, ":phase": &types.AttributeValueMemberS{Value: prev.Phase},
@@ -128,7 +134,7 @@ func (s *Store) SaveReconcilePass(ctx context.Context, prev, next ReconcilePass)
 		if errors.Is(err, ErrConditionFailed) {
 			return ErrPassBusy
 		}
-		return fmt.Errorf("table.SaveReconcilePass: %w", err)
+		return fmt.Errorf("table.SavePass %s: %w", kind, err)
 	}
 	return nil
 }

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// migratePrices runs a price migration through the subscribe function,
+// step after step (a dry run page after page), and prints each move.
+func migratePrices(ctx context.Context, t target, args []string, asJSON bool, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("migrate-prices", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dryRun := fs.Bool("dry-run", false, "list the moves; change nothing")
+	proration := fs.String("proration", "none", "the moves' proration: none, create_prorations or always_invoice")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	type move struct {
+		OrgID, SubscriptionID, ItemID, Key, OldPrice, NewPrice, Outcome string
+	}
+	type step struct {
+		PassID    string `json:"pass_id"`
+		Done      bool   `json:"done"`
+		NextPage  string `json:"next_page"`
+		Unchanged int    `json:"unchanged"`
+		Moves     []struct {
+			OrgID          string `json:"org_id"`
+			SubscriptionID string `json:"subscription_id"`
+			ItemID         string `json:"item_id"`
+			Key            string `json:"key"`
+			OldPrice       string `json:"old_price"`
+			NewPrice       string `json:"new_price"`
+			Outcome        string `json:"outcome"`
+		} `json:"moves"`
+	}
+	var moves []move
+	unchanged, page, failed, deferred := 0, "", 0, 0
+	for busy := 0; ; {
+		req := map[string]any{"action": "migrate_prices", "dry_run": *dryRun, "proration": *proration}
+		if page != "" {
+			req["page"] = page
+		}
+		env, err := t.invoke(ctx, "SubscribeFunction", req)
+		if err != nil {
+			return err
+		}
+		if !env.OK && env.Error.Code == "conflict" && env.Error.Retryable && busy < 30 {
+			busy++ // another step holds the migration: wait for it
+			time.Sleep(2 * time.Second)
+			continue
+		}
+		raw, err := show(env, asJSON, stdout)
+		if err != nil {
+			return err
+		}
+		var rep step
+		if err := json.Unmarshal(raw, &rep); err != nil {
+			return fmt.Errorf("unexpected answer: %w", err)
+		}
+		for _, m := range rep.Moves {
+			moves = append(moves, move(m))
+			switch {
+			case strings.HasPrefix(m.Outcome, "deferred"):
+				deferred++
+			case m.Outcome != "moved" && m.Outcome != "planned":
+				failed++
+			}
+		}
+		unchanged += rep.Unchanged
+		if rep.Done {
+			break
+		}
+		page = rep.NextPage
+	}
+	if !asJSON {
+		verb := "moved"
+		if *dryRun {
+			verb = "to move"
+		}
+		fmt.Fprintf(stdout, "%d items %s", len(moves)-failed-deferred, verb)
+		if !*dryRun {
+			fmt.Fprintf(stdout, ", %d failed, %d subscriptions changed by someone else first", failed, unchanged)
+		}
+		fmt.Fprintln(stdout)
+		if deferred > 0 {
+			fmt.Fprintf(stdout, "%d metered items on an old price left where they are: Stripe bills none of a period's usage so far when a meter price is switched (see the README's price migration section)\n", deferred)
+		}
+		if len(moves) > 0 {
+			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "ORG\tSUBSCRIPTION\tITEM\tKEY\tOLD PRICE\tNEW PRICE\tOUTCOME")
+			for _, m := range moves {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.OrgID, m.SubscriptionID, m.ItemID, m.Key, m.OldPrice, m.NewPrice, m.Outcome)
+			}
+			tw.Flush()
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d moves failed\n  next: read each reason above; fix the subscription, then run migrate-prices again", failed)
+	}
+	return nil
+}

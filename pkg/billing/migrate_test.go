@@ -1,0 +1,308 @@
+package billing_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stripe/stripe-go/v76"
+
+	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/baseten/billing-functions/pkg/billing"
+	"github.com/baseten/billing-functions/pkg/table"
+)
+
+// businessItems maps each of subs to its business item's price now.
+func (f *fixture) businessPrices(subs []*stripe.Subscription) map[string]string {
+	f.t.Helper()
+	out := map[string]string{}
+	for _, s := range subs {
+		for _, it := range f.stripeSub(s.ID).Items.Data {
+			if it.Price.Metadata["billing_key"] == "business" {
+				out[s.ID] = it.Price.ID
+			}
+		}
+	}
+	return out
+}
+
+// A price change through upsert-products leaves 50 subscriptions on the
+// old price. The dry run lists each move and writes nothing; the
+// migration, in steps of a page of 10, loses an answer mid-run (the move
+// made, the answer dropped through every retry) and its step fails; the
+// step after it takes the page again, finds that subscription moved, and
+// every subscription ends on the new price after exactly one change each,
+// mirrored.
+func TestMigratePrices_MovesFiftySubscriptionsOnceThroughAFaultAndARerun(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.gatewayFor()
+	subs := f.liveSubscriptions(50)
+	f.stripe.WaitDeliveries()
+	old, _ := f.store.GetProductMapping(context.Background(), "business")
+	cat := withEntry(billing.DefaultCatalog(), "business", func(e *billing.Entry) { e.UnitAmountDecimal = "59900" })
+	f.upsert(billing.UpsertRequest{Catalog: &cat})
+	f.stripe.WaitDeliveries() // the catalog's events, which the webhook records
+	current, _ := f.store.GetProductMapping(context.Background(), "business")
+	if current.PriceID == old.PriceID {
+		t.Fatal("upsert-products did not replace the price")
+	}
+	svc := f.tinySteps(10, "100", 300*time.Millisecond)
+
+	// The dry run: every move, no write anywhere.
+	f.db.Reset()
+	f.stripe.ResetCounts()
+	var plan []billing.PriceMove
+	for page := ""; ; {
+		rep, err := svc.MigratePrices(context.Background(), billing.MigrateRequest{DryRun: true, Page: page})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, rep.Moves...)
+		if rep.Done {
+			break
+		}
+		page = rep.NextPage
+	}
+	if _, writes := f.db.Reset(); writes != 0 {
+		t.Fatalf("the dry run wrote %d times to DynamoDB", writes)
+	}
+	for route, n := range f.stripe.Counts() {
+		if route != "GET /v1/subscriptions/search" && n > 0 {
+			t.Fatalf("the dry run sent %s %d times", route, n)
+		}
+	}
+	planned := map[string]bool{}
+	for _, mv := range plan {
+		if mv.Key != "business" || mv.OldPrice != old.PriceID || mv.NewPrice != current.PriceID || mv.OrgID == "" || mv.Outcome != "planned" {
+			t.Fatalf("planned move %+v", mv)
+		}
+		planned[mv.SubscriptionID] = true
+	}
+	if len(plan) != 50 || len(planned) != 50 {
+		t.Fatalf("the plan has %d moves for %d subscriptions, want 50", len(plan), len(planned))
+	}
+
+	before := f.updateEvents()
+	// The migration, with the 15th move made and its answer lost through
+	// every retry.
+	f.stripe.InjectFault(stripelocal.Fault{Kind: "drop", After: true, Skip: 14, Count: 10, Method: "POST", Path: "POST /v1/subscriptions/{id}"})
+	var moved, failures, unchanged int
+	var pass string
+	for step := 0; ; step++ {
+		if step > 100 {
+			t.Fatal("the migration did not end in 100 steps")
+		}
+		rep, err := svc.MigratePrices(context.Background(), billing.MigrateRequest{})
+		if err != nil {
+			failures++
+			if failures > 1 || billing.ErrorCode(err) != billing.CodeUnavailable {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			if f.stripe.ClearFaults() == 0 {
+				t.Fatal("the fault was used up by the retries; it must outlast them")
+			}
+			continue
+		}
+		if pass != "" && rep.PassID != pass {
+			t.Fatalf("step %d ran pass %s, not %s", step, rep.PassID, pass)
+		}
+		pass = rep.PassID
+		for _, mv := range rep.Moves {
+			if mv.Outcome != "moved" {
+				t.Fatalf("move %+v", mv)
+			}
+		}
+		moved += len(rep.Moves)
+		unchanged += rep.Unchanged
+		if rep.Done {
+			if rep.Pass.Repaired != int64(moved) || rep.Pass.Differences != int64(moved) || rep.Pass.Subscriptions != 50 || rep.Pass.Steps != 5 {
+				t.Fatalf("the pass counted %+v; the steps reported %d moves", rep.Pass, moved)
+			}
+			break
+		}
+	}
+	// The failed step's moves (up to the lost answer) were made but not
+	// counted: the step after it read those subscriptions on the new price
+	// already, and moved the rest.
+	if failures != 1 || moved >= 50 || unchanged != 0 {
+		t.Fatalf("%d failed steps, %d moves, %d unchanged; want 1, fewer than 50 (the failed step's were made), 0", failures, moved, unchanged)
+	}
+	f.stripe.WaitDeliveries()
+	for id, price := range f.businessPrices(subs) {
+		if price != current.PriceID {
+			t.Errorf("%s is on %s, not the current price", id, price)
+		}
+	}
+	// One change each: one customer.subscription.updated per subscription.
+	updated := map[string]int{}
+	for ev, sub := range f.updateEvents() {
+		if _, old := before[ev]; !old {
+			updated[sub]++
+		}
+	}
+	for _, s := range subs {
+		if updated[s.ID] != 1 {
+			t.Errorf("%s changed %d times, want once", s.ID, updated[s.ID])
+		}
+		if m := f.mirror(s.Metadata["org_id"]); m.Subscription == nil || !hasPrice(m.Subscription.Items, current.PriceID) {
+			t.Errorf("the mirror of %s: %+v", s.Metadata["org_id"], m.Subscription)
+		}
+	}
+	// A re-run after the pass: nothing left to move, nothing sent.
+	f.stripe.ResetCounts()
+	rep, err := svc.MigratePrices(context.Background(), billing.MigrateRequest{})
+	for !rep.Done && err == nil {
+		rep, err = svc.MigratePrices(context.Background(), billing.MigrateRequest{})
+	}
+	if err != nil || rep.Pass.Repaired != 0 || f.stripe.Counts()["POST /v1/subscriptions/{id}"] != 0 {
+		t.Fatalf("the re-run: %+v %v", rep, err)
+	}
+}
+
+// updateEvents maps each customer.subscription.updated event to its
+// subscription.
+func (f *fixture) updateEvents() map[string]string {
+	f.t.Helper()
+	out := map[string]string{}
+	it := f.sc().Events.List(&stripe.EventListParams{Type: stripe.String("customer.subscription.updated")})
+	for it.Next() {
+		var sub stripe.Subscription
+		if err := json.Unmarshal(it.Event().Data.Raw, &sub); err != nil {
+			f.t.Fatal(err)
+		}
+		out[it.Event().ID] = sub.ID
+	}
+	if err := it.Err(); err != nil {
+		f.t.Fatal(err)
+	}
+	return out
+}
+
+func hasPrice(items []table.Item, price string) bool {
+	for _, it := range items {
+		if it.PriceID == price {
+			return true
+		}
+	}
+	return false
+}
+
+// A subscription someone changes between the migration's search page and
+// its move is read again and kept as they left it: here its tier moved to
+// starter while the migration's read of it was on its way.
+func TestMigratePrices_ASubscriptionChangedMidRunIsReadAgainNotOverwritten(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	subs := f.liveSubscriptions(3)
+	cat := withEntry(billing.DefaultCatalog(), "business", func(e *billing.Entry) { e.UnitAmountDecimal = "59900" })
+	f.upsert(billing.UpsertRequest{Catalog: &cat})
+	starter, _ := f.store.GetProductMapping(context.Background(), "starter")
+	current, _ := f.store.GetProductMapping(context.Background(), "business")
+	svc := f.tinySteps(10, "100", time.Second)
+	// The first read again (of the newest subscription) waits a second.
+	f.stripe.InjectFault(stripelocal.Fault{Kind: "delay", DelayMS: 1000, Count: 1, Method: "GET", Path: "GET /v1/subscriptions/{id}"})
+	done := make(chan billing.MigrateReport)
+	go func() {
+		rep, err := svc.MigratePrices(context.Background(), billing.MigrateRequest{})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- rep
+	}()
+	for f.stripe.Counts()["GET /v1/subscriptions/{id}"] == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	newest := f.stripeSub(subs[2].ID)
+	if _, err := f.sc().Subscriptions.Update(newest.ID, &stripe.SubscriptionParams{ProrationBehavior: stripe.String("none"),
+		Items: []*stripe.SubscriptionItemsParams{{ID: stripe.String(newest.Items.Data[0].ID), Price: stripe.String(starter.PriceID)}}}); err != nil {
+		t.Fatal(err)
+	}
+	rep := <-done
+	if !rep.Done || rep.Unchanged != 1 || len(rep.Moves) != 2 {
+		t.Fatalf("report %+v: want 2 moves and the changed subscription left alone", rep)
+	}
+	prices := f.businessPrices(subs)
+	if _, onBusiness := prices[newest.ID]; onBusiness || prices[subs[0].ID] != current.PriceID || prices[subs[1].ID] != current.PriceID {
+		t.Fatalf("business prices after the migration %v: the changed subscription must stay on starter", prices)
+	}
+}
+
+// itemPrices maps an organization's subscription items in Stripe by
+// catalog key to their item and price IDs.
+func (f *fixture) itemPrices(org string) map[string][2]string {
+	f.t.Helper()
+	out := map[string][2]string{}
+	for _, it := range f.stripeSub(f.mirror(org).Subscription.SubscriptionID).Items.Data {
+		out[it.Price.Metadata["billing_key"]] = [2]string{it.ID, it.Price.ID}
+	}
+	return out
+}
+
+// FIDELITY.md rule 18: Stripe bills none of a period's usage so far when a
+// meter price is switched mid-period. A migration moves the tier and
+// defers the metered item, whose 100 minutes this period stay on the
+// upcoming invoice at the price they were recorded under.
+func TestMigratePrices_AMeteredItemIsDeferredNotMoved(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	f.subscribed("org_m")
+	f.ok(req("record_usage", "org_m", "instance_type", "gpu-a10g", "minutes", 100))
+	before := f.itemPrices("org_m")
+	cat := withEntry(withEntry(billing.DefaultCatalog(), "starter", func(e *billing.Entry) { e.UnitAmountDecimal = "5900" }),
+		"gpu-a10g", func(e *billing.Entry) { e.UnitAmountDecimal = "2.5000" })
+	f.upsert(billing.UpsertRequest{Catalog: &cat})
+	f.stripe.WaitDeliveries()
+	starter, _ := f.store.GetProductMapping(context.Background(), "starter")
+
+	rep, err := f.svc.MigratePrices(context.Background(), billing.MigrateRequest{})
+	if err != nil || !rep.Done || len(rep.Moves) != 2 {
+		t.Fatalf("migration: %+v %v", rep, err)
+	}
+	outcomes := map[string]string{}
+	for _, mv := range rep.Moves {
+		outcomes[mv.Key] = mv.Outcome
+	}
+	if outcomes["starter"] != "moved" || !strings.HasPrefix(outcomes["gpu-a10g"], "deferred") {
+		t.Fatalf("outcomes %v: want the tier moved and the metered item deferred", outcomes)
+	}
+	after := f.itemPrices("org_m")
+	if after["starter"][1] != starter.PriceID || after["gpu-a10g"] != before["gpu-a10g"] {
+		t.Fatalf("items after the migration %v (before %v): the tier on %s, the metered item unchanged", after, before, starter.PriceID)
+	}
+	inv, err := f.sc().Invoices.Upcoming(&stripe.InvoiceUpcomingParams{Customer: stripe.String(f.mirror("org_m").Customer.CustomerID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	minutes := int64(-1)
+	for _, l := range inv.Lines.Data {
+		if l.Price != nil && l.Price.ID == before["gpu-a10g"][1] {
+			minutes = l.Quantity
+		}
+	}
+	if minutes != 100 {
+		t.Fatalf("the upcoming invoice bills %d minutes of gpu-a10g at its price, want 100", minutes)
+	}
+}
+
+// A type set_instance_types keeps stays on its price after
+// upsert-products replaced it (rule 18); a type it adds takes the current
+// price.
+func TestSetInstanceTypes_KeepsAKeptTypeOnItsPrice(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	f.subscribed("org_k")
+	before := f.itemPrices("org_k")
+	cat := withEntry(billing.DefaultCatalog(), "gpu-a10g", func(e *billing.Entry) { e.UnitAmountDecimal = "2.5000" })
+	f.upsert(billing.UpsertRequest{Catalog: &cat})
+	t4, _ := f.store.GetProductMapping(context.Background(), "gpu-t4")
+	f.ok(req("set_instance_types", "org_k", "instance_types", []string{"gpu-a10g", "gpu-t4"}))
+	after := f.itemPrices("org_k")
+	if after["gpu-a10g"] != before["gpu-a10g"] || after["gpu-t4"][1] != t4.PriceID {
+		t.Fatalf("items %v (before %v): gpu-a10g must keep its item and price, gpu-t4 take %s", after, before, t4.PriceID)
+	}
+}
