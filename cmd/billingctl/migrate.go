@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
-	"time"
+
+	"github.com/baseten/billing-functions/pkg/billing"
 )
 
 // migratePrices runs a price migration through the subscribe function,
@@ -21,62 +21,32 @@ func migratePrices(ctx context.Context, t target, args []string, asJSON bool, st
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	type move struct {
-		OrgID, SubscriptionID, ItemID, Key, OldPrice, NewPrice, Outcome string
-	}
-	type step struct {
-		PassID    string `json:"pass_id"`
-		Done      bool   `json:"done"`
-		NextPage  string `json:"next_page"`
-		Unchanged int    `json:"unchanged"`
-		Moves     []struct {
-			OrgID          string `json:"org_id"`
-			SubscriptionID string `json:"subscription_id"`
-			ItemID         string `json:"item_id"`
-			Key            string `json:"key"`
-			OldPrice       string `json:"old_price"`
-			NewPrice       string `json:"new_price"`
-			Outcome        string `json:"outcome"`
-		} `json:"moves"`
-	}
-	var moves []move
-	unchanged, page, failed, deferred := 0, "", 0, 0
-	for busy := 0; ; {
+	var moves []billing.PriceMove
+	unchanged, page := 0, ""
+	request := func() map[string]any {
 		req := map[string]any{"action": "migrate_prices", "dry_run": *dryRun, "proration": *proration}
 		if page != "" {
 			req["page"] = page
 		}
-		env, err := t.invoke(ctx, "SubscribeFunction", req)
-		if err != nil {
-			return err
-		}
-		if !env.OK && env.Error.Code == "conflict" && env.Error.Retryable && busy < 30 {
-			busy++ // another step holds the migration: wait for it
-			time.Sleep(2 * time.Second)
-			continue
-		}
-		raw, err := show(env, asJSON, stdout)
-		if err != nil {
-			return err
-		}
-		var rep step
-		if err := json.Unmarshal(raw, &rep); err != nil {
-			return fmt.Errorf("unexpected answer: %w", err)
-		}
-		for _, m := range rep.Moves {
-			moves = append(moves, move(m))
-			switch {
-			case strings.HasPrefix(m.Outcome, "deferred"):
-				deferred++
-			case m.Outcome != "moved" && m.Outcome != "planned":
-				failed++
-			}
-		}
+		return req
+	}
+	err := runSteps(ctx, t, asJSON, stdout, request, func(rep billing.MigrateReport) bool {
+		moves = append(moves, rep.Moves...)
 		unchanged += rep.Unchanged
-		if rep.Done {
-			break
-		}
 		page = rep.NextPage
+		return rep.Done
+	})
+	if err != nil {
+		return err
+	}
+	failed, deferred := 0, 0
+	for _, m := range moves {
+		switch {
+		case strings.HasPrefix(m.Outcome, "deferred"):
+			deferred++
+		case m.Outcome != "moved" && m.Outcome != "planned":
+			failed++
+		}
 	}
 	if !asJSON {
 		verb := "moved"

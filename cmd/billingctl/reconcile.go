@@ -8,45 +8,21 @@ import (
 	"io"
 	"text/tabwriter"
 	"time"
+
+	"github.com/baseten/billing-functions/pkg/billing"
 )
 
-// reconcile runs one reconcile pass through the subscribe function, step
-// after step as the stage's state machine does (a step that meets another
-// step's lease waits and tries again), prints each difference, and fails
-// when any is left, so that a script notices drift.
-func reconcile(ctx context.Context, t target, args []string, asJSON bool, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	repair := fs.Bool("repair", false, "write Stripe's state into the mirror where the two differ")
-	replay := fs.Bool("replay", false, "first re-process the events whose deliveries failed (the last 30 days)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	type difference struct {
-		OrgID  string `json:"org_id"`
-		Field  string `json:"field"`
-		Mirror string `json:"mirror"`
-		Stripe string `json:"stripe"`
-	}
-	type step struct {
-		PassID        string       `json:"pass_id"`
-		Done          bool         `json:"done"`
-		Organizations int          `json:"organizations"`
-		Differences   []difference `json:"differences"`
-		Repaired      int          `json:"repaired"`
-		Remaining     []difference `json:"remaining"`
-		Replay        *struct{ Events, Processed, Duplicate, Ignored, Failed int }
-		Pass          struct {
-			Customers, Subscriptions, Differences, StripeRequests, DynamoDBRequests, Steps int64
-		} `json:"pass"`
-	}
-	var all step
-	for busy := 0; !all.Done; {
-		env, err := t.invoke(ctx, "SubscribeFunction", map[string]any{"action": "reconcile", "repair": *repair, "replay": *replay})
+// runSteps calls the subscribe function with request() until an answer,
+// decoded into a fresh R and handed to each, says it is done. A step that
+// meets another step's lease (a retryable conflict) waits and tries again,
+// as the stage's state machine does.
+func runSteps[R any](ctx context.Context, t target, asJSON bool, stdout io.Writer, request func() map[string]any, each func(R) (done bool)) error {
+	for busy := 0; ; {
+		env, err := t.invoke(ctx, "SubscribeFunction", request())
 		if err != nil {
 			return err
 		}
-		if !env.OK && env.Error.Code == "conflict" && env.Error.Retryable && busy < 30 {
+		if !env.OK && env.Error.Code == string(billing.CodeConflict) && env.Error.Retryable && busy < 30 {
 			busy++ // another step holds the pass: wait for it
 			time.Sleep(2 * time.Second)
 			continue
@@ -55,19 +31,44 @@ func reconcile(ctx context.Context, t target, args []string, asJSON bool, stdout
 		if err != nil {
 			return err
 		}
-		var rep step
+		var rep R
 		if err := json.Unmarshal(raw, &rep); err != nil {
 			return fmt.Errorf("unexpected answer: %w", err)
 		}
+		if each(rep) {
+			return nil
+		}
+	}
+}
+
+// reconcile runs one reconcile pass through the subscribe function, step
+// after step, prints each difference, and fails when any is left, so that
+// a script notices drift.
+func reconcile(ctx context.Context, t target, args []string, asJSON bool, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("reconcile", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	repair := fs.Bool("repair", false, "write Stripe's state into the mirror where the two differ")
+	replay := fs.Bool("replay", false, "first re-process the events whose deliveries failed (the last 30 days)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var all billing.ReconcileReport
+	request := func() map[string]any {
+		return map[string]any{"action": "reconcile", "repair": *repair, "replay": *replay}
+	}
+	err := runSteps(ctx, t, asJSON, stdout, request, func(rep billing.ReconcileReport) bool {
 		if r := rep.Replay; r != nil && !asJSON {
 			fmt.Fprintf(stdout, "replayed %d undelivered events: %d processed, %d already mirrored, %d ignored, %d failed\n",
 				r.Events, r.Processed, r.Duplicate, r.Ignored, r.Failed)
 		}
-		all.PassID, all.Done, all.Pass = rep.PassID, rep.Done, rep.Pass
-		all.Organizations += rep.Organizations
+		all.PassID, all.Pass = rep.PassID, rep.Pass
 		all.Differences = append(all.Differences, rep.Differences...)
 		all.Remaining = append(all.Remaining, rep.Remaining...)
 		all.Repaired += rep.Repaired
+		return rep.Done
+	})
+	if err != nil {
+		return err
 	}
 	if !asJSON {
 		p := all.Pass

@@ -44,9 +44,11 @@ func (s *stack) wantAccess(org, instanceType string, allowed bool, reason string
 	}
 }
 
-func (s *stack) billingctl(t *testing.T) {
+// billingctlOK returns a function that runs the billingctl binary against
+// the stack and returns its output, failing the test when it fails.
+func (s *stack) billingctlOK(t *testing.T) func(args ...string) string {
 	bin := testenv.Build(t, "cmd/billingctl")
-	ctl := func(args ...string) string {
+	return func(args ...string) string {
 		t.Helper()
 		out, err := exec.Command(bin, append([]string{"--endpoint", s.invokeURL}, args...)...).CombinedOutput()
 		if err != nil {
@@ -54,6 +56,10 @@ func (s *stack) billingctl(t *testing.T) {
 		}
 		return string(out)
 	}
+}
+
+func (s *stack) billingctl(t *testing.T) {
+	ctl, bin := s.billingctlOK(t), testenv.Build(t, "cmd/billingctl") // bin: for the calls meant to fail
 	out := ctl("subscribe", "--org", "org_ctl", "--tier", "business", "--email", "ctl@example.com", "--instance-types", "gpu-h100")
 	if !strings.Contains(out, "status                incomplete") || !strings.Contains(out, "gpu-h100") {
 		t.Fatalf("subscribe:\n%s", out)
@@ -166,15 +172,7 @@ func (s *stack) billingctl(t *testing.T) {
 // run lists the moves, the migration makes them, and a dry run after it
 // has nothing left.
 func (s *stack) migratePrices(t *testing.T) {
-	bin := testenv.Build(t, "cmd/billingctl")
-	ctl := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(bin, append([]string{"--endpoint", s.invokeURL}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("billingctl %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
+	ctl := s.billingctlOK(t)
 	if out := ctl("subscribe", "--org", "org_mig", "--tier", "starter", "--email", "mig@example.com"); !strings.Contains(out, "starter") {
 		t.Fatalf("subscribe:\n%s", out)
 	}
