@@ -112,7 +112,7 @@ func run() error {
 	for _, f := range soaked {
 		add(f)
 	}
-	fmt.Println("reconcile at scale (one pass over 20,000 organizations, 2,000 of another namespace; make test runs 400):")
+	fmt.Println("reconcile at scale (one pass over 20,000 organizations, 2,000 of another namespace; make test runs 200):")
 	reconciled, err := reconcileAtScale(root)
 	if err != nil {
 		return err
