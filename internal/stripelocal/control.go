@@ -281,27 +281,37 @@ func (s *Server) EventCount() int {
 }
 
 // SeedOrganization makes, in process (no HTTP, no referee), a customer
-// with meta and a subscription for it to prices, with the same metadata
-// (incomplete: the customer has no payment method), as the API would: benchmarks make tens of thousands of organizations.
-// It returns the subscription as the API shows it, its latest invoice
-// expanded.
-func (s *Server) SeedOrganization(meta map[string]string, prices ...string) (map[string]any, error) {
+// with meta and a subscription for it to prices, with the same metadata,
+// as the API would: tests and benchmarks make hundreds or tens of
+// thousands of organizations with it. A paying customer has a test card
+// (pm_card_visa) as its invoices' default, so the subscription is active;
+// without one it is incomplete, its first invoice open. It returns the
+// subscription as the API shows it, its latest invoice expanded.
+func (s *Server) SeedOrganization(meta map[string]string, paying bool, prices ...string) (map[string]any, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	form := url.Values{}
 	for k, v := range meta {
 		form.Set("metadata["+k+"]", v)
 	}
+	if paying {
+		form.Set("payment_method", "pm_card_visa")
+		form.Set("invoice_settings[default_payment_method]", "pm_card_visa")
+	}
 	req, _ := http.NewRequest(http.MethodPost, "/v1/customers", nil)
 	c, aerr := s.createCustomer(&request{Request: req, p: parseForm(form)})
 	if aerr != nil {
 		return nil, fmt.Errorf("seed a customer: %s", aerr.Message)
 	}
+	form.Del("payment_method")
+	form.Del("invoice_settings[default_payment_method]")
 	form.Set("customer", c.(obj)["id"].(string))
 	for i, p := range prices {
 		form.Set(fmt.Sprintf("items[%d][price]", i), p)
 	}
-	form.Set("payment_behavior", "default_incomplete") // no payment method: its first invoice stays open
+	if !paying {
+		form.Set("payment_behavior", "default_incomplete") // its first invoice stays open
+	}
 	form.Set("expand[0]", "latest_invoice")
 	sub, aerr := s.createSubscription(&request{Request: req, p: parseForm(form)})
 	if aerr != nil {

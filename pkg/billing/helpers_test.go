@@ -97,23 +97,53 @@ func (f *fixture) requests() (dynamo, stripeReqs int) {
 	return r + w, n
 }
 
-// liveSubscriptions makes n subscriptions in the local Stripe, one org each.
+// liveSubscriptions makes n paid subscriptions to the business tier in
+// the local Stripe, one organization each (org_live0, org_live1, …), in
+// process (stripelocal.SeedOrganization): their webhooks go to whatever
+// endpoint is registered, and nothing is mirrored otherwise.
 func (f *fixture) liveSubscriptions(n int) []*stripe.Subscription {
 	f.upsert(billing.UpsertRequest{})
-	m, _ := f.store.GetProductMapping(context.Background(), "business")
-	sc := f.sc()
-	var out []*stripe.Subscription
-	for i := range n {
-		meta := map[string]string{"org_id": fmt.Sprintf("org_live%d", i), "billing_namespace": ns}
-		c := f.payingCustomer(meta)
-		sub, err := sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Metadata: meta,
-			Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(m.PriceID)}}})
+	return f.seed(n, "org_live", ns, true, "business")
+}
+
+// seed makes n organizations (prefix0, prefix1, …) of namespace in the
+// local Stripe, each a customer and a subscription to the catalog keys
+// given, in process; paying ones are active.
+func (f *fixture) seed(n int, prefix, namespace string, paying bool, keys ...string) []*stripe.Subscription {
+	f.t.Helper()
+	var prices []string
+	for _, k := range keys {
+		m, err := f.store.GetProductMapping(context.Background(), k)
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		out = append(out, sub)
+		prices = append(prices, m.PriceID)
+	}
+	out := make([]*stripe.Subscription, n)
+	for i := range n {
+		raw, err := f.stripe.SeedOrganization(map[string]string{"org_id": fmt.Sprintf("%s%d", prefix, i), "billing_namespace": namespace}, paying, prices...)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		b, _ := json.Marshal(raw)
+		if err := json.Unmarshal(b, &out[i]); err != nil {
+			f.t.Fatal(err)
+		}
 	}
 	return out
+}
+
+// mirrored seeds n organizations as seed does and mirrors each as the
+// webhook would, without a webhook.
+func (f *fixture) mirrored(n int, prefix string, keys ...string) []*stripe.Subscription {
+	f.t.Helper()
+	subs := f.seed(n, prefix, ns, true, keys...)
+	for i, sub := range subs {
+		if err := billing.MirrorFromStripe(context.Background(), f.store, fmt.Sprintf("%s%d", prefix, i), sub); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	return subs
 }
 
 // viaFaultProxy points the fixture's service at a fault-injecting proxy in

@@ -249,9 +249,9 @@ func TestMigratePrices_AMeteredItemIsDeferredNotMoved(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
-	f.subscribed("org_m")
-	f.ok(req("record_usage", "org_m", "instance_type", "gpu-a10g", "minutes", 100))
-	before := f.itemPrices("org_m")
+	f.mirrored(1, "org_m", "starter", "gpu-a10g")
+	f.ok(req("record_usage", "org_m0", "instance_type", "gpu-a10g", "minutes", 100))
+	before := f.itemPrices("org_m0")
 	cat := withEntry(withEntry(billing.DefaultCatalog(), "starter", func(e *billing.Entry) { e.UnitAmountDecimal = "5900" }),
 		"gpu-a10g", func(e *billing.Entry) { e.UnitAmountDecimal = "2.5000" })
 	f.upsert(billing.UpsertRequest{Catalog: &cat})
@@ -269,11 +269,11 @@ func TestMigratePrices_AMeteredItemIsDeferredNotMoved(t *testing.T) {
 	if outcomes["starter"] != "moved" || !strings.HasPrefix(outcomes["gpu-a10g"], "deferred") {
 		t.Fatalf("outcomes %v: want the tier moved and the metered item deferred", outcomes)
 	}
-	after := f.itemPrices("org_m")
+	after := f.itemPrices("org_m0")
 	if after["starter"][1] != starter.PriceID || after["gpu-a10g"] != before["gpu-a10g"] {
 		t.Fatalf("items after the migration %v (before %v): the tier on %s, the metered item unchanged", after, before, starter.PriceID)
 	}
-	inv, err := f.sc().Invoices.Upcoming(&stripe.InvoiceUpcomingParams{Customer: stripe.String(f.mirror("org_m").Customer.CustomerID)})
+	inv, err := f.sc().Invoices.Upcoming(&stripe.InvoiceUpcomingParams{Customer: stripe.String(f.mirror("org_m0").Customer.CustomerID)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,13 +295,13 @@ func TestSetInstanceTypes_KeepsAKeptTypeOnItsPrice(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
-	f.subscribed("org_k")
-	before := f.itemPrices("org_k")
+	f.mirrored(1, "org_k", "starter", "gpu-a10g")
+	before := f.itemPrices("org_k0")
 	cat := withEntry(billing.DefaultCatalog(), "gpu-a10g", func(e *billing.Entry) { e.UnitAmountDecimal = "2.5000" })
 	f.upsert(billing.UpsertRequest{Catalog: &cat})
 	t4, _ := f.store.GetProductMapping(context.Background(), "gpu-t4")
-	f.ok(req("set_instance_types", "org_k", "instance_types", []string{"gpu-a10g", "gpu-t4"}))
-	after := f.itemPrices("org_k")
+	f.ok(req("set_instance_types", "org_k0", "instance_types", []string{"gpu-a10g", "gpu-t4"}))
+	after := f.itemPrices("org_k0")
 	if after["gpu-a10g"] != before["gpu-a10g"] || after["gpu-t4"][1] != t4.PriceID {
 		t.Fatalf("items %v (before %v): gpu-a10g must keep its item and price, gpu-t4 take %s", after, before, t4.PriceID)
 	}

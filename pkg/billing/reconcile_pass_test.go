@@ -11,7 +11,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-	"github.com/stripe/stripe-go/v76"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
 	"github.com/baseten/billing-functions/internal/testenv"
@@ -39,21 +38,6 @@ func (f *fixture) tinySteps(size int, rate string, lease time.Duration) *billing
 	return svc
 }
 
-// otherNamespace makes n organizations of another deployment in the same
-// Stripe account: each a customer and a subscription.
-func (f *fixture) otherNamespace(n int, namespace string) {
-	f.t.Helper()
-	m, _ := f.store.GetProductMapping(context.Background(), "business")
-	for i := range n {
-		meta := map[string]string{"org_id": fmt.Sprintf("org_%d", i), "billing_namespace": namespace}
-		c := f.payingCustomer(meta)
-		if _, err := f.sc().Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), Metadata: meta,
-			Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(m.PriceID)}}}); err != nil {
-			f.t.Fatal(err)
-		}
-	}
-}
-
 func (f *fixture) deleteMirrorItem(org, sk string) {
 	f.t.Helper()
 	if _, err := testenv.DynamoDB(f.t).DeleteItem(context.Background(), &dynamodb.DeleteItemInput{TableName: aws.String(f.store.Name()), Key: map[string]ddbtypes.AttributeValue{
@@ -75,9 +59,8 @@ func TestReconcile_APassCrossesManyStepsAndComparesEachOrganizationOnce(t *testi
 	for i := range 5 {
 		orgs = append(orgs, fmt.Sprintf("org_p%d", i))
 	}
-	f.subscribed(orgs...)
-	f.otherNamespace(3, "someone-else")
-	f.stripe.WaitDeliveries()
+	f.mirrored(5, "org_p", "business")
+	f.seed(3, "org_p", "someone-else", true, "business") // the same organization IDs, another deployment's
 	// Every organization's mirror lost its subscription: each must show
 	// exactly one difference, once.
 	for _, org := range orgs {
@@ -172,8 +155,7 @@ func TestReconcile_PacesBacksOffOn429AndOutlivesARefusedPageToken(t *testing.T) 
 	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
-	f.subscribed("org_r1", "org_r2", "org_r3")
-	f.stripe.WaitDeliveries()
+	f.mirrored(3, "org_r", "business")
 	svc := f.tinySteps(1, "5", time.Second)
 	f.stripe.ResetCounts()
 	f.stripe.InjectFault(stripelocal.Fault{Kind: "429", Count: 2, Path: "GET /v1/subscriptions/search"})
@@ -199,7 +181,7 @@ func TestReconcile_PacesBacksOffOn429AndOutlivesARefusedPageToken(t *testing.T) 
 	// How long Stripe keeps a next_page token is not documented
 	// (FIDELITY.md, rule 17): a refused token starts its phase again
 	// rather than stopping the pass for good, and the pass still ends.
-	f.deleteMirrorItem("org_r3", "SUBSCRIPTION")
+	f.deleteMirrorItem("org_r2", "SUBSCRIPTION")
 	fast := f.tinySteps(2, "50", time.Second)
 	// The second subscriptions page, the first sent with a token, is refused.
 	f.stripe.InjectFault(stripelocal.Fault{Kind: "400", Count: 1, Skip: 1, Path: "GET /v1/subscriptions/search"})
@@ -207,8 +189,8 @@ func TestReconcile_PacesBacksOffOn429AndOutlivesARefusedPageToken(t *testing.T) 
 	if rep.Pass.Customers != 3 || rep.Pass.Subscriptions != 5 {
 		t.Fatalf("pass %+v: want 3 customers, and the 2 subscriptions of the first page compared again (5)", rep.Pass)
 	}
-	if d := fields(rep.Differences, "org_r3"); d["subscription"].Stripe == "" {
-		t.Fatalf("differences %+v: want org_r3's missing subscription", rep.Differences)
+	if d := fields(rep.Differences, "org_r2"); d["subscription"].Stripe == "" {
+		t.Fatalf("differences %+v: want org_r2's missing subscription", rep.Differences)
 	}
 }
 
@@ -219,11 +201,10 @@ func TestReconcile_SearchLagNeverReportsADifferenceThatIsNotThere(t *testing.T) 
 	t.Parallel()
 	f := newFixture(t, ns)
 	f.upsert(billing.UpsertRequest{})
-	f.subscribed("org_old")
+	f.mirrored(1, "org_old", "business")
 	f.stripe.SetSearchLag(time.Minute)
 	f.stripe.Advance(2 * time.Minute)
-	f.subscribed("org_new")
-	f.stripe.WaitDeliveries()
+	f.mirrored(1, "org_new", "business")
 	rep := f.reconcile(billing.ReconcileOptions{})
 	if rep.Pass.Customers != 1 || len(rep.Differences) != 0 {
 		t.Fatalf("under lag: %+v, differences %+v; want org_old alone and no difference", rep.Pass, rep.Differences)

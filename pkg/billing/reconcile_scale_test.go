@@ -51,7 +51,7 @@ func TestReconcile_AtScale(t *testing.T) {
 		if i >= ours {
 			meta["billing_namespace"] = "someone-else"
 		}
-		raw, err := f.stripe.SeedOrganization(meta, business.PriceID)
+		raw, err := f.stripe.SeedOrganization(meta, false, business.PriceID)
 		if err != nil {
 			t.Fatal(err)
 		}
