@@ -229,8 +229,7 @@ func (s *Service) compareCustomers(ctx context.Context, pace *pacer, customers [
 			continue
 		}
 		pg.progress.Customers++
-		diffs, err := s.customerDiffs(org, mirrors[org], c, nil)
-		if err != nil || len(diffs) == 0 {
+		if len(customerDiffs(org, mirrors[org], c, nil)) == 0 {
 			continue
 		}
 		// Confirm against Stripe's own reads: the customer, and the
@@ -245,7 +244,8 @@ func (s *Service) compareCustomers(ctx context.Context, pace *pacer, customers [
 				return pg, err
 			}
 		}
-		if diffs, _ = s.customerDiffs(org, mirrors[org], fresh, mapped); len(diffs) == 0 {
+		diffs := customerDiffs(org, mirrors[org], fresh, mapped)
+		if len(diffs) == 0 {
 			continue
 		}
 		pg.differences = append(pg.differences, diffs...)
@@ -263,8 +263,7 @@ func (s *Service) compareCustomers(ctx context.Context, pace *pacer, customers [
 		if err != nil {
 			return pg, fromTable("read the mirror", err)
 		}
-		left, _ := s.customerDiffs(org, m, fresh, mapped)
-		pg.remaining = append(pg.remaining, left...)
+		pg.remaining = append(pg.remaining, customerDiffs(org, m, fresh, mapped)...)
 	}
 	return pg, nil
 }
@@ -273,9 +272,9 @@ func (s *Service) compareCustomers(ctx context.Context, pace *pacer, customers [
 // Stripe with its mirror. mapped is the mirror's other customer as Stripe
 // has it, when read: live, the organization has two customers, both of
 // which can be charged, and a person must merge them.
-func (s *Service) customerDiffs(org string, m table.Mirror, c, mapped *stripe.Customer) ([]Difference, error) {
+func customerDiffs(org string, m table.Mirror, c, mapped *stripe.Customer) []Difference {
 	if c.Deleted {
-		return nil, nil // deleted since the search indexed it
+		return nil // deleted since the search indexed it
 	}
 	mirrorCustomer := ""
 	if m.Customer != nil && !m.Customer.Deleted {
@@ -283,11 +282,11 @@ func (s *Service) customerDiffs(org string, m table.Mirror, c, mapped *stripe.Cu
 	}
 	switch {
 	case mirrorCustomer == c.ID:
-		return nil, nil
+		return nil
 	case mapped != nil && !mapped.Deleted:
-		return []Difference{{OrgID: org, Field: "live_customers", Mirror: "1", Stripe: mirrorCustomer + "," + c.ID}}, nil
+		return []Difference{{OrgID: org, Field: "live_customers", Mirror: "1", Stripe: mirrorCustomer + "," + c.ID}}
 	}
-	return []Difference{{OrgID: org, Field: "customer", Mirror: mirrorCustomer, Stripe: c.ID}}, nil
+	return []Difference{{OrgID: org, Field: "customer", Mirror: mirrorCustomer, Stripe: c.ID}}
 }
 
 // repairCustomer writes the customer Stripe has into the mirror: a
