@@ -97,6 +97,7 @@ func (s *Server) deleteCustomer(r *request) (any, *apiError) {
 	}
 	snapshot := clone(c)
 	c["deleted"] = true
+	s.state.deletedAt[c["id"].(string)] = s.now().Unix()
 	s.emit("customer.deleted", snapshot, nil)
 	return obj{"id": c["id"], "object": "customer", "deleted": true}, nil
 }

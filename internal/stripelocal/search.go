@@ -15,7 +15,8 @@ import (
 // chained by an opaque next_page token that is only valid with the query
 // it came from. Results are newest first. Stripe's index lags writes by
 // up to a minute; SetSearchLag makes objects created in the last lag
-// invisible, as new objects are until indexed.
+// invisible, as new objects are until indexed, and customers deleted in
+// the last lag still found, as live ones.
 
 // searchFields are the fields each resource's query may name, besides
 // metadata.
@@ -161,6 +162,15 @@ func (s *Server) search(kind, url string, p params, keep func(obj) bool) (obj, *
 		if keep != nil && !keep(o) {
 			continue
 		}
+		if o["deleted"] == true {
+			// Deleted within the lag: the index still has it, as a live
+			// customer (stripe/stripe-node#1533, #2692).
+			if s.searchLag == 0 || s.state.deletedAt[o["id"].(string)] <= indexedBefore {
+				continue
+			}
+			o = clone(o)
+			delete(o, "deleted")
+		}
 		hit := !anyOf
 		for _, c := range clauses {
 			if c.matches(o) == anyOf {
@@ -188,7 +198,7 @@ func (s *Server) search(kind, url string, p params, keep func(obj) bool) (obj, *
 }
 
 func (s *Server) searchCustomers(r *request) (any, *apiError) {
-	return s.search("customer", "/v1/customers/search", r.p, func(c obj) bool { return c["deleted"] != true })
+	return s.search("customer", "/v1/customers/search", r.p, nil)
 }
 
 func (s *Server) searchSubscriptions(r *request) (any, *apiError) {
@@ -206,7 +216,8 @@ func (s *Server) searchSubscriptions(r *request) (any, *apiError) {
 }
 
 // SetSearchLag makes objects created in the last d invisible to search,
-// as they are on Stripe until its index catches up (up to a minute).
+// and customers deleted in the last d still found as live ones, as on
+// Stripe until its index catches up (up to a minute).
 func (s *Server) SetSearchLag(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -116,7 +116,7 @@ func TestSearch_QueryFormsPagesAndRefusals(t *testing.T) {
 }
 
 // FIDELITY.md rule 17: Stripe's index lags writes; SetSearchLag hides what
-// was created within the lag.
+// was created within the lag, and shows what was deleted within it.
 func TestSearch_LagHidesNewObjects(t *testing.T) {
 	e := newEnv(t)
 	if _, err := e.sc.Customers.New(&stripe.CustomerParams{Metadata: map[string]string{"org_id": "org_a", "billing_namespace": "ours"}}); err != nil {
@@ -129,6 +129,23 @@ func TestSearch_LagHidesNewObjects(t *testing.T) {
 	e.srv.Advance(61 * time.Second)
 	if ids, _, err := searchCustomers(e, "metadata['billing_namespace']:'ours'", 10, ""); err != nil || fmt.Sprint(ids) != "[org_a]" {
 		t.Fatalf("a minute later: %v %v", ids, err)
+	}
+	// A customer deleted now is still found, as a live one, until the
+	// index catches up.
+	it := e.sc.Customers.Search(&stripe.CustomerSearchParams{SearchParams: stripe.SearchParams{Query: "metadata['org_id']:'org_a'"}})
+	if !it.Next() {
+		t.Fatal(it.Err())
+	}
+	if _, err := e.sc.Customers.Del(it.Customer().ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	it = e.sc.Customers.Search(&stripe.CustomerSearchParams{SearchParams: stripe.SearchParams{Query: "metadata['org_id']:'org_a'"}})
+	if !it.Next() || it.Customer().Deleted {
+		t.Fatalf("just deleted, under the lag: want it found as live (%v)", it.Err())
+	}
+	e.srv.Advance(61 * time.Second)
+	if ids, _, err := searchCustomers(e, "metadata['org_id']:'org_a'", 10, ""); err != nil || len(ids) != 0 {
+		t.Fatalf("deleted a minute ago: %v %v", ids, err)
 	}
 }
 

@@ -32,6 +32,9 @@ type state struct {
 	// meteredSince is when a metered item's price last changed: its
 	// invoices count only the usage from then (FIDELITY.md, rule 18).
 	meteredSince map[string]int64 // subscription item ID -> unix seconds
+	// deletedAt is when each deleted customer was deleted: search shows
+	// it as live until its index catches up (FIDELITY.md, rule 17).
+	deletedAt map[string]int64
 }
 
 type usageRecord struct {
@@ -62,6 +65,7 @@ func newState() *state {
 		checkouts:    map[string]*checkoutSession{},
 		setupFor:     map[string]string{},
 		meteredSince: map[string]int64{},
+		deletedAt:    map[string]int64{},
 		trialWarned:  map[string]bool{},
 		invoiceCount: map[string]int{},
 	}

@@ -195,8 +195,9 @@ func TestReconcile_PacesBacksOffOn429AndOutlivesARefusedPageToken(t *testing.T) 
 }
 
 // Search lags writes (FIDELITY.md, rule 17): an organization made in the
-// last minute is not yet in the pages, which is no difference; the next
-// pass compares it.
+// last minute is not yet in the pages, which is no difference (the next
+// pass compares it), and a customer deleted in the last minute is still in
+// them, as a live one, which the confirming read sets right.
 func TestReconcile_SearchLagNeverReportsADifferenceThatIsNotThere(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ns)
@@ -212,5 +213,22 @@ func TestReconcile_SearchLagNeverReportsADifferenceThatIsNotThere(t *testing.T) 
 	f.stripe.Advance(2 * time.Minute)
 	if rep := f.reconcile(billing.ReconcileOptions{}); rep.Pass.Customers != 2 || len(rep.Differences) != 0 {
 		t.Fatalf("once indexed: %+v, differences %+v", rep.Pass, rep.Differences)
+	}
+	// org_old's customer is deleted, and the webhook mirrors it; the
+	// search still shows the customer as live for a while. The read that
+	// confirms a proposed difference finds it deleted: nothing to report.
+	f.gatewayFor()
+	if _, err := f.sc().Customers.Del(f.mirror("org_old0").Customer.CustomerID, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.stripe.WaitDeliveries()
+	if m := f.mirror("org_old0"); !m.Customer.Deleted {
+		t.Fatalf("the webhook did not mirror the deletion: %+v", m.Customer)
+	}
+	f.stripe.ResetCounts()
+	rep = f.reconcile(billing.ReconcileOptions{})
+	if rep.Pass.Customers != 2 || len(rep.Differences) != 0 || f.stripe.Counts()["GET /v1/customers/{id}"] != 1 {
+		t.Fatalf("a deleted customer the index still shows: %+v, differences %+v, %d customer reads (want the one confirming read)",
+			rep.Pass, rep.Differences, f.stripe.Counts()["GET /v1/customers/{id}"])
 	}
 }
