@@ -41,11 +41,11 @@ func (p *passPage) add(o passPage) {
 }
 
 // runStep runs one step of the pass of kind: it takes the pass's lease,
-// starts a pass at phase first when none is running (calling start, once
+// starts a pass at firstPhase when none is running (calling start, once
 // a pass), then reads pages with page until the step's time is up,
 // moving the pass's cursor and counts after each page in one conditional
 // write. It returns the pass as it left it and the sum of its pages.
-func (s *Service) runStep(ctx context.Context, kind, first string, start func() error, page func(*pacer, table.Pass) (passPage, error)) (table.Pass, passPage, error) {
+func (s *Service) runStep(ctx context.Context, kind, firstPhase string, start func() error, page func(*pacer, table.Pass) (passPage, error)) (table.Pass, passPage, error) {
 	var step passPage
 	stepEnd := s.stepEnd(ctx)
 	owner := newPassID()
@@ -62,7 +62,7 @@ func (s *Service) runStep(ctx context.Context, kind, first string, start func() 
 	startWrites := int64(0)
 	if !pass.Running() {
 		startWrites = 1
-		started := table.Pass{PassID: newPassID(), Phase: first, StartedAt: time.Now().Unix(), Owner: owner, LeaseUntil: pass.LeaseUntil}
+		started := table.Pass{PassID: newPassID(), Phase: firstPhase, StartedAt: time.Now().Unix(), Owner: owner, LeaseUntil: pass.LeaseUntil}
 		if err := start(); err != nil {
 			return pass, step, err
 		}
