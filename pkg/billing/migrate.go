@@ -1,10 +1,8 @@
 package billing
 
 import (
+	"cmp"
 	"context"
-	"errors"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -56,9 +54,6 @@ type MigrateReport struct {
 	Pass table.Progress `json:"pass"`
 }
 
-// Prorations a price move may take.
-var prorations = []string{"none", "create_prorations", "always_invoice"}
-
 // MigratePrices moves every licensed item (a tier) of this namespace's
 // subscriptions that is on a price no longer its catalog key's current one
 // (after upsert-products replaced it) to the current price. A metered item
@@ -75,13 +70,7 @@ var prorations = []string{"none", "create_prorations", "always_invoice"}
 // pages and writes nothing.
 func (s *Service) MigratePrices(ctx context.Context, req MigrateRequest) (MigrateReport, error) {
 	rep := MigrateReport{DryRun: req.DryRun, Moves: []PriceMove{}}
-	proration := req.Proration
-	if proration == "" {
-		proration = "none"
-	}
-	if !slices.Contains(prorations, proration) {
-		return rep, Errorf(CodeInvalidRequest, "proration: one of %s", strings.Join(prorations, ", "))
-	}
+	proration := cmp.Or(req.Proration, "none") // checked by the action's decoder (Command.validate)
 	if _, err := s.enabledKeys(ctx); err != nil {
 		return rep, err
 	}
@@ -162,7 +151,7 @@ func (s *Service) planMoves(ctx context.Context, current map[string]string, page
 			rep.Step.Differences += int64(len(moves) + len(deferred))
 		}
 		page, rep.NextPage, rep.Done = next, next, next == ""
-		if rep.Done || time.Now().Add(time.Since(began)).After(end) {
+		if rep.Done || !pageFits(began, end) {
 			return rep, nil
 		}
 	}
@@ -229,31 +218,24 @@ func (s *Service) moveItems(ctx context.Context, pace *pacer, sub *stripe.Subscr
 		parts = append(parts, mv.ItemID, mv.OldPrice, mv.NewPrice)
 	}
 	p.SetIdempotencyKey(keyHash(parts...))
-	for {
-		if err := pace.wait(ctx); err != nil {
-			return "", &Error{Code: CodeUnavailable, Message: "move prices: the step ran out of time", Retryable: true, Err: err}
-		}
+	err := pace.run(ctx, "move prices", func() error {
 		_, err := s.changeSubscription(ctx, sub.Metadata[metaOrg], func(api *stripeAPI) (*stripe.Subscription, error) {
 			return api.Subscriptions.Update(sub.ID, p)
 		})
-		switch {
-		case errors.Is(err, errRateLimited):
-			pace.throttled()
-			continue
-		case err == nil:
-			pace.succeeded()
-			for _, mv := range moves {
-				s.log.InfoContext(ctx, "migrate prices: item moved", "org_id", mv.OrgID, "subscription_id", mv.SubscriptionID,
-					"item_id", mv.ItemID, "key", mv.Key, "old_price", mv.OldPrice, "new_price", mv.NewPrice)
-			}
-			return "moved", nil
-		case !AsError(err).Retryable && AsError(err).StripeRequestID != "":
-			pace.succeeded()
-			s.log.WarnContext(ctx, "migrate prices: Stripe refused a move", "subscription_id", sub.ID, "error", AsError(err).Message)
-			return "failed: " + AsError(err).Message, nil
+		return err
+	})
+	switch {
+	case err == nil:
+		for _, mv := range moves {
+			s.log.InfoContext(ctx, "migrate prices: item moved", "org_id", mv.OrgID, "subscription_id", mv.SubscriptionID,
+				"item_id", mv.ItemID, "key", mv.Key, "old_price", mv.OldPrice, "new_price", mv.NewPrice)
 		}
-		return "", err
+		return "moved", nil
+	case !AsError(err).Retryable && AsError(err).StripeRequestID != "":
+		s.log.WarnContext(ctx, "migrate prices: Stripe refused a move", "subscription_id", sub.ID, "error", AsError(err).Message)
+		return "failed: " + AsError(err).Message, nil
 	}
+	return "", err
 }
 
 // deferredMetered is the outcome of a metered item on an old price: the

@@ -101,7 +101,7 @@ func (s *Service) runStep(ctx context.Context, kind, firstPhase string, start fu
 		// The step ends when the pass does, or when another page like
 		// this one would not fit: the same write then hands the pass to
 		// the next step rather than at the lease's end.
-		last := time.Now().Add(time.Since(began)).After(stepEnd)
+		last := !pageFits(began, stepEnd)
 		if next.Phase == table.PhaseDone {
 			next.EndedAt = time.Now().Unix()
 		}
@@ -169,20 +169,31 @@ func (s *Service) namespaceQuery() string {
 	return fmt.Sprintf("metadata['%s']:'%s'", metaNamespace, s.cfg.Namespace)
 }
 
-// paced runs one Stripe request at the pass's rate; after a 429 it backs
-// off and tries again while the context allows.
+// paced runs one Stripe request at the pass's rate (pacer.run).
 func (s *Service) paced(ctx context.Context, pace *pacer, op string, fn func(api *stripeAPI) error) error {
+	return pace.run(ctx, op, func() error { return s.withStripe(ctx, op, fn) })
+}
+
+// run sends a pass's request (call) in the pacer's next slot; after a 429
+// it backs off and sends it again while the context allows.
+func (p *pacer) run(ctx context.Context, op string, call func() error) error {
 	for {
-		if err := pace.wait(ctx); err != nil {
+		if err := p.wait(ctx); err != nil {
 			return &Error{Code: CodeUnavailable, Message: op + ": the step ran out of time", Retryable: true, Err: err}
 		}
-		err := s.withStripe(ctx, op, fn)
+		err := call()
 		if !errors.Is(err, errRateLimited) {
-			pace.succeeded()
+			p.succeeded()
 			return err
 		}
-		pace.throttled()
+		p.throttled()
 	}
+}
+
+// pageFits says whether another page like the one begun at began ends
+// before end.
+func pageFits(began, end time.Time) bool {
+	return !time.Now().Add(time.Since(began)).After(end)
 }
 
 // searchCustomers reads one page of a customer search: page is the

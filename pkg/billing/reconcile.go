@@ -2,13 +2,9 @@ package billing
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"math/big"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -53,16 +49,6 @@ type ReconcileReport struct {
 	// step included.
 	Step table.Progress `json:"step"`
 	Pass table.Progress `json:"pass"`
-}
-
-// ReplayReport counts the failed-delivery events a run re-processed, by
-// outcome.
-type ReplayReport struct {
-	Events    int `json:"events"`
-	Processed int `json:"processed"`
-	Duplicate int `json:"duplicate"`
-	Ignored   int `json:"ignored"`
-	Failed    int `json:"failed"`
 }
 
 // reconcileMetrics are the reconcile action's metrics, one line a step.
@@ -192,13 +178,7 @@ func (s *Service) reconcilePage(ctx context.Context, pace *pacer, pass table.Pas
 // (search lags), and so is the mapped one when the two differ.
 func (s *Service) compareCustomers(ctx context.Context, pace *pacer, customers []*stripe.Customer, opts ReconcileOptions) (passPage, error) {
 	var pg passPage
-	orgs := make([]string, 0, len(customers))
-	for _, c := range customers {
-		if org := c.Metadata[metaOrg]; org != "" {
-			orgs = append(orgs, org)
-		}
-	}
-	mirrors, sent, err := s.store.ReadCustomerMirrors(ctx, orgs)
+	mirrors, sent, err := s.store.ReadCustomerMirrors(ctx, orgsOf(customers, func(c *stripe.Customer) map[string]string { return c.Metadata }))
 	pg.progress.DynamoDBRequests += int64(sent)
 	if err != nil {
 		return pg, fromTable("read the mirror", err)
@@ -244,28 +224,55 @@ func (s *Service) compareCustomers(ctx context.Context, pace *pacer, customers [
 				return pg, err
 			}
 		}
-		diffs := customerDiffs(org, mirrors[org], fresh, mapped)
-		if len(diffs) == 0 {
-			continue
-		}
-		pg.differences = append(pg.differences, diffs...)
-		pg.progress.Differences += int64(len(diffs))
-		if !opts.Repair {
-			continue
-		}
-		if err := s.repairCustomer(ctx, org, mirrors[org], fresh, mapped, stripeDate(fresh.LastResponse)); err != nil {
+		err = s.settle(ctx, &pg, org, customerDiffs(org, mirrors[org], fresh, mapped), opts.Repair, 1,
+			func() error {
+				return s.repairCustomer(ctx, org, mirrors[org], fresh, mapped, stripeDate(fresh.LastResponse))
+			},
+			func(m table.Mirror) []Difference { return customerDiffs(org, m, fresh, mapped) })
+		if err != nil {
 			return pg, err
 		}
-		pg.repaired++
-		pg.progress.Repaired++
-		m, err := s.store.GetMirror(ctx, org)
-		pg.progress.DynamoDBRequests += 2
-		if err != nil {
-			return pg, fromTable("read the mirror", err)
-		}
-		pg.remaining = append(pg.remaining, customerDiffs(org, m, fresh, mapped)...)
 	}
 	return pg, nil
+}
+
+// orgsOf lists the organizations a search page's objects name in their
+// metadata.
+func orgsOf[T any](objs []T, metadata func(T) map[string]string) []string {
+	orgs := make([]string, 0, len(objs))
+	for _, o := range objs {
+		if org := metadata(o)[metaOrg]; org != "" {
+			orgs = append(orgs, org)
+		}
+	}
+	return orgs
+}
+
+// settle records an organization's confirmed differences on the page;
+// with repair it runs fix (writes DynamoDB requests), reads the mirror
+// again and records what recompare still finds.
+func (s *Service) settle(ctx context.Context, pg *passPage, org string, diffs []Difference, repair bool, writes int64,
+	fix func() error, recompare func(table.Mirror) []Difference) error {
+	if len(diffs) == 0 {
+		return nil
+	}
+	pg.differences = append(pg.differences, diffs...)
+	pg.progress.Differences += int64(len(diffs))
+	if !repair {
+		return nil
+	}
+	if err := fix(); err != nil {
+		return err
+	}
+	pg.repaired++
+	pg.progress.Repaired++
+	m, err := s.store.GetMirror(ctx, org)
+	pg.progress.DynamoDBRequests += writes + 1
+	if err != nil {
+		return fromTable("read the mirror", err)
+	}
+	pg.remaining = append(pg.remaining, recompare(m)...)
+	return nil
 }
 
 // customerDiffs compares one of the organization's live customers in
@@ -323,13 +330,7 @@ func (s *Service) applyRepair(ctx context.Context, ch table.Change) error {
 // whose subscription it compared, and sends their pending alerts.
 func (s *Service) compareSubscriptions(ctx context.Context, pace *pacer, subs []*stripe.Subscription, opts ReconcileOptions) (passPage, error) {
 	var pg passPage
-	orgs := make([]string, 0, len(subs))
-	for _, sub := range subs {
-		if org := sub.Metadata[metaOrg]; org != "" {
-			orgs = append(orgs, org)
-		}
-	}
-	mirrors, sent, err := s.store.ReadMirrors(ctx, orgs)
+	mirrors, sent, err := s.store.ReadMirrors(ctx, orgsOf(subs, func(sub *stripe.Subscription) map[string]string { return sub.Metadata }))
 	pg.progress.DynamoDBRequests += int64(sent)
 	if err != nil {
 		return pg, fromTable("read the mirror", err)
@@ -359,26 +360,12 @@ func (s *Service) compareSubscriptions(ctx context.Context, pace *pacer, subs []
 		if err != nil {
 			return pg, err
 		}
-		diffs := subscriptionDiffs(org, m, fresh)
-		if len(diffs) == 0 {
-			continue
-		}
-		pg.differences = append(pg.differences, diffs...)
-		pg.progress.Differences += int64(len(diffs))
-		if !opts.Repair {
-			continue
-		}
-		if err := s.repairSubscription(ctx, org, fresh, stripeDate(fresh.LastResponse)); err != nil {
+		err = s.settle(ctx, &pg, org, subscriptionDiffs(org, m, fresh), opts.Repair, 2,
+			func() error { return s.repairSubscription(ctx, org, fresh, stripeDate(fresh.LastResponse)) },
+			func(after table.Mirror) []Difference { return subscriptionDiffs(org, after, fresh) })
+		if err != nil {
 			return pg, err
 		}
-		pg.repaired++
-		pg.progress.Repaired++
-		after, err := s.store.GetMirror(ctx, org)
-		pg.progress.DynamoDBRequests += 3
-		if err != nil {
-			return pg, fromTable("read the mirror", err)
-		}
-		pg.remaining = append(pg.remaining, subscriptionDiffs(org, after, fresh)...)
 	}
 	// Spend is compared, never repaired: a counter adds exactly what was
 	// recorded, so a difference is for a person to read.
@@ -480,126 +467,4 @@ func (s *Service) repairSubscription(ctx context.Context, org string, sub *strip
 		return s.applyRepair(ctx, invoiceChange(org, asWireInvoice(inv), readAt))
 	}
 	return nil
-}
-
-// replayFailedEvents re-processes, oldest first, the events Stripe lists
-// as not delivered (delivery_success=false; the Events API keeps 30 days).
-// Each goes through the webhook's own path, so one already mirrored is a
-// duplicate and another deployment's is ignored.
-func (s *Service) replayFailedEvents(ctx context.Context, keys Keys) (ReplayReport, error) {
-	var rep ReplayReport
-	var evs []*stripe.Event
-	err := s.withStripe(ctx, "list undelivered events", func(api *stripeAPI) error {
-		evs = evs[:0]
-		p := &stripe.EventListParams{ListParams: stripe.ListParams{Context: ctx, Limit: stripe.Int64(100)}, DeliverySuccess: stripe.Bool(false)}
-		it := api.Events.List(p)
-		for it.Next() {
-			evs = append(evs, it.Event())
-		}
-		return it.Err()
-	})
-	if err != nil {
-		return rep, err
-	}
-	slices.Reverse(evs)
-	for _, e := range evs {
-		if e.Data == nil || len(e.Data.Raw) == 0 {
-			continue
-		}
-		ev := &wireEvent{ID: e.ID, Type: string(e.Type), Created: e.Created, APIVersion: e.APIVersion, Livemode: e.Livemode}
-		if e.Request != nil {
-			ev.Request = &struct {
-				IdempotencyKey string `json:"idempotency_key"`
-			}{IdempotencyKey: e.Request.IdempotencyKey}
-		}
-		ev.Data = &struct {
-			Object json.RawMessage `json:"object"`
-		}{Object: e.Data.Raw}
-		rep.Events++
-		res, err := s.handleEvent(ctx, ev, keys)
-		switch {
-		case err != nil:
-			rep.Failed++
-			s.log.WarnContext(ctx, "replay: event failed; Stripe's retries or the next run take it", "event_id", e.ID, "type", ev.Type, "error", AsError(err).Message)
-		case res.Status == StatusProcessed:
-			rep.Processed++
-		case res.Status == StatusDuplicate:
-			rep.Duplicate++
-		default:
-			rep.Ignored++
-		}
-	}
-	return rep, nil
-}
-
-// compareSpend compares the spend this period of each organization in
-// mirrors with what Stripe's meters summed for its customer (one event
-// summary request per metered instance type), priced as the counter
-// prices it. Only organizations with spend this period are read: the
-// others add no request. Stripe's summaries take minute boundaries, so
-// the period's start is rounded down to its minute, and they are
-// eventually consistent: usage recorded in the last minutes may show as a
-// difference until they catch up. It also returns its DynamoDB requests.
-func (s *Service) compareSpend(ctx context.Context, pace *pacer, mirrors map[string]table.Mirror) ([]Difference, int, error) {
-	var orgs []string
-	for org, m := range mirrors {
-		if sub := m.Subscription; sub != nil && m.Spend.PeriodStart == sub.CurrentPeriodStart && m.Spend.Amount != "" && m.Spend.Amount != "0" {
-			orgs = append(orgs, org)
-		}
-	}
-	if len(orgs) == 0 {
-		return nil, 0, nil
-	}
-	sort.Strings(orgs)
-	terms, err := s.store.GetTerms(ctx)
-	if err != nil {
-		return nil, 1, fromTable("read the catalog's terms", err)
-	}
-	mappings, err := s.store.ListProductMappings(ctx)
-	if err != nil {
-		return nil, 2, fromTable("read product mappings", err)
-	}
-	meters := map[string]string{}
-	for _, m := range mappings {
-		meters[m.Key] = m.MeterID
-	}
-	// Usage may be stamped up to five minutes ahead (record_usage's limit).
-	end := (time.Now().Add(6*time.Minute).Unix()/60 + 1) * 60
-	var diffs []Difference
-	for _, org := range orgs {
-		m := mirrors[org]
-		inStripe := new(big.Rat)
-		for _, it := range m.Subscription.Items {
-			meterID, price := meters[it.Key], terms.Prices[it.Key]
-			if meterID == "" || price == "" || m.Customer == nil {
-				continue
-			}
-			minutes, err := s.meteredSince(ctx, pace, meterID, m.Customer.CustomerID, m.Subscription.CurrentPeriodStart/60*60, end)
-			if err != nil {
-				return diffs, 2, err
-			}
-			amount, _ := usageAmount(minutes, price)
-			inStripe.Add(inStripe, amount)
-		}
-		if counted := parseAmount(m.Spend.Amount); counted.Cmp(inStripe) != 0 {
-			diffs = append(diffs, Difference{OrgID: org, Field: "spend", Mirror: formatAmount(counted), Stripe: formatAmount(inStripe)})
-		}
-	}
-	return diffs, 2, nil
-}
-
-// meteredSince is the minutes a meter summed for a customer in [start, end).
-func (s *Service) meteredSince(ctx context.Context, pace *pacer, meterID, customer string, start, end int64) (int64, error) {
-	var total float64
-	err := s.paced(ctx, pace, "read a meter's event summary", func(api *stripeAPI) error {
-		total = 0
-		it := api.BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{ID: stripe.String(meterID),
-			Customer: stripe.String(customer), StartTime: stripe.Int64(start), EndTime: stripe.Int64(end),
-			ListParams: stripe.ListParams{Context: ctx}})
-		for it.Next() {
-			total += it.BillingMeterEventSummary().AggregatedValue
-		}
-		return it.Err()
-	})
-	return int64(math.Round(total)), err
 }

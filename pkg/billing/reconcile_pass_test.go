@@ -18,6 +18,42 @@ import (
 	"github.com/baseten/billing-functions/pkg/table"
 )
 
+// reconcile runs a whole reconcile pass, step after step as the state
+// machine does, and returns the steps' reports merged.
+func (f *fixture) reconcile(opts billing.ReconcileOptions) billing.ReconcileReport {
+	f.t.Helper()
+	return reconcilePass(f.t, f.svc, opts)
+}
+
+func reconcilePass(t testing.TB, svc *billing.Service, opts billing.ReconcileOptions) billing.ReconcileReport {
+	t.Helper()
+	all := billing.ReconcileReport{Differences: []billing.Difference{}}
+	for step := 0; ; step++ {
+		if step > 1000 {
+			t.Fatal("reconcile: the pass did not end in 1000 steps")
+		}
+		rep, err := svc.Reconcile(context.Background(), opts)
+		if err != nil {
+			t.Fatalf("reconcile step %d: %v", step, err)
+		}
+		if all.PassID != "" && rep.PassID != all.PassID {
+			t.Fatalf("reconcile step %d ran pass %s, not %s", step, rep.PassID, all.PassID)
+		}
+		all.PassID, all.Phase, all.Done, all.Pass = rep.PassID, rep.Phase, rep.Done, rep.Pass
+		all.Organizations += rep.Organizations
+		all.Subscriptions += rep.Subscriptions
+		all.Differences = append(all.Differences, rep.Differences...)
+		all.Remaining = append(all.Remaining, rep.Remaining...)
+		all.Repaired += rep.Repaired
+		if rep.Replay != nil {
+			all.Replay = rep.Replay
+		}
+		if rep.Done {
+			return all
+		}
+	}
+}
+
 // tinySteps is a Service on f's Stripe and table whose reconcile steps
 // each read one search page of size pages, at rate requests a second.
 func (f *fixture) tinySteps(size int, rate string, lease time.Duration) *billing.Service {

@@ -3,11 +3,14 @@ package billing
 import (
 	"context"
 	"errors"
+	"math"
 	"math/big"
 	"math/rand/v2"
 	"sort"
 	"strconv"
 	"time"
+
+	"github.com/stripe/stripe-go/v76"
 
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -365,4 +368,76 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// compareSpend compares the spend this period of each organization in
+// mirrors with what Stripe's meters summed for its customer (one event
+// summary request per metered instance type), priced as the counter
+// prices it. Only organizations with spend this period are read: the
+// others add no request. Stripe's summaries take minute boundaries, so
+// the period's start is rounded down to its minute, and they are
+// eventually consistent: usage recorded in the last minutes may show as a
+// difference until they catch up. It also returns its DynamoDB requests.
+func (s *Service) compareSpend(ctx context.Context, pace *pacer, mirrors map[string]table.Mirror) ([]Difference, int, error) {
+	var orgs []string
+	for org, m := range mirrors {
+		if sub := m.Subscription; sub != nil && m.Spend.PeriodStart == sub.CurrentPeriodStart && m.Spend.Amount != "" && m.Spend.Amount != "0" {
+			orgs = append(orgs, org)
+		}
+	}
+	if len(orgs) == 0 {
+		return nil, 0, nil
+	}
+	sort.Strings(orgs)
+	terms, err := s.store.GetTerms(ctx)
+	if err != nil {
+		return nil, 1, fromTable("read the catalog's terms", err)
+	}
+	mappings, err := s.store.ListProductMappings(ctx)
+	if err != nil {
+		return nil, 2, fromTable("read product mappings", err)
+	}
+	meters := map[string]string{}
+	for _, m := range mappings {
+		meters[m.Key] = m.MeterID
+	}
+	// Usage may be stamped up to five minutes ahead (record_usage's limit).
+	end := (time.Now().Add(6*time.Minute).Unix()/60 + 1) * 60
+	var diffs []Difference
+	for _, org := range orgs {
+		m := mirrors[org]
+		inStripe := new(big.Rat)
+		for _, it := range m.Subscription.Items {
+			meterID, price := meters[it.Key], terms.Prices[it.Key]
+			if meterID == "" || price == "" || m.Customer == nil {
+				continue
+			}
+			minutes, err := s.meteredSince(ctx, pace, meterID, m.Customer.CustomerID, m.Subscription.CurrentPeriodStart/60*60, end)
+			if err != nil {
+				return diffs, 2, err
+			}
+			amount, _ := usageAmount(minutes, price)
+			inStripe.Add(inStripe, amount)
+		}
+		if counted := parseAmount(m.Spend.Amount); counted.Cmp(inStripe) != 0 {
+			diffs = append(diffs, Difference{OrgID: org, Field: "spend", Mirror: formatAmount(counted), Stripe: formatAmount(inStripe)})
+		}
+	}
+	return diffs, 2, nil
+}
+
+// meteredSince is the minutes a meter summed for a customer in [start, end).
+func (s *Service) meteredSince(ctx context.Context, pace *pacer, meterID, customer string, start, end int64) (int64, error) {
+	var total float64
+	err := s.paced(ctx, pace, "read a meter's event summary", func(api *stripeAPI) error {
+		total = 0
+		it := api.BillingMeterEventSummaries.List(&stripe.BillingMeterEventSummaryListParams{ID: stripe.String(meterID),
+			Customer: stripe.String(customer), StartTime: stripe.Int64(start), EndTime: stripe.Int64(end),
+			ListParams: stripe.ListParams{Context: ctx}})
+		for it.Next() {
+			total += it.BillingMeterEventSummary().AggregatedValue
+		}
+		return it.Err()
+	})
+	return int64(math.Round(total)), err
 }

@@ -135,6 +135,10 @@ func result[T any](run func(*Service, context.Context, Command) (T, error)) func
 	return func(s *Service, ctx context.Context, cmd Command) (any, error) { return run(s, ctx, cmd) }
 }
 
+// The proration behaviours a change of items may take (change_tier,
+// migrate_prices).
+var prorations = []string{"none", "create_prorations", "always_invoice"}
+
 var (
 	orgIDPattern     = newPattern(`^[A-Za-z0-9_-]+$`, 1, 64)
 	requestIDPattern = newPattern(`^[A-Za-z0-9_.:-]+$`, 1, 128)

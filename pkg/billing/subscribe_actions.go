@@ -3,7 +3,6 @@ package billing
 import (
 	"context"
 	"errors"
-	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -327,12 +326,7 @@ func (s *Service) changeSubscription(ctx context.Context, org string, call func(
 // record as stored after the write (a newer webhook's, if one landed
 // first), or nil when the table did not say.
 func (s *Service) applyAnswer(ctx context.Context, org string, sub *stripe.Subscription) (*table.Subscription, error) {
-	at := time.Now().Unix()
-	if sub.LastResponse != nil {
-		if t, err := http.ParseTime(sub.LastResponse.Header.Get("Date")); err == nil {
-			at = t.Unix()
-		}
-	}
+	at := stripeDate(sub.LastResponse)
 	w := asWireSubscription(sub)
 	if w.awaitsCard() && w.setupSecret == "" { // not expanded
 		err := s.withStripe(ctx, "read the trial's SetupIntent", func(api *stripeAPI) error { return readSetupSecret(ctx, api, &w) })
