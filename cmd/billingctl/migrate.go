@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/baseten/billing-functions/pkg/billing"
@@ -39,33 +38,30 @@ func migratePrices(ctx context.Context, t target, args []string, asJSON bool, st
 	if err != nil {
 		return err
 	}
-	failed, deferred := 0, 0
+	failed, scheduled := 0, 0
 	for _, m := range moves {
 		switch {
-		case strings.HasPrefix(m.Outcome, "deferred"):
-			deferred++
+		case m.Outcome == "scheduled", *dryRun && m.When == "period_end":
+			scheduled++
 		case m.Outcome != "moved" && m.Outcome != "planned":
 			failed++
 		}
 	}
 	if !asJSON {
-		verb := "moved"
+		verb, later := "moved", "scheduled"
 		if *dryRun {
-			verb = "to move"
+			verb, later = "to move now", "to move when their period renews"
 		}
-		fmt.Fprintf(stdout, "%d items %s", len(moves)-failed-deferred, verb)
+		fmt.Fprintf(stdout, "%d items %s, %d metered items %s", len(moves)-failed-scheduled, verb, scheduled, later)
 		if !*dryRun {
-			fmt.Fprintf(stdout, ", %d failed, %d subscriptions changed by someone else first", failed, unchanged)
+			fmt.Fprintf(stdout, ", %d failed, %d subscriptions changed by someone else first or already scheduled", failed, unchanged)
 		}
 		fmt.Fprintln(stdout)
-		if deferred > 0 {
-			fmt.Fprintf(stdout, "%d metered items on an old price left where they are: Stripe bills none of a period's usage so far when a meter price is switched (see the README's price migration section)\n", deferred)
-		}
 		if len(moves) > 0 {
 			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "ORG\tSUBSCRIPTION\tITEM\tKEY\tOLD PRICE\tNEW PRICE\tOUTCOME")
+			fmt.Fprintln(tw, "ORG\tSUBSCRIPTION\tITEM\tKEY\tOLD PRICE\tNEW PRICE\tWHEN\tOUTCOME")
 			for _, m := range moves {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.OrgID, m.SubscriptionID, m.ItemID, m.Key, m.OldPrice, m.NewPrice, m.Outcome)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.OrgID, m.SubscriptionID, m.ItemID, m.Key, m.OldPrice, m.NewPrice, m.When, m.Outcome)
 			}
 			tw.Flush()
 		}

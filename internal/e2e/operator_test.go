@@ -188,13 +188,13 @@ func (s *stack) migratePrices(t *testing.T) {
 	}
 	plan := ctl("migrate-prices", "--dry-run")
 	moves := strings.Count(plan, " planned")
-	if !strings.Contains(plan, "org_mig") || moves == 0 || !strings.Contains(plan, fmt.Sprintf("%d items to move", moves)) {
+	if !strings.Contains(plan, "org_mig") || moves == 0 || !strings.Contains(plan, fmt.Sprintf("%d items to move now, 0 metered", moves)) {
 		t.Fatalf("migrate-prices --dry-run:\n%s", plan)
 	}
-	if out := ctl("migrate-prices"); !strings.Contains(out, fmt.Sprintf("%d items moved, 0 failed", moves)) || !strings.Contains(out, "org_mig") {
+	if out := ctl("migrate-prices"); !strings.Contains(out, fmt.Sprintf("%d items moved, 0 metered items scheduled, 0 failed", moves)) || !strings.Contains(out, "org_mig") {
 		t.Fatalf("migrate-prices (the plan had %d moves):\n%s", moves, out)
 	}
-	if out := ctl("migrate-prices", "--dry-run"); !strings.Contains(out, "0 items to move") {
+	if out := ctl("migrate-prices", "--dry-run"); !strings.Contains(out, "0 items to move now, 0 metered") {
 		t.Fatalf("migrate-prices --dry-run after the migration:\n%s", out)
 	}
 }

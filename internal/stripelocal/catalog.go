@@ -318,8 +318,22 @@ func (s *Server) updatePrice(r *request) (any, *apiError) {
 	}
 	if prev := diff(before, p); len(prev) > 0 {
 		s.emit("price.updated", p, prev)
+		s.refreshItemPrices(p)
 	}
 	return p, nil
+}
+
+// refreshItemPrices shows a price's change on the subscription items that
+// carry it: an item's price is the price object as it is now (archived,
+// say), not as it was when the item was made.
+func (s *Server) refreshItemPrices(p obj) {
+	for _, sub := range s.state.objects["subscription"] {
+		for _, it := range itemList(sub) {
+			if it := it.(obj); itemPrice(it)["id"] == p["id"] {
+				it["price"] = clone(p)
+			}
+		}
+	}
 }
 
 func (s *Server) listPrices(r *request) (any, *apiError) {

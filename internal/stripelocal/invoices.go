@@ -229,12 +229,14 @@ func (s *Server) expire(sub obj) {
 }
 
 // renew starts the next period and invoices it, metered usage of the ended
-// period included.
+// period included, priced by the items it had. A schedule's phase that
+// begins then sets the new period's items.
 func (s *Server) renew(sub obj) {
 	before := clone(sub)
-	items := itemList(sub)
 	start := time.Unix(toInt(sub["current_period_end"]), 0)
 	usage := s.meteredTotal(sub, toInt(sub["current_period_start"]), start.Unix())
+	s.enterPhase(sub, start.Unix()) // after the ended period's usage is priced by its items
+	items := itemList(sub)
 	sub["current_period_start"], sub["current_period_end"] = start.Unix(), advance(start, interval(items)).Unix()
 	if sub["status"] == "trialing" {
 		sub["status"] = "active"

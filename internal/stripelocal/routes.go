@@ -36,6 +36,11 @@ func (s *Server) routes() {
 	s.api("POST /v1/subscriptions/{id}", s.updateSubscription)
 	s.api("DELETE /v1/subscriptions/{id}", s.cancelSubscription)
 
+	s.api("POST /v1/subscription_schedules", s.createSchedule)
+	s.api("GET /v1/subscription_schedules/{id}", s.retrieveSchedule)
+	s.api("POST /v1/subscription_schedules/{id}", s.updateSchedule)
+	s.api("POST /v1/subscription_schedules/{id}/release", s.releaseSchedule)
+
 	s.api("POST /v1/subscription_items", s.createSubscriptionItem)
 	s.api("GET /v1/subscription_items/{id}", s.retrieveSubscriptionItem)
 	s.api("POST /v1/subscription_items/{id}", s.updateSubscriptionItem)

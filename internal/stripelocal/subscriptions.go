@@ -69,6 +69,8 @@ func (s *Server) createSubscription(r *request) (any, *apiError) {
 	}
 	if cape, given, ok := r.p.boolean("cancel_at_period_end"); !ok {
 		return nil, invalid("cancel_at_period_end", "cancel_at_period_end must be true or false")
+	} else if given && sub["schedule"] != nil {
+		return nil, invalid("cancel_at_period_end", "The subscription is managed by the subscription schedule `%s`, and updating any cancelation behavior directly is not allowed. Please update the schedule instead.", sub["schedule"])
 	} else if given {
 		sub["cancel_at_period_end"] = cape
 	}
@@ -152,7 +154,8 @@ func tooManyItems(n int) *apiError {
 }
 
 // expandSubscription returns sub with latest_invoice (and, within it,
-// payment_intent) expanded when expand names them.
+// payment_intent), pending_setup_intent and schedule expanded when expand
+// names them.
 func (s *Server) expandSubscription(sub obj, expand []string) obj {
 	return s.expandSubscriptionAt(sub, expand, "")
 }
@@ -162,6 +165,10 @@ func (s *Server) expandSubscriptionAt(sub obj, expand []string, prefix string) o
 	if si, ok := s.state.get("setup_intent", str(sub["pending_setup_intent"])); ok && slices.Contains(expand, prefix+"pending_setup_intent") {
 		c = clone(sub)
 		c["pending_setup_intent"] = clone(si)
+	}
+	if sched, ok := s.state.get("subscription_schedule", str(sub["schedule"])); ok && slices.Contains(expand, prefix+"schedule") {
+		c = clone(c)
+		c["schedule"] = clone(sched)
 	}
 	if !slices.Contains(expand, prefix+"latest_invoice") && !slices.Contains(expand, prefix+"latest_invoice.payment_intent") {
 		return c
@@ -427,6 +434,9 @@ func (s *Server) cancelSubscription(r *request) (any, *apiError) {
 }
 
 func (s *Server) cancelNow(sub obj) {
+	if sched, ok := s.scheduleOf(sub); ok {
+		s.endSchedule(sched, "canceled") // rule 19: an inference
+	}
 	now := s.now().Unix()
 	sub["status"], sub["canceled_at"], sub["ended_at"] = "canceled", now, now
 	s.emit("customer.subscription.deleted", sub, nil)

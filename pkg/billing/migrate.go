@@ -3,6 +3,7 @@ package billing
 import (
 	"cmp"
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/stripe/stripe-go/v76"
@@ -31,8 +32,12 @@ type PriceMove struct {
 	Key            string `json:"key"`
 	OldPrice       string `json:"old_price"`
 	NewPrice       string `json:"new_price"`
-	// Outcome is planned (a dry run), moved, deferred (a metered item,
-	// never moved) or failed, each with the reason.
+	// When is "now" for a licensed item (a tier) and "period_end" for a
+	// metered one (an instance type), moved by a subscription schedule
+	// when the period renews.
+	When string `json:"when"`
+	// Outcome is planned (a dry run), moved, scheduled (at the period's
+	// end) or failed, with the reason.
 	Outcome string `json:"outcome"`
 }
 
@@ -54,20 +59,20 @@ type MigrateReport struct {
 	Pass table.Progress `json:"pass"`
 }
 
-// MigratePrices moves every licensed item (a tier) of this namespace's
-// subscriptions that is on a price no longer its catalog key's current one
-// (after upsert-products replaced it) to the current price. A metered item
-// (an instance type) on an old price is listed as deferred and never
-// moved: Stripe would leave its usage so far this period unbilled
-// (FIDELITY.md, rule 18). It runs as steps of a
-// pass, like reconcile: paced, resumable, one pass at a time. Each
-// subscription with something to move is read again just before its
-// update, so a change someone made since the search is kept, not
-// overwritten; the update's idempotency key is derived from the move, so a
-// re-run that meets a move already made within Stripe's 24 hours gets the
-// same answer, and one after that finds nothing to move. Each move is
-// mirrored through the webhook's ordering guard. A dry run reads the same
-// pages and writes nothing.
+// MigratePrices moves every item of this namespace's subscriptions that
+// is on a price no longer its catalog key's current one (after
+// upsert-products replaced it) to the current price. A licensed item (a
+// tier) moves at once. A metered item (an instance type) moves when the
+// period renews, by a subscription schedule: moved mid-period, its usage
+// so far would go unbilled (FIDELITY.md, rules 18 and 19). It runs as
+// steps of a pass, like reconcile: paced, resumable, one pass at a time.
+// Each subscription with something to move is read again just before its
+// change, so a change someone made since the search is kept, not
+// overwritten; each request's idempotency key is derived from the move,
+// so a re-run that meets a move already made within Stripe's 24 hours
+// gets the same answer, and one after that finds nothing to move (or the
+// schedule already made). Each change is mirrored through the webhook's
+// ordering guard. A dry run reads the same pages and writes nothing.
 func (s *Service) MigratePrices(ctx context.Context, req MigrateRequest) (MigrateReport, error) {
 	rep := MigrateReport{DryRun: req.DryRun, Moves: []PriceMove{}}
 	proration := cmp.Or(req.Proration, "none") // checked by the action's decoder (Command.validate)
@@ -83,7 +88,7 @@ func (s *Service) MigratePrices(ctx context.Context, req MigrateRequest) (Migrat
 	}
 	pass, step, err := s.runStep(ctx, table.PassMigratePrices, table.PhaseSubscriptions, func() error { return nil },
 		func(pace *pacer, pass table.Pass) (passPage, error) {
-			return s.migratePage(ctx, pace, pass.Page, current, proration)
+			return s.migratePage(ctx, pace, pass, current, proration)
 		})
 	rep.PassID, rep.Done, rep.Pass, rep.Step = pass.PassID, pass.Phase == table.PhaseDone, pass.Progress, step.progress
 	rep.Moves = append(rep.Moves, step.moves...)
@@ -135,20 +140,22 @@ func (s *Service) planMoves(ctx context.Context, current map[string]string, page
 	pace := s.passPacer()
 	for {
 		began := time.Now()
-		subs, next, err := s.searchSubscriptions(ctx, pace, s.migrationQuery(), page)
+		subs, next, err := s.searchSubscriptions(ctx, pace, s.migrationQuery(), page, "data.schedule")
 		if err != nil {
 			return rep, err
 		}
 		rep.Step.StripeRequests++
 		for _, sub := range subs {
 			rep.Step.Subscriptions++
-			moves, deferred := movesOf(sub, current)
-			for _, mv := range moves {
+			now, atEnd := movesOf(sub, current)
+			if len(now) == 0 && s.alreadyScheduled(sub, current) {
+				continue // scheduled by an earlier run
+			}
+			for _, mv := range append(now, atEnd...) {
 				mv.Outcome = "planned"
 				rep.Moves = append(rep.Moves, mv)
 			}
-			rep.Moves = append(rep.Moves, deferred...)
-			rep.Step.Differences += int64(len(moves) + len(deferred))
+			rep.Step.Differences += int64(len(now) + len(atEnd))
 		}
 		page, rep.NextPage, rep.Done = next, next, next == ""
 		if rep.Done || !pageFits(began, end) {
@@ -158,53 +165,106 @@ func (s *Service) planMoves(ctx context.Context, current map[string]string, page
 }
 
 // migratePage moves what one search page's subscriptions have on old
-// prices. A subscription whose move Stripe refused is listed as failed
-// and the pass goes on; one that Stripe could not answer stops the step,
-// and the next takes the page again.
-func (s *Service) migratePage(ctx context.Context, pace *pacer, page string, current map[string]string, proration string) (passPage, error) {
+// prices: tier items now, instance types at the period's end. A
+// subscription whose move Stripe refused is listed as failed and the pass
+// goes on; one that Stripe could not answer stops the step, and the next
+// takes the page again. After the last page, the old prices a schedule
+// needed active are archived again.
+func (s *Service) migratePage(ctx context.Context, pace *pacer, pass table.Pass, current map[string]string, proration string) (passPage, error) {
 	var pg passPage
-	subs, next, err := s.searchSubscriptions(ctx, pace, s.migrationQuery(), page)
+	subs, next, err := s.searchSubscriptions(ctx, pace, s.migrationQuery(), pass.Page, "data.schedule")
 	if err != nil {
 		return pg, err
 	}
 	pg.next = next
 	for _, sub := range subs {
 		pg.progress.Subscriptions++
-		moves, deferred := movesOf(sub, current)
-		pg.moves = append(pg.moves, deferred...)
-		pg.progress.Differences += int64(len(deferred))
-		if len(moves) == 0 {
+		now, atEnd := movesOf(sub, current)
+		if len(now)+len(atEnd) == 0 {
 			continue
 		}
-		// Read it again: someone may have changed it since the page.
-		var fresh *stripe.Subscription
-		err := s.paced(ctx, pace, "read a subscription", func(api *stripeAPI) error {
-			var err error
-			fresh, err = api.Subscriptions.Get(sub.ID, &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}})
-			return err
-		})
+		if len(now) == 0 && s.alreadyScheduled(sub, current) {
+			pg.unchanged++ // scheduled by an earlier run
+			continue
+		}
+		moved, err := s.migrateSubscription(ctx, pace, pass.PassID, sub.ID, current, proration)
 		if err != nil {
 			return pg, err
 		}
-		moves, _ = movesOf(fresh, current)
-		pg.progress.Differences += int64(len(moves))
-		if len(moves) == 0 {
-			pg.unchanged++ // moved by someone else (or by a run whose answer was lost)
-			continue
-		}
-		outcome, err := s.moveItems(ctx, pace, fresh, moves, proration)
+		pg.add(moved)
+	}
+	if next == "" {
+		err = s.archiveOldPrices(ctx, pace, current)
+	}
+	return pg, err
+}
+
+// migrateSubscription reads one subscription again (someone may have
+// changed it since the page), moves its tier item now and schedules its
+// instance types' moves for the period's end.
+func (s *Service) migrateSubscription(ctx context.Context, pace *pacer, passID, id string, current map[string]string, proration string) (passPage, error) {
+	var pg passPage
+	fresh, err := s.readForMigration(ctx, pace, id)
+	if err != nil {
+		return pg, err
+	}
+	now, atEnd := movesOf(fresh, current)
+	pg.progress.Differences += int64(len(now) + len(atEnd))
+	if len(now) > 0 {
+		outcome, err := s.moveItems(ctx, pace, fresh, now, proration)
 		if err != nil {
 			return pg, err
 		}
-		for _, mv := range moves {
-			mv.Outcome = outcome
-			pg.moves = append(pg.moves, mv)
-			if outcome == "moved" {
-				pg.progress.Repaired++
-			}
+		pg.record(now, outcome)
+		if outcome != "moved" || len(atEnd) == 0 {
+			return pg, nil
+		}
+		// The move released any schedule: read what it left.
+		if fresh, err = s.readForMigration(ctx, pace, id); err != nil {
+			return pg, err
 		}
 	}
+	if len(atEnd) == 0 {
+		if len(now) == 0 {
+			pg.unchanged++ // moved by someone else (or by a run whose answer was lost)
+		}
+		return pg, nil
+	}
+	outcome, err := s.scheduleMoves(ctx, pace, passID, fresh, atEnd, current)
+	if err != nil {
+		return pg, err
+	}
+	if outcome == outcomeAlreadyScheduled {
+		pg.unchanged++ // scheduled by an earlier run
+		return pg, nil
+	}
+	pg.record(atEnd, outcome)
 	return pg, nil
+}
+
+// record lists moves with their outcome; a move made or scheduled counts
+// as repaired.
+func (p *passPage) record(moves []PriceMove, outcome string) {
+	for _, mv := range moves {
+		mv.Outcome = outcome
+		p.moves = append(p.moves, mv)
+		if outcome == "moved" || outcome == "scheduled" {
+			p.progress.Repaired++
+		}
+	}
+}
+
+// readForMigration reads a subscription with its schedule.
+func (s *Service) readForMigration(ctx context.Context, pace *pacer, id string) (*stripe.Subscription, error) {
+	var sub *stripe.Subscription
+	err := s.paced(ctx, pace, "read a subscription", func(api *stripeAPI) error {
+		p := &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}}
+		p.AddExpand("schedule")
+		var err error
+		sub, err = api.Subscriptions.Get(id, p)
+		return err
+	})
+	return sub, err
 }
 
 // moveItems updates one subscription's items to their current prices and
@@ -219,33 +279,280 @@ func (s *Service) moveItems(ctx context.Context, pace *pacer, sub *stripe.Subscr
 	}
 	p.SetIdempotencyKey(keyHash(parts...))
 	err := pace.run(ctx, "move prices", func() error {
-		_, err := s.changeSubscription(ctx, sub.Metadata[metaOrg], func(api *stripeAPI) (*stripe.Subscription, error) {
+		_, err := s.changeSubscription(ctx, sub.Metadata[metaOrg], ownSchedule(sub, s.cfg.Namespace), func(api *stripeAPI) (*stripe.Subscription, error) {
 			return api.Subscriptions.Update(sub.ID, p)
 		})
 		return err
 	})
-	switch {
-	case err == nil:
-		for _, mv := range moves {
-			s.log.InfoContext(ctx, "migrate prices: item moved", "org_id", mv.OrgID, "subscription_id", mv.SubscriptionID,
-				"item_id", mv.ItemID, "key", mv.Key, "old_price", mv.OldPrice, "new_price", mv.NewPrice)
-		}
-		return "moved", nil
-	case !AsError(err).Retryable && AsError(err).StripeRequestID != "":
+	if outcome, refused := refusedMove(err); refused {
 		s.log.WarnContext(ctx, "migrate prices: Stripe refused a move", "subscription_id", sub.ID, "error", AsError(err).Message)
-		return "failed: " + AsError(err).Message, nil
+		return outcome, nil
 	}
-	return "", err
+	if err != nil {
+		return "", err
+	}
+	for _, mv := range moves {
+		s.log.InfoContext(ctx, "migrate prices: item moved", "org_id", mv.OrgID, "subscription_id", mv.SubscriptionID,
+			"item_id", mv.ItemID, "key", mv.Key, "old_price", mv.OldPrice, "new_price", mv.NewPrice)
+	}
+	return "moved", nil
 }
 
-// deferredMetered is the outcome of a metered item on an old price: the
-// migration never moves one (FIDELITY.md, rule 18).
-const deferredMetered = "deferred: a meter price switched mid-period bills none of the period's usage so far"
+// refusedMove tells a refusal of Stripe's (a move that will never be
+// made as asked, "failed: …") from an error to stop the step on.
+func refusedMove(err error) (string, bool) {
+	if e := AsError(err); err != nil && !e.Retryable && e.StripeRequestID != "" {
+		return "failed: " + e.Message, true
+	}
+	return "", false
+}
+
+// outcomeAlreadyScheduled is a metered move a schedule of an earlier run
+// already makes at the period's end.
+const outcomeAlreadyScheduled = "already scheduled"
+
+// scheduleMoves makes sub's metered items move to their current prices
+// when its period ends, with a subscription schedule: the period's usage
+// is billed on the old prices by the renewal, and the new period's on the
+// new ones (FIDELITY.md, rules 18 and 19). The schedule is made from the
+// subscription, then given two phases: the current one, as the
+// subscription is, to the period's end, and the next period on the new
+// prices, after which it is released. A schedule someone else attached is
+// left alone (the move fails); one of an earlier run is updated, or kept
+// when it already makes these moves.
+func (s *Service) scheduleMoves(ctx context.Context, pace *pacer, passID string, sub *stripe.Subscription, moves []PriceMove, current map[string]string) (string, error) {
+	if s.alreadyScheduled(sub, current) {
+		return outcomeAlreadyScheduled, nil
+	}
+	want := phaseItems(sub, current)
+	sched := liveSchedule(sub)
+	// The keys are the pass's: a step that takes a page again gets the
+	// answers its schedule requests had, and a later pass, after the
+	// organization's change released the schedule, makes a new one.
+	parts := []string{s.cfg.Namespace, "schedule prices", passID, sub.ID, strconv.FormatInt(sub.CurrentPeriodEnd, 10)}
+	for _, mv := range moves {
+		parts = append(parts, mv.ItemID, mv.OldPrice, mv.NewPrice)
+	}
+	if sched == nil || sched.Metadata[metaNamespace] != s.cfg.Namespace {
+		made, err := s.createSchedule(ctx, pace, sub.ID, keyHash(append(parts, "create")...))
+		if outcome, refused := refusedMove(err); refused {
+			return outcome, nil // attached to someone else's schedule, or changed meanwhile
+		}
+		if err != nil {
+			return "", err
+		}
+		if sched != nil && made.ID != sched.ID { // a replay of ours is the same schedule
+			return "failed: the subscription has a schedule the migration did not make: " + sched.ID, nil
+		}
+		sched = made
+	}
+	// Stripe may refuse an archived price in a phase (rule 19): the
+	// current phase's old prices are active until the pass ends.
+	if err := s.activatePrices(ctx, pace, sub); err != nil {
+		return "", err
+	}
+	p := &stripe.SubscriptionScheduleParams{Params: stripe.Params{Context: ctx}, ProrationBehavior: stripe.String("none"),
+		EndBehavior: stripe.String("release"),
+		Phases: []*stripe.SubscriptionSchedulePhaseParams{
+			{StartDate: stripe.Int64(sched.CurrentPhase.StartDate), EndDate: stripe.Int64(sub.CurrentPeriodEnd), Items: phaseItems(sub, nil)},
+			{Items: want, Iterations: stripe.Int64(1)},
+		}}
+	p.AddMetadata(metaNamespace, s.cfg.Namespace)
+	p.AddMetadata(metaOrg, sub.Metadata[metaOrg])
+	p.SetIdempotencyKey(keyHash(append(parts, "phases", sched.ID)...))
+	err := s.paced(ctx, pace, "schedule price moves", func(api *stripeAPI) error {
+		_, err := api.SubscriptionSchedules.Update(sched.ID, p)
+		return err
+	})
+	if outcome, refused := refusedMove(err); refused {
+		s.log.WarnContext(ctx, "migrate prices: Stripe refused a schedule", "subscription_id", sub.ID, "error", AsError(err).Message)
+		return outcome, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	// The mirror learns of the schedule now, so that a change the
+	// organization makes next releases it first.
+	if err := s.mirrorRead(ctx, pace, sub); err != nil {
+		return "", err
+	}
+	for _, mv := range moves {
+		s.log.InfoContext(ctx, "migrate prices: item move scheduled", "org_id", mv.OrgID, "subscription_id", mv.SubscriptionID,
+			"item_id", mv.ItemID, "key", mv.Key, "old_price", mv.OldPrice, "new_price", mv.NewPrice, "schedule_id", sched.ID,
+			"at", time.Unix(sub.CurrentPeriodEnd, 0).UTC().Format(time.RFC3339))
+	}
+	return "scheduled", nil
+}
+
+func (s *Service) createSchedule(ctx context.Context, pace *pacer, subID, key string) (*stripe.SubscriptionSchedule, error) {
+	var sched *stripe.SubscriptionSchedule
+	err := s.paced(ctx, pace, "make a subscription schedule", func(api *stripeAPI) error {
+		p := &stripe.SubscriptionScheduleParams{Params: stripe.Params{Context: ctx}, FromSubscription: stripe.String(subID)}
+		p.SetIdempotencyKey(key)
+		var err error
+		sched, err = api.SubscriptionSchedules.New(p)
+		return err
+	})
+	return sched, err
+}
+
+// mirrorRead reads a subscription and writes it to the mirror.
+func (s *Service) mirrorRead(ctx context.Context, pace *pacer, sub *stripe.Subscription) error {
+	var fresh *stripe.Subscription
+	err := s.paced(ctx, pace, "read a subscription", func(api *stripeAPI) error {
+		var err error
+		fresh, err = api.Subscriptions.Get(sub.ID, &stripe.SubscriptionParams{Params: stripe.Params{Context: ctx}})
+		return err
+	})
+	if err == nil {
+		_, err = s.applyAnswer(ctx, sub.Metadata[metaOrg], fresh)
+	}
+	return err
+}
+
+// activatePrices makes the subscription's archived prices active again:
+// the schedule's current phase lists them.
+func (s *Service) activatePrices(ctx context.Context, pace *pacer, sub *stripe.Subscription) error {
+	for _, it := range sub.Items.Data {
+		if it.Price == nil || it.Price.Active {
+			continue
+		}
+		err := s.paced(ctx, pace, "activate an old price", func(api *stripeAPI) error {
+			_, err := api.Prices.Update(it.Price.ID, &stripe.PriceParams{Params: stripe.Params{Context: ctx}, Active: stripe.Bool(true)})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// archiveOldPrices archives again the prices of the catalog's products
+// that are active and not current: the ones a schedule needed active. A
+// product keeps one active price, as upsert-products leaves it.
+func (s *Service) archiveOldPrices(ctx context.Context, pace *pacer, current map[string]string) error {
+	mappings, err := s.store.ListProductMappings(ctx)
+	if err != nil {
+		return fromTable("read product mappings", err)
+	}
+	for _, m := range mappings {
+		var stale []string
+		err := s.paced(ctx, pace, "list a product's prices", func(api *stripeAPI) error {
+			stale = stale[:0]
+			it := api.Prices.List(&stripe.PriceListParams{ListParams: stripe.ListParams{Context: ctx}, Product: stripe.String(m.ProductID), Active: stripe.Bool(true)})
+			for it.Next() {
+				if p := it.Price(); p.ID != current[m.Key] {
+					stale = append(stale, p.ID)
+				}
+			}
+			return it.Err()
+		})
+		if err != nil {
+			return err
+		}
+		for _, id := range stale {
+			err := s.paced(ctx, pace, "archive an old price", func(api *stripeAPI) error {
+				_, err := api.Prices.Update(id, &stripe.PriceParams{Params: stripe.Params{Context: ctx}, Active: stripe.Bool(false)})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// liveSchedule is the subscription's schedule (expanded) while it can
+// still change it.
+func liveSchedule(sub *stripe.Subscription) *stripe.SubscriptionSchedule {
+	if sc := sub.Schedule; sc != nil && (sc.Status == stripe.SubscriptionScheduleStatusActive || sc.Status == stripe.SubscriptionScheduleStatusNotStarted) {
+		return sc
+	}
+	return nil
+}
+
+// ownSchedule is the ID of the price migration's schedule on sub, if it
+// has one: the one a change releases first.
+func ownSchedule(sub *stripe.Subscription, namespace string) string {
+	if sc := liveSchedule(sub); sc != nil && sc.Metadata[metaNamespace] == namespace {
+		return sc.ID
+	}
+	return ""
+}
+
+// schedules reports whether sched's last phase begins at the period's end
+// with want.
+func schedules(sched *stripe.SubscriptionSchedule, periodEnd int64, want []*stripe.SubscriptionSchedulePhaseItemParams) bool {
+	if len(sched.Phases) < 2 {
+		return false
+	}
+	last := sched.Phases[len(sched.Phases)-1]
+	if last.StartDate != periodEnd || len(last.Items) != len(want) {
+		return false
+	}
+	for i, it := range last.Items {
+		if it.Price == nil || it.Price.ID != *want[i].Price || it.Quantity != stripe.Int64Value(want[i].Quantity) {
+			return false
+		}
+	}
+	return true
+}
+
+// alreadyScheduled reports whether sub's schedule (expanded) is the
+// migration's and moves it to the current prices when its period ends.
+func (s *Service) alreadyScheduled(sub *stripe.Subscription, current map[string]string) bool {
+	sched := liveSchedule(sub)
+	return sched != nil && sched.Metadata[metaNamespace] == s.cfg.Namespace && schedules(sched, sub.CurrentPeriodEnd, phaseItems(sub, current))
+}
+
+// releaseSchedule releases the price migration's schedule id, so that a
+// change to its subscription stands; a schedule someone else made is left
+// alone, and one no longer live needs nothing.
+func (s *Service) releaseSchedule(ctx context.Context, id string) error {
+	return s.withStripe(ctx, "release a subscription schedule", func(api *stripeAPI) error {
+		sched, err := api.SubscriptionSchedules.Get(id, &stripe.SubscriptionScheduleParams{Params: stripe.Params{Context: ctx}})
+		if err != nil {
+			return err
+		}
+		if sched.Metadata[metaNamespace] != s.cfg.Namespace || liveSchedule(&stripe.Subscription{Schedule: sched}) == nil {
+			return nil
+		}
+		p := &stripe.SubscriptionScheduleReleaseParams{Params: stripe.Params{Context: ctx}}
+		p.SetIdempotencyKey(keyHash(s.cfg.Namespace, "release schedule", id))
+		if _, err := api.SubscriptionSchedules.Release(id, p); err != nil {
+			return err
+		}
+		s.log.InfoContext(ctx, "migrate prices: schedule released for a change", "schedule_id", id,
+			"subscription_id", sched.Subscription.ID)
+		return nil
+	})
+}
+
+// phaseItems lists sub's items as a phase takes them, each on its key's
+// price in current when it has one (nil: as they are).
+func phaseItems(sub *stripe.Subscription, current map[string]string) []*stripe.SubscriptionSchedulePhaseItemParams {
+	var items []*stripe.SubscriptionSchedulePhaseItemParams
+	for _, it := range sub.Items.Data {
+		price := it.Price.ID
+		if now := current[it.Price.Metadata[metaKey]]; now != "" {
+			price = now
+		}
+		pi := &stripe.SubscriptionSchedulePhaseItemParams{Price: stripe.String(price)}
+		if it.Price.Recurring == nil || it.Price.Recurring.UsageType != stripe.PriceRecurringUsageTypeMetered {
+			pi.Quantity = stripe.Int64(it.Quantity)
+		}
+		items = append(items, pi)
+	}
+	return items
+}
 
 // movesOf lists sub's items on a price that is not their catalog key's
-// current one: licensed items to move, metered ones deferred. Items of
-// keys the catalog no longer has stay.
-func movesOf(sub *stripe.Subscription, current map[string]string) (moves, deferred []PriceMove) {
+// current one: licensed items (a tier) move now, metered ones (instance
+// types) at the period's end (FIDELITY.md, rule 18). Items of keys the
+// catalog no longer has stay.
+func movesOf(sub *stripe.Subscription, current map[string]string) (now, atEnd []PriceMove) {
 	if sub.Items == nil {
 		return nil, nil
 	}
@@ -254,17 +561,17 @@ func movesOf(sub *stripe.Subscription, current map[string]string) (moves, deferr
 			continue
 		}
 		key := it.Price.Metadata[metaKey]
-		now, ok := current[key]
-		if !ok || now == "" || now == it.Price.ID {
+		price, ok := current[key]
+		if !ok || price == "" || price == it.Price.ID {
 			continue
 		}
-		mv := PriceMove{OrgID: sub.Metadata[metaOrg], SubscriptionID: sub.ID, ItemID: it.ID, Key: key, OldPrice: it.Price.ID, NewPrice: now}
+		mv := PriceMove{OrgID: sub.Metadata[metaOrg], SubscriptionID: sub.ID, ItemID: it.ID, Key: key, OldPrice: it.Price.ID, NewPrice: price, When: "now"}
 		if it.Price.Recurring != nil && it.Price.Recurring.UsageType == stripe.PriceRecurringUsageTypeMetered {
-			mv.Outcome = deferredMetered
-			deferred = append(deferred, mv)
+			mv.When = "period_end"
+			atEnd = append(atEnd, mv)
 			continue
 		}
-		moves = append(moves, mv)
+		now = append(now, mv)
 	}
-	return moves, deferred
+	return now, atEnd
 }

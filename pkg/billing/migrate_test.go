@@ -3,7 +3,7 @@ package billing_test
 import (
 	"context"
 	"encoding/json"
-	"strings"
+	"slices"
 	"testing"
 	"time"
 
@@ -241,13 +241,17 @@ func (f *fixture) itemPrices(org string) map[string][2]string {
 	return out
 }
 
-// FIDELITY.md rule 18: Stripe bills none of a period's usage so far when a
-// meter price is switched mid-period. A migration moves the tier and
-// defers the metered item, whose 100 minutes this period stay on the
-// upcoming invoice at the price they were recorded under.
-func TestMigratePrices_AMeteredItemIsDeferredNotMoved(t *testing.T) {
+// FIDELITY.md rules 18 and 19: Stripe bills none of a period's usage so
+// far when a meter price is switched mid-period, so a migration moves the
+// tier now and the metered item when the period renews, by a schedule.
+// The period's 100 minutes are billed at the price they were recorded
+// under; the next period runs on the new price; a re-run schedules
+// nothing twice; the old price, active while the schedule was made, is
+// archived again; and the schedule is released after the next period.
+func TestMigratePrices_AMeteredItemMovesWhenItsPeriodRenews(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ns)
+	f.gatewayFor() // the renewal reaches the mirror by its webhook
 	f.upsert(billing.UpsertRequest{})
 	f.mirrored(1, "org_m", "starter", "gpu-a10g")
 	f.ok(req("record_usage", "org_m0", "instance_type", "gpu-a10g", "minutes", 100))
@@ -257,6 +261,7 @@ func TestMigratePrices_AMeteredItemIsDeferredNotMoved(t *testing.T) {
 	f.upsert(billing.UpsertRequest{Catalog: &cat})
 	f.stripe.WaitDeliveries()
 	starter, _ := f.store.GetProductMapping(context.Background(), "starter")
+	a10g, _ := f.store.GetProductMapping(context.Background(), "gpu-a10g")
 
 	rep, err := f.svc.MigratePrices(context.Background(), billing.MigrateRequest{})
 	if err != nil || !rep.Done || len(rep.Moves) != 2 {
@@ -264,28 +269,105 @@ func TestMigratePrices_AMeteredItemIsDeferredNotMoved(t *testing.T) {
 	}
 	outcomes := map[string]string{}
 	for _, mv := range rep.Moves {
-		outcomes[mv.Key] = mv.Outcome
+		outcomes[mv.Key] = mv.When + " " + mv.Outcome
 	}
-	if outcomes["starter"] != "moved" || !strings.HasPrefix(outcomes["gpu-a10g"], "deferred") {
-		t.Fatalf("outcomes %v: want the tier moved and the metered item deferred", outcomes)
+	if outcomes["starter"] != "now moved" || outcomes["gpu-a10g"] != "period_end scheduled" {
+		t.Fatalf("outcomes %v: want the tier moved now and the metered item scheduled for the period's end", outcomes)
 	}
 	after := f.itemPrices("org_m0")
 	if after["starter"][1] != starter.PriceID || after["gpu-a10g"] != before["gpu-a10g"] {
-		t.Fatalf("items after the migration %v (before %v): the tier on %s, the metered item unchanged", after, before, starter.PriceID)
+		t.Fatalf("items after the migration %v (before %v): the tier on %s, the metered item unchanged until the period ends", after, before, starter.PriceID)
 	}
-	inv, err := f.sc().Invoices.Upcoming(&stripe.InvoiceUpcomingParams{Customer: stripe.String(f.mirror("org_m0").Customer.CustomerID)})
+	sub := f.stripeSub(f.mirror("org_m0").Subscription.SubscriptionID)
+	if sub.Schedule == nil || f.mirror("org_m0").Subscription.ScheduleID != sub.Schedule.ID {
+		t.Fatalf("the mirror must know the schedule at once: Stripe %v, mirror %q", sub.Schedule, f.mirror("org_m0").Subscription.ScheduleID)
+	}
+	if old, err := f.sc().Prices.Get(before["gpu-a10g"][1], nil); err != nil || old.Active {
+		t.Fatalf("the old price must be archived again when the pass ends: %+v %v", old, err)
+	}
+	if minutes := f.upcomingMinutes("org_m0", before["gpu-a10g"][1]); minutes != 100 {
+		t.Fatalf("the upcoming invoice bills %d minutes of gpu-a10g at its old price, want 100", minutes)
+	}
+	again, err := f.svc.MigratePrices(context.Background(), billing.MigrateRequest{})
+	if err != nil || len(again.Moves) != 0 || again.Unchanged != 1 {
+		t.Fatalf("a re-run must find the move scheduled: %+v %v", again, err)
+	}
+
+	// The period renews: its usage is billed at the old price, the new
+	// period runs on the new one, on the same item.
+	f.stripe.Advance(32 * 24 * time.Hour)
+	f.stripe.WaitDeliveries()
+	renewed := f.stripeSub(sub.ID)
+	inv := renewed.LatestInvoice
+	if inv == nil {
+		t.Fatal("no renewal invoice")
+	}
+	inv, _ = f.sc().Invoices.Get(inv.ID, nil)
+	if want := int64(5900 + 201); inv.BillingReason != "subscription_cycle" || inv.AmountDue != want { // 100 × 2.0117 cents
+		t.Fatalf("renewal invoice %s %d, want subscription_cycle %d: the new tier price and the period's usage at the old meter price", inv.BillingReason, inv.AmountDue, want)
+	}
+	if got := f.itemPrices("org_m0")["gpu-a10g"]; got != [2]string{before["gpu-a10g"][0], a10g.PriceID} {
+		t.Fatalf("gpu-a10g after the renewal %v, want item %s on %s", got, before["gpu-a10g"][0], a10g.PriceID)
+	}
+	if f.mirror("org_m0").Subscription.Items == nil || !slices.ContainsFunc(f.mirror("org_m0").Subscription.Items, func(it table.Item) bool { return it.PriceID == a10g.PriceID }) {
+		t.Fatalf("the mirror's items %+v must show the new price", f.mirror("org_m0").Subscription.Items)
+	}
+	// After the next period the schedule is released.
+	f.stripe.Advance(32 * 24 * time.Hour)
+	f.stripe.WaitDeliveries()
+	if s := f.stripeSub(sub.ID); s.Schedule != nil || f.mirror("org_m0").Subscription.ScheduleID != "" {
+		t.Fatalf("the schedule must be released after its last phase: Stripe %v, mirror %q", s.Schedule, f.mirror("org_m0").Subscription.ScheduleID)
+	}
+}
+
+// A change the organization makes to a subscription whose instance type
+// is scheduled to move releases the migration's schedule first: its next
+// phase would undo the change, and Stripe refuses a cancellation on a
+// scheduled subscription (rule 19). The next migration schedules again.
+func TestMigratePrices_AChangeReleasesTheScheduleAndTheNextRunSchedulesAgain(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	f.mirrored(1, "org_r", "starter", "gpu-a10g")
+	cat := withEntry(billing.DefaultCatalog(), "gpu-a10g", func(e *billing.Entry) { e.UnitAmountDecimal = "2.5000" })
+	f.upsert(billing.UpsertRequest{Catalog: &cat})
+	if rep, err := f.svc.MigratePrices(context.Background(), billing.MigrateRequest{}); err != nil || len(rep.Moves) != 1 || rep.Moves[0].Outcome != "scheduled" {
+		t.Fatalf("migration: %+v %v", rep, err)
+	}
+	first := f.mirror("org_r0").Subscription.ScheduleID
+
+	f.ok(req("cancel", "org_r0"))
+	sub := f.stripeSub(f.mirror("org_r0").Subscription.SubscriptionID)
+	if !sub.CancelAtPeriodEnd || sub.Schedule != nil {
+		t.Fatalf("cancel at the period's end on a scheduled subscription: cancel_at_period_end %v, schedule %v", sub.CancelAtPeriodEnd, sub.Schedule)
+	}
+	if sched, err := f.sc().SubscriptionSchedules.Get(first, nil); err != nil || sched.Status != stripe.SubscriptionScheduleStatusReleased {
+		t.Fatalf("the migration's schedule must be released: %+v %v", sched, err)
+	}
+	f.ok(req("resume", "org_r0"))
+	rep, err := f.svc.MigratePrices(context.Background(), billing.MigrateRequest{})
+	if err != nil || len(rep.Moves) != 1 || rep.Moves[0].Outcome != "scheduled" {
+		t.Fatalf("the next migration must schedule the move again: %+v %v", rep, err)
+	}
+	if again := f.mirror("org_r0").Subscription.ScheduleID; again == "" || again == first {
+		t.Fatalf("a new schedule: %q (the first was %q)", again, first)
+	}
+}
+
+// upcomingMinutes is the quantity the organization's upcoming invoice
+// bills at price.
+func (f *fixture) upcomingMinutes(org, price string) int64 {
+	f.t.Helper()
+	inv, err := f.sc().Invoices.Upcoming(&stripe.InvoiceUpcomingParams{Customer: stripe.String(f.mirror(org).Customer.CustomerID)})
 	if err != nil {
-		t.Fatal(err)
+		f.t.Fatal(err)
 	}
-	minutes := int64(-1)
 	for _, l := range inv.Lines.Data {
-		if l.Price != nil && l.Price.ID == before["gpu-a10g"][1] {
-			minutes = l.Quantity
+		if l.Price != nil && l.Price.ID == price {
+			return l.Quantity
 		}
 	}
-	if minutes != 100 {
-		t.Fatalf("the upcoming invoice bills %d minutes of gpu-a10g at its price, want 100", minutes)
-	}
+	return -1
 }
 
 // A type set_instance_types keeps stays on its price after

@@ -43,6 +43,7 @@ type wireSubscription struct {
 	CurrentPeriodStart int64             `json:"current_period_start"`
 	CurrentPeriodEnd   int64             `json:"current_period_end"`
 	CancelAtPeriodEnd  bool              `json:"cancel_at_period_end"`
+	Schedule           wireRef           `json:"schedule"`
 	Metadata           map[string]string `json:"metadata"`
 	Items              struct {
 		Data []wireItem `json:"data"`
@@ -89,6 +90,9 @@ func asWireSubscription(s *stripe.Subscription) wireSubscription {
 		w.Customer.ID = s.Customer.ID
 	}
 	w.TrialEnd = s.TrialEnd
+	if s.Schedule != nil {
+		w.Schedule.ID = s.Schedule.ID
+	}
 	if s.DefaultPaymentMethod != nil {
 		w.DefaultPaymentMethod.ID = s.DefaultPaymentMethod.ID
 	}
@@ -196,7 +200,7 @@ func subscriptionChange(org string, sub wireSubscription, at int64) table.Change
 	snap := &table.SubscriptionSnapshot{
 		OrgID: org, CustomerID: sub.Customer.ID, SubscriptionID: sub.ID, Status: sub.Status, Created: sub.Created,
 		CurrentPeriodStart: sub.CurrentPeriodStart, CurrentPeriodEnd: sub.CurrentPeriodEnd, CancelAtPeriodEnd: sub.CancelAtPeriodEnd,
-		RequestID: sub.Metadata[metaRequest], SourceTime: at, Items: []table.Item{},
+		ScheduleID: sub.Schedule.ID, RequestID: sub.Metadata[metaRequest], SourceTime: at, Items: []table.Item{},
 		Trial: table.Trial{End: sub.TrialEnd, PaymentMethodOnFile: sub.DefaultPaymentMethod.ID != ""},
 	}
 	if sub.awaitsCard() {

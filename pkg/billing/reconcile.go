@@ -414,6 +414,7 @@ func subscriptionDiffs(org string, m table.Mirror, sub *stripe.Subscription) []D
 	differ("items", got.items, want.items)
 	differ("current_period_end", got.periodEnd, want.periodEnd)
 	differ("cancel_at_period_end", got.cancelAtEnd, want.cancelAtEnd)
+	differ("schedule", got.schedule, want.schedule)
 	differ("latest_invoice", got.invoice, want.invoice)
 	differ("delinquent", got.delinquent, want.delinquent)
 	return diffs
@@ -421,13 +422,13 @@ func subscriptionDiffs(org string, m table.Mirror, sub *stripe.Subscription) []D
 
 // mirrorView is a subscription's compared fields, as text.
 type mirrorView struct {
-	id, status, tier, items, periodEnd, cancelAtEnd, invoice, delinquent string
+	id, status, tier, items, periodEnd, cancelAtEnd, schedule, invoice, delinquent string
 }
 
 func viewOfMirror(sub table.Subscription) mirrorView {
 	v := mirrorView{id: sub.SubscriptionID, status: sub.Status, tier: sub.Tier, items: itemsText(sub.Items),
 		periodEnd: strconv.FormatInt(sub.CurrentPeriodEnd, 10), cancelAtEnd: strconv.FormatBool(sub.CancelAtPeriodEnd),
-		delinquent: strconv.FormatBool(sub.Delinquent())}
+		schedule: sub.ScheduleID, delinquent: strconv.FormatBool(sub.Delinquent())}
 	if sub.InvoiceSubscription == sub.SubscriptionID && sub.LatestInvoiceID != "" {
 		v.invoice = sub.LatestInvoiceID + " " + sub.LatestInvoiceStatus
 	}
@@ -439,7 +440,7 @@ func viewOfMirror(sub table.Subscription) mirrorView {
 func viewOfStripe(sub *stripe.Subscription) mirrorView {
 	snap := subscriptionChange("", asWireSubscription(sub), 0).Subscription
 	mirror := table.Subscription{SubscriptionID: snap.SubscriptionID, Status: snap.Status, Tier: snap.Tier, Items: snap.Items,
-		CurrentPeriodEnd: snap.CurrentPeriodEnd, CancelAtPeriodEnd: snap.CancelAtPeriodEnd}
+		CurrentPeriodEnd: snap.CurrentPeriodEnd, CancelAtPeriodEnd: snap.CancelAtPeriodEnd, ScheduleID: snap.ScheduleID}
 	if inv := sub.LatestInvoice; inv != nil && inv.ID != "" {
 		ch := invoiceChange("", asWireInvoice(inv), 0).Invoice
 		mirror.InvoiceSubscription, mirror.LatestInvoiceID, mirror.LatestInvoiceStatus, mirror.InvoicePaymentFail =

@@ -30,6 +30,7 @@ import (
 	"github.com/stripe/stripe-go/v76/product"
 	"github.com/stripe/stripe-go/v76/setupintent"
 	"github.com/stripe/stripe-go/v76/subscription"
+	"github.com/stripe/stripe-go/v76/subscriptionschedule"
 	"github.com/stripe/stripe-go/v76/webhookendpoint"
 )
 
@@ -251,6 +252,7 @@ type stripeAPI struct {
 	BillingMeterEventSummaries  *metereventsummary.Client
 	Customers                   *customer.Client
 	Subscriptions               *subscription.Client
+	SubscriptionSchedules       *subscriptionschedule.Client
 	Invoices                    *invoice.Client
 	BillingPortalSessions       *session.Client
 	BillingPortalConfigurations *configuration.Client
@@ -267,7 +269,8 @@ func newStripeAPI(key string, b stripe.Backend) *stripeAPI {
 		BillingMeters: &meter.Client{B: b, Key: key}, BillingMeterEvents: &meterevent.Client{B: b, Key: key},
 		BillingMeterEventSummaries: &metereventsummary.Client{B: b, Key: key},
 		Customers:                  &customer.Client{B: b, Key: key}, Subscriptions: &subscription.Client{B: b, Key: key},
-		Invoices: &invoice.Client{B: b, Key: key}, BillingPortalSessions: &session.Client{B: b, Key: key},
+		SubscriptionSchedules: &subscriptionschedule.Client{B: b, Key: key},
+		Invoices:              &invoice.Client{B: b, Key: key}, BillingPortalSessions: &session.Client{B: b, Key: key},
 		BillingPortalConfigurations: &configuration.Client{B: b, Key: key},
 		CheckoutSessions:            &checkoutsession.Client{B: b, Key: key}, PaymentIntents: &paymentintent.Client{B: b, Key: key},
 		SetupIntents: &setupintent.Client{B: b, Key: key},

@@ -176,7 +176,7 @@ func (s *Service) subscribe(ctx context.Context, cmd Command) (Status, error) {
 			return s.statusAfter(ctx, cmd.OrgID, withCustomer(m, cmd.OrgID, customer), written)
 		}
 	}
-	written, err := s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+	written, err := s.changeSubscription(ctx, cmd.OrgID, "", func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{Customer: stripe.String(customer), Items: items,
 			// The first invoice waits for a payment method the customer
 			// gives (Elements, Checkout), and keeps it for the renewals.
@@ -300,8 +300,17 @@ func changeableIn(m table.Mirror) (*table.Subscription, error) {
 }
 
 // changeSubscription calls Stripe and writes the subscription it returns
-// to the mirror at once (applyAnswer).
-func (s *Service) changeSubscription(ctx context.Context, org string, call func(api *stripeAPI) (*stripe.Subscription, error)) (*table.Subscription, error) {
+// to the mirror at once (applyAnswer). A price migration's schedule on the
+// subscription (scheduleID) is released first: its next phase would undo
+// the change at the period's end, and Stripe refuses a cancellation on a
+// scheduled subscription (FIDELITY.md, rule 19). The next migration
+// schedules its moves again.
+func (s *Service) changeSubscription(ctx context.Context, org, scheduleID string, call func(api *stripeAPI) (*stripe.Subscription, error)) (*table.Subscription, error) {
+	if scheduleID != "" {
+		if err := s.releaseSchedule(ctx, scheduleID); err != nil {
+			return nil, err
+		}
+	}
 	var sub *stripe.Subscription
 	err := s.withStripe(ctx, "update subscription", func(api *stripeAPI) error {
 		var err error
@@ -372,7 +381,7 @@ func (s *Service) changeTier(ctx context.Context, cmd Command) (Status, error) {
 	if proration == "" {
 		proration = "create_prorations"
 	}
-	written, err := s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+	written, err := s.changeSubscription(ctx, cmd.OrgID, sub.ScheduleID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{ProrationBehavior: stripe.String(proration),
 			Items: []*stripe.SubscriptionItemsParams{{ID: stripe.String(sub.Items[i].ItemID), Price: stripe.String(tier.PriceID)}}}
 		p.Context = ctx
@@ -433,7 +442,7 @@ func (s *Service) setInstanceTypes(ctx context.Context, cmd Command) (Status, er
 	if len(changes) == 0 {
 		return statusOf(cmd.OrgID, mirror), nil
 	}
-	written, err := s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+	written, err := s.changeSubscription(ctx, cmd.OrgID, sub.ScheduleID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{Items: changes}
 		p.Context = ctx
 		p.SetIdempotencyKey(s.stripeKey(cmd, "set instance types", p))
@@ -521,7 +530,7 @@ func (s *Service) cancel(ctx context.Context, cmd Command) (Status, error) {
 	if atEnd && sub.Status == "incomplete" {
 		atEnd = false // nothing was paid for: it ends now
 	}
-	written, err := s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+	written, err := s.changeSubscription(ctx, cmd.OrgID, sub.ScheduleID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		if atEnd {
 			p := &stripe.SubscriptionParams{CancelAtPeriodEnd: stripe.Bool(true)}
 			p.Context = ctx
@@ -553,7 +562,7 @@ func (s *Service) resume(ctx context.Context, cmd Command) (Status, error) {
 	if !sub.CancelAtPeriodEnd {
 		return statusOf(cmd.OrgID, m), nil
 	}
-	written, err := s.changeSubscription(ctx, cmd.OrgID, func(api *stripeAPI) (*stripe.Subscription, error) {
+	written, err := s.changeSubscription(ctx, cmd.OrgID, sub.ScheduleID, func(api *stripeAPI) (*stripe.Subscription, error) {
 		p := &stripe.SubscriptionParams{CancelAtPeriodEnd: stripe.Bool(false)}
 		p.Context = ctx
 		p.SetIdempotencyKey(s.stripeKey(cmd, "resume", p))

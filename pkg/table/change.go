@@ -42,6 +42,7 @@ type SubscriptionSnapshot struct {
 	Items                                           []Item
 	Created, CurrentPeriodStart, CurrentPeriodEnd   int64
 	CancelAtPeriodEnd                               bool
+	ScheduleID                                      string
 	Trial                                           Trial
 	// RequestID is the subscribe request that made the subscription.
 	RequestID  string
@@ -182,7 +183,8 @@ func sameState(ch Change, old map[string]types.AttributeValue) bool {
 		}
 		c := ch.Subscription
 		return cur.Status == c.Status && cur.Tier == c.Tier && cur.CurrentPeriodStart == c.CurrentPeriodStart && cur.CurrentPeriodEnd == c.CurrentPeriodEnd &&
-			cur.CancelAtPeriodEnd == c.CancelAtPeriodEnd && cur.CustomerID == c.CustomerID && slices.Equal(cur.Items, c.Items) && cur.Trial == c.Trial
+			cur.CancelAtPeriodEnd == c.CancelAtPeriodEnd && cur.CustomerID == c.CustomerID && slices.Equal(cur.Items, c.Items) && cur.Trial == c.Trial &&
+			cur.ScheduleID == c.ScheduleID
 	case ch.Invoice != nil:
 		var cur Subscription
 		if attributevalue.UnmarshalMap(old, &cur) != nil {
@@ -230,7 +232,7 @@ func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.
 		for k, v := range map[string]types.AttributeValue{
 			":org": str(c.OrgID), ":cus": str(c.CustomerID), ":sid": str(c.SubscriptionID), ":status": str(c.Status),
 			":tier": str(c.Tier), ":items": items, ":created": num(c.Created), ":cps": num(c.CurrentPeriodStart),
-			":cpe": num(c.CurrentPeriodEnd), ":cape": boolean(c.CancelAtPeriodEnd), ":rid": str(c.RequestID), ":t": num(c.SourceTime),
+			":cpe": num(c.CurrentPeriodEnd), ":cape": boolean(c.CancelAtPeriodEnd), ":sched": str(c.ScheduleID), ":rid": str(c.RequestID), ":t": num(c.SourceTime),
 			":tend": num(c.Trial.End), ":pmof": boolean(c.Trial.PaymentMethodOnFile), ":scs": str(c.Trial.SetupClientSecret),
 		} {
 			vals[k] = v
@@ -239,7 +241,7 @@ func (s *Store) changeUpdate(ch Change, allowEqual bool, now time.Time) (*types.
 			TableName: &s.name, Key: key(orgPK(c.OrgID), skSubscription),
 			UpdateExpression: aws.String("SET org_id = :org, customer_id = :cus, subscription_id = :sid, stripe_id = :sid, #status = :status, " +
 				"tier = :tier, #items = :items, subscription_created = :created, current_period_start = :cps, current_period_end = :cpe, " +
-				"cancel_at_period_end = :cape, trial_end = :tend, payment_method_on_file = :pmof, setup_client_secret = :scs, " +
+				"cancel_at_period_end = :cape, schedule_id = :sched, trial_end = :tend, payment_method_on_file = :pmof, setup_client_secret = :scs, " +
 				"request_id = :rid, source_time = :t, updated_at = :now ADD version :one"),
 			ConditionExpression: aws.String("attribute_not_exists(subscription_id) OR (subscription_id = :sid AND (attribute_not_exists(source_time) OR source_time " + older + " :t)) " +
 				"OR (subscription_id <> :sid AND subscription_created < :created)"),
