@@ -28,20 +28,18 @@ type Item struct {
 // each is the created time (unix seconds) of the Stripe event the stored
 // state came from. Version counts the writes to the record.
 type Subscription struct {
-	OrgID               string `dynamodbav:"org_id"`
-	SubscriptionID      string `dynamodbav:"subscription_id"`
-	CustomerID          string `dynamodbav:"customer_id"`
-	Status              string `dynamodbav:"status"`
-	Tier                string `dynamodbav:"tier"`
-	Items               []Item `dynamodbav:"items"`
-	SubscriptionCreated int64  `dynamodbav:"subscription_created"`
-	CurrentPeriodStart  int64  `dynamodbav:"current_period_start"`
-	CurrentPeriodEnd    int64  `dynamodbav:"current_period_end"`
-	RequestID           string `dynamodbav:"request_id"` // the subscribe request that made it
-	CancelAtPeriodEnd   bool   `dynamodbav:"cancel_at_period_end"`
-	// ScheduleID is the subscription schedule attached to it: a price
-	// migration's change at the period's end.
-	ScheduleID          string    `dynamodbav:"schedule_id"`
+	OrgID               string    `dynamodbav:"org_id"`
+	SubscriptionID      string    `dynamodbav:"subscription_id"`
+	CustomerID          string    `dynamodbav:"customer_id"`
+	Status              string    `dynamodbav:"status"`
+	Tier                string    `dynamodbav:"tier"`
+	Items               []Item    `dynamodbav:"items"`
+	SubscriptionCreated int64     `dynamodbav:"subscription_created"`
+	CurrentPeriodStart  int64     `dynamodbav:"current_period_start"`
+	CurrentPeriodEnd    int64     `dynamodbav:"current_period_end"`
+	RequestID           string    `dynamodbav:"request_id"` // the subscribe request that made it
+	CancelAtPeriodEnd   bool      `dynamodbav:"cancel_at_period_end"`
+	ScheduleID          string    `dynamodbav:"schedule_id"` // attached: a price migration's change at the period's end
 	Trial                         // flattened into the item
 	SourceTime          int64     `dynamodbav:"source_time"`
 	InvoiceSubscription string    `dynamodbav:"invoice_subscription_id"`
