@@ -69,8 +69,6 @@ func (s *Server) createSubscription(r *request) (any, *apiError) {
 	}
 	if cape, given, ok := r.p.boolean("cancel_at_period_end"); !ok {
 		return nil, invalid("cancel_at_period_end", "cancel_at_period_end must be true or false")
-	} else if given && sub["schedule"] != nil {
-		return nil, invalid("cancel_at_period_end", "The subscription is managed by the subscription schedule `%s`, and updating any cancelation behavior directly is not allowed. Please update the schedule instead.", sub["schedule"])
 	} else if given {
 		sub["cancel_at_period_end"] = cape
 	}
@@ -285,6 +283,9 @@ func (s *Server) updateSubscription(r *request) (any, *apiError) {
 					Message: "A subscription whose status is `incomplete` can only have its metadata and default_source updated until its first invoice is paid."}
 			}
 		}
+	}
+	if r.p.has("cancel_at_period_end") && sub["schedule"] != nil { // rule 19
+		return nil, invalid("cancel_at_period_end", "The subscription is managed by the subscription schedule `%s`, and updating any cancelation behavior directly is not allowed. Please update the schedule instead.", sub["schedule"])
 	}
 	proration, aerr := prorationBehavior(r.p)
 	if aerr != nil {
