@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -166,35 +167,45 @@ func (s *stack) billingctl(t *testing.T) {
 	}
 }
 
-// migratePrices changes the starter tier's price through billingctl
-// upsert-products, then moves the subscriptions on the old price with
-// billingctl migrate-prices, through the real subscribe binary: the dry
-// run lists the moves, the migration makes them, and a dry run after it
-// has nothing left.
+// migratePrices changes the starter tier's and gpu-a10g's prices through
+// billingctl upsert-products, then moves the subscriptions on the old
+// prices with billingctl migrate-prices, through the real subscribe
+// binary: the dry run lists the moves (the tier now, the instance type at
+// the period's end), the migration makes them (the instance type by a
+// subscription schedule), and a dry run after it has nothing left. A
+// cancellation then releases the schedule first: Stripe refuses one on a
+// scheduled subscription.
 func (s *stack) migratePrices(t *testing.T) {
 	ctl := s.billingctlOK(t)
-	if out := ctl("subscribe", "--org", "org_mig", "--tier", "starter", "--email", "mig@example.com"); !strings.Contains(out, "starter") {
+	if out := ctl("subscribe", "--org", "org_mig", "--tier", "starter", "--email", "mig@example.com", "--instance-types", "gpu-a10g"); !strings.Contains(out, "starter") {
 		t.Fatalf("subscribe:\n%s", out)
 	}
 	s.pay(t, "org_mig")
 	cat, _ := os.ReadFile(filepath.Join(testenv.RepoRoot(), "pkg", "billing", "catalog.json"))
 	edited := strings.Replace(string(cat), `"unit_amount_decimal": "4900"`, `"unit_amount_decimal": "5900"`, 1)
+	edited = strings.Replace(edited, `"unit_amount_decimal": "2.0117"`, `"unit_amount_decimal": "2.5000"`, 1)
 	file := filepath.Join(t.TempDir(), "catalog.json")
 	if err := os.WriteFile(file, []byte(edited), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out := ctl("upsert-products", "--catalog", file); !strings.Contains(out, "updated 1") {
-		t.Fatalf("upsert-products with the new price:\n%s", out)
+	if out := ctl("upsert-products", "--catalog", file); !strings.Contains(out, "updated 2") {
+		t.Fatalf("upsert-products with the new prices:\n%s", out)
 	}
 	plan := ctl("migrate-prices", "--dry-run")
-	moves := strings.Count(plan, " planned")
-	if !strings.Contains(plan, "org_mig") || moves == 0 || !strings.Contains(plan, fmt.Sprintf("%d items to move now, 0 metered", moves)) {
+	now := len(regexp.MustCompile(`\snow\s+planned`).FindAllString(plan, -1))
+	atEnd := len(regexp.MustCompile(`\speriod_end\s+planned`).FindAllString(plan, -1))
+	if !strings.Contains(plan, "org_mig") || now == 0 || atEnd == 0 ||
+		!strings.Contains(plan, fmt.Sprintf("%d items to move now, %d metered items to move when their period renews", now, atEnd)) {
 		t.Fatalf("migrate-prices --dry-run:\n%s", plan)
 	}
-	if out := ctl("migrate-prices"); !strings.Contains(out, fmt.Sprintf("%d items moved, 0 metered items scheduled, 0 failed", moves)) || !strings.Contains(out, "org_mig") {
-		t.Fatalf("migrate-prices (the plan had %d moves):\n%s", moves, out)
+	if out := ctl("migrate-prices"); !strings.Contains(out, fmt.Sprintf("%d items moved, %d metered items scheduled, 0 failed", now, atEnd)) || !strings.Contains(out, "org_mig") {
+		t.Fatalf("migrate-prices (the plan had %d moves now and %d at the period's end):\n%s", now, atEnd, out)
 	}
 	if out := ctl("migrate-prices", "--dry-run"); !strings.Contains(out, "0 items to move now, 0 metered") {
 		t.Fatalf("migrate-prices --dry-run after the migration:\n%s", out)
+	}
+	ctl("cancel", "--org", "org_mig") // billingctlOK: exit status 0
+	if sub, _ := s.status("org_mig"); sub["cancel_at_period_end"] != true {
+		t.Fatalf("org_mig after the cancellation: %v", sub)
 	}
 }
