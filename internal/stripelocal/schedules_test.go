@@ -25,8 +25,9 @@ func TestSchedules_FromASubscriptionToTheNextPeriodsPrices(t *testing.T) {
 	}
 	gpuItem := sub.Items.Data[1].ID
 
-	if _, err := e.sc.SubscriptionSchedules.New(&stripe.SubscriptionScheduleParams{FromSubscription: stripe.String(sub.ID),
-		Params: stripe.Params{Metadata: map[string]string{"k": "v"}}}); err == nil || !strings.Contains(stripeErr(t, err).Msg, "You cannot set `metadata` if `from_subscription` is set.") {
+	withMetadata := &stripe.SubscriptionScheduleParams{FromSubscription: stripe.String(sub.ID)}
+	withMetadata.AddMetadata("k", "v")
+	if _, err := e.sc.SubscriptionSchedules.New(withMetadata); err == nil || !strings.Contains(stripeErr(t, err).Msg, "You cannot set `metadata` if `from_subscription` is set.") {
 		t.Fatalf("metadata with from_subscription: %v", err)
 	}
 	sched, err := e.sc.SubscriptionSchedules.New(&stripe.SubscriptionScheduleParams{FromSubscription: stripe.String(sub.ID)})
