@@ -410,15 +410,21 @@ func (s *Service) mirrorRead(ctx context.Context, pace *pacer, sub *stripe.Subsc
 	return err
 }
 
-// activatePrices makes the subscription's archived prices active again:
-// the schedule's current phase lists them.
+// metaReactivated marks a price the migration made active again, for its
+// pass's end to archive.
+const metaReactivated = "billing_reactivated"
+
+// activatePrices makes the subscription's archived prices active again
+// (marked metaReactivated): the schedule's current phase lists them.
 func (s *Service) activatePrices(ctx context.Context, pace *pacer, sub *stripe.Subscription) error {
 	for _, it := range sub.Items.Data {
 		if it.Price == nil || it.Price.Active {
 			continue
 		}
 		err := s.paced(ctx, pace, "activate an old price", func(api *stripeAPI) error {
-			_, err := api.Prices.Update(it.Price.ID, &stripe.PriceParams{Params: stripe.Params{Context: ctx}, Active: stripe.Bool(true)})
+			p := &stripe.PriceParams{Params: stripe.Params{Context: ctx}, Active: stripe.Bool(true)}
+			p.AddMetadata(metaReactivated, "migrate_prices")
+			_, err := api.Prices.Update(it.Price.ID, p)
 			return err
 		})
 		if err != nil {
@@ -429,8 +435,9 @@ func (s *Service) activatePrices(ctx context.Context, pace *pacer, sub *stripe.S
 }
 
 // archiveOldPrices archives again the prices of the catalog's products
-// that are active and not current: the ones a schedule needed active. A
-// product keeps one active price, as upsert-products leaves it.
+// that the migration made active (metaReactivated) and are not current,
+// so that a product keeps one active price, as upsert-products leaves it.
+// A price upsert-products is making at the same moment carries no mark.
 func (s *Service) archiveOldPrices(ctx context.Context, pace *pacer, current map[string]string) error {
 	mappings, err := s.store.ListProductMappings(ctx)
 	if err != nil {
@@ -442,7 +449,7 @@ func (s *Service) archiveOldPrices(ctx context.Context, pace *pacer, current map
 			stale = stale[:0]
 			it := api.Prices.List(&stripe.PriceListParams{ListParams: stripe.ListParams{Context: ctx}, Product: stripe.String(m.ProductID), Active: stripe.Bool(true)})
 			for it.Next() {
-				if p := it.Price(); p.ID != current[m.Key] {
+				if p := it.Price(); p.ID != current[m.Key] && p.Metadata[metaReactivated] != "" {
 					stale = append(stale, p.ID)
 				}
 			}
@@ -453,7 +460,9 @@ func (s *Service) archiveOldPrices(ctx context.Context, pace *pacer, current map
 		}
 		for _, id := range stale {
 			err := s.paced(ctx, pace, "archive an old price", func(api *stripeAPI) error {
-				_, err := api.Prices.Update(id, &stripe.PriceParams{Params: stripe.Params{Context: ctx}, Active: stripe.Bool(false)})
+				p := &stripe.PriceParams{Params: stripe.Params{Context: ctx}, Active: stripe.Bool(false)}
+				p.AddMetadata(metaReactivated, "") // unset
+				_, err := api.Prices.Update(id, p)
 				return err
 			})
 			if err != nil {

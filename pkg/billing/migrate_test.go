@@ -282,7 +282,7 @@ func TestMigratePrices_AMeteredItemMovesWhenItsPeriodRenews(t *testing.T) {
 	if sub.Schedule == nil || f.mirror("org_m0").Subscription.ScheduleID != sub.Schedule.ID {
 		t.Fatalf("the mirror must know the schedule at once: Stripe %v, mirror %q", sub.Schedule, f.mirror("org_m0").Subscription.ScheduleID)
 	}
-	if old, err := f.sc().Prices.Get(before["gpu-a10g"][1], nil); err != nil || old.Active {
+	if old, err := f.sc().Prices.Get(before["gpu-a10g"][1], nil); err != nil || old.Active || old.Metadata["billing_reactivated"] != "" {
 		t.Fatalf("the old price must be archived again when the pass ends: %+v %v", old, err)
 	}
 	if minutes := f.upcomingMinutes("org_m0", before["gpu-a10g"][1]); minutes != 100 {
