@@ -32,6 +32,8 @@ func (s *Server) createSchedule(r *request) (any, *apiError) {
 	switch {
 	case sub["status"] == "canceled" || sub["status"] == "incomplete_expired":
 		return nil, invalid("from_subscription", "You cannot migrate a subscription that is `%s`.", sub["status"])
+	case sub["cancel_at_period_end"] == true || sub["cancel_at"] != nil:
+		return nil, invalid("from_subscription", "The local Stripe does not model a schedule made from a subscription set to cancel; see MODEL.md.")
 	case sub["schedule"] != nil:
 		return nil, invalid("from_subscription", "You cannot migrate a subscription that is already attached to a schedule: `%s`.", sub["schedule"])
 	}

@@ -194,7 +194,7 @@ func (s *Service) migratePage(ctx context.Context, pace *pacer, pass table.Pass,
 		pg.add(moved)
 	}
 	if next == "" {
-		err = s.archiveOldPrices(ctx, pace, current)
+		err = s.archiveOldPrices(ctx, pace, pass.PassID, current)
 	}
 	return pg, err
 }
@@ -348,7 +348,7 @@ func (s *Service) scheduleMoves(ctx context.Context, pace *pacer, passID string,
 	}
 	// Stripe may refuse an archived price in a phase (rule 19): the
 	// current phase's old prices are active until the pass ends.
-	if err := s.activatePrices(ctx, pace, sub); err != nil {
+	if err := s.activatePrices(ctx, pace, passID, sub); err != nil {
 		return "", err
 	}
 	p := &stripe.SubscriptionScheduleParams{Params: stripe.Params{Context: ctx}, ProrationBehavior: stripe.String("none"),
@@ -415,8 +415,10 @@ func (s *Service) mirrorRead(ctx context.Context, pace *pacer, sub *stripe.Subsc
 const metaReactivated = "billing_reactivated"
 
 // activatePrices makes the subscription's archived prices active again
-// (marked metaReactivated): the schedule's current phase lists them.
-func (s *Service) activatePrices(ctx context.Context, pace *pacer, sub *stripe.Subscription) error {
+// (marked metaReactivated): the schedule's current phase lists them. Its
+// keys, like the archive's, are ours ("bf-"), so the webhook knows the
+// change for the code's and flags no catalog drift.
+func (s *Service) activatePrices(ctx context.Context, pace *pacer, passID string, sub *stripe.Subscription) error {
 	for _, it := range sub.Items.Data {
 		if it.Price == nil || it.Price.Active {
 			continue
@@ -424,6 +426,7 @@ func (s *Service) activatePrices(ctx context.Context, pace *pacer, sub *stripe.S
 		err := s.paced(ctx, pace, "activate an old price", func(api *stripeAPI) error {
 			p := &stripe.PriceParams{Params: stripe.Params{Context: ctx}, Active: stripe.Bool(true)}
 			p.AddMetadata(metaReactivated, "migrate_prices")
+			p.SetIdempotencyKey(keyHash(s.cfg.Namespace, "reactivate price", passID, it.Price.ID))
 			_, err := api.Prices.Update(it.Price.ID, p)
 			return err
 		})
@@ -438,7 +441,7 @@ func (s *Service) activatePrices(ctx context.Context, pace *pacer, sub *stripe.S
 // that the migration made active (metaReactivated) and are not current,
 // so that a product keeps one active price, as upsert-products leaves it.
 // A price upsert-products is making at the same moment carries no mark.
-func (s *Service) archiveOldPrices(ctx context.Context, pace *pacer, current map[string]string) error {
+func (s *Service) archiveOldPrices(ctx context.Context, pace *pacer, passID string, current map[string]string) error {
 	mappings, err := s.store.ListProductMappings(ctx)
 	if err != nil {
 		return fromTable("read product mappings", err)
@@ -462,6 +465,7 @@ func (s *Service) archiveOldPrices(ctx context.Context, pace *pacer, current map
 			err := s.paced(ctx, pace, "archive an old price", func(api *stripeAPI) error {
 				p := &stripe.PriceParams{Params: stripe.Params{Context: ctx}, Active: stripe.Bool(false)}
 				p.AddMetadata(metaReactivated, "") // unset
+				p.SetIdempotencyKey(keyHash(s.cfg.Namespace, "archive price", passID, id))
 				_, err := api.Prices.Update(id, p)
 				return err
 			})
@@ -559,12 +563,14 @@ func phaseItems(sub *stripe.Subscription, current map[string]string) []*stripe.S
 
 // movesOf lists sub's items on a price that is not their catalog key's
 // current one: licensed items (a tier) move now, metered ones (instance
-// types) at the period's end (FIDELITY.md, rule 18). Items of keys the
-// catalog no longer has stay.
+// types) at the period's end (FIDELITY.md, rule 18), unless the
+// subscription ends then (a schedule would carry it on). Items of keys
+// the catalog no longer has stay.
 func movesOf(sub *stripe.Subscription, current map[string]string) (now, atEnd []PriceMove) {
 	if sub.Items == nil {
 		return nil, nil
 	}
+	ending := sub.CancelAtPeriodEnd || sub.CancelAt != 0
 	for _, it := range sub.Items.Data {
 		if it.Price == nil {
 			continue
@@ -576,8 +582,10 @@ func movesOf(sub *stripe.Subscription, current map[string]string) (now, atEnd []
 		}
 		mv := PriceMove{OrgID: sub.Metadata[metaOrg], SubscriptionID: sub.ID, ItemID: it.ID, Key: key, OldPrice: it.Price.ID, NewPrice: price, When: "now"}
 		if it.Price.Recurring != nil && it.Price.Recurring.UsageType == stripe.PriceRecurringUsageTypeMetered {
-			mv.When = "period_end"
-			atEnd = append(atEnd, mv)
+			if !ending {
+				mv.When = "period_end"
+				atEnd = append(atEnd, mv)
+			}
 			continue
 		}
 		now = append(now, mv)

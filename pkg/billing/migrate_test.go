@@ -7,9 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/stripe/stripe-go/v76"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
 	"github.com/baseten/billing-functions/pkg/table"
 )
@@ -285,6 +289,10 @@ func TestMigratePrices_AMeteredItemMovesWhenItsPeriodRenews(t *testing.T) {
 	if old, err := f.sc().Prices.Get(before["gpu-a10g"][1], nil); err != nil || old.Active || old.Metadata["billing_reactivated"] != "" {
 		t.Fatalf("the old price must be archived again when the pass ends: %+v %v", old, err)
 	}
+	f.stripe.WaitDeliveries()
+	if n := f.driftRecords(); n != 0 {
+		t.Fatalf("%d catalog drift records: the migration's own price changes are not drift", n)
+	}
 	if minutes := f.upcomingMinutes("org_m0", before["gpu-a10g"][1]); minutes != 100 {
 		t.Fatalf("the upcoming invoice bills %d minutes of gpu-a10g at its old price, want 100", minutes)
 	}
@@ -323,7 +331,9 @@ func TestMigratePrices_AMeteredItemMovesWhenItsPeriodRenews(t *testing.T) {
 // A change the organization makes to a subscription whose instance type
 // is scheduled to move releases the migration's schedule first: its next
 // phase would undo the change, and Stripe refuses a cancellation on a
-// scheduled subscription (rule 19). The next migration schedules again.
+// scheduled subscription (rule 19). A subscription set to cancel has
+// nothing to move at its period's end; once resumed, the next migration
+// schedules again.
 func TestMigratePrices_AChangeReleasesTheScheduleAndTheNextRunSchedulesAgain(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, ns)
@@ -344,6 +354,11 @@ func TestMigratePrices_AChangeReleasesTheScheduleAndTheNextRunSchedulesAgain(t *
 	if sched, err := f.sc().SubscriptionSchedules.Get(first, nil); err != nil || sched.Status != stripe.SubscriptionScheduleStatusReleased {
 		t.Fatalf("the migration's schedule must be released: %+v %v", sched, err)
 	}
+	// While it ends at the period's end there is nothing to move: a
+	// schedule would carry it on.
+	if rep, err := f.svc.MigratePrices(context.Background(), billing.MigrateRequest{}); err != nil || len(rep.Moves) != 0 {
+		t.Fatalf("a migration of a subscription set to cancel: %+v %v", rep, err)
+	}
 	f.ok(req("resume", "org_r0"))
 	rep, err := f.svc.MigratePrices(context.Background(), billing.MigrateRequest{})
 	if err != nil || len(rep.Moves) != 1 || rep.Moves[0].Outcome != "scheduled" {
@@ -352,6 +367,18 @@ func TestMigratePrices_AChangeReleasesTheScheduleAndTheNextRunSchedulesAgain(t *
 	if again := f.mirror("org_r0").Subscription.ScheduleID; again == "" || again == first {
 		t.Fatalf("a new schedule: %q (the first was %q)", again, first)
 	}
+}
+
+// driftRecords counts the catalog drift the webhook flagged.
+func (f *fixture) driftRecords() int {
+	f.t.Helper()
+	out, err := testenv.DynamoDB(f.t).Query(context.Background(), &dynamodb.QueryInput{TableName: aws.String(f.store.Name()),
+		KeyConditionExpression:    aws.String("pk = :pk AND begins_with(sk, :d)"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":pk": &ddbtypes.AttributeValueMemberS{Value: "CATALOG"}, ":d": &ddbtypes.AttributeValueMemberS{Value: "DRIFT#"}}})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return len(out.Items)
 }
 
 // upcomingMinutes is the quantity the organization's upcoming invoice

@@ -208,8 +208,9 @@ type wireCheckoutSession struct {
 }
 
 // onCatalogObject handles product.* and price.* events of our namespace:
-// those caused by upsert-products (its idempotency keys start with "bf-")
-// are already in the mapping; any other change is drift, flagged for
+// those caused by this code (upsert-products, or a price migration making
+// an old price active for a while; their idempotency keys start with
+// "bf-") are already known; any other change is drift, flagged for
 // people, since the next upsert-products run would undo it.
 func onCatalogObject(ctx context.Context, d *delivery) error {
 	var obj struct {
