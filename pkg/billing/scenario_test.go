@@ -1,7 +1,8 @@
 package billing_test
 
 // The release check: one scenario through the production code paths
-// (upsert-products, the subscribe actions, an archive, webhook deliveries),
+// (upsert-products, the subscribe actions, a price migration, an archive,
+// webhook deliveries),
 // run against two Stripes: the local one in `make test`, and real Stripe
 // test mode before a release:
 //
@@ -214,8 +215,15 @@ func TestScenario_TheReleaseCheck(t *testing.T) {
 			if cs, err := s.sc.CheckoutSessions.Expire(fmt.Sprint(co["session_id"]), nil); err != nil || cs.Status != "expired" || cs.ClientReferenceID != "org_scn_co" {
 				t.Fatalf("the Checkout session %v: %+v %v", co, cs, err)
 			}
+			// A new price for an instance type in use: the migration moves
+			// it when the period renews, by a schedule; the cancellation
+			// below releases the schedule first.
+			subID := s.scheduleA10gMove(org)
 			if sub := s.call("cancel", org)["subscription"].(map[string]any); sub["cancel_at_period_end"] != true {
 				t.Fatalf("cancel: %v", sub)
+			}
+			if sub, err := s.sc.Subscriptions.Get(subID, nil); err != nil || sub.Schedule != nil {
+				t.Fatalf("after the cancellation the schedule must be released: %+v %v", sub, err)
 			}
 			if sub := s.call("resume", org)["subscription"].(map[string]any); sub["cancel_at_period_end"] != false {
 				t.Fatalf("resume: %v", sub)
@@ -243,6 +251,71 @@ func TestScenario_TheReleaseCheck(t *testing.T) {
 			s.deliver()
 		})
 	}
+}
+
+// scheduleA10gMove gives gpu-a10g a new price and runs the price
+// migration until it schedules the organization's item to move at the
+// period's end (live, Stripe's search index lags new subscriptions by up to
+// a minute). It checks the schedule Stripe holds: the current phase as the
+// subscription is, then the new price; the item itself still on the old
+// one. It returns the subscription's ID.
+func (s *scenario) scheduleA10gMove(org string) string {
+	s.t.Helper()
+	s.upsert(withEntry(billing.DefaultCatalog(), "gpu-a10g", func(e *billing.Entry) { e.UnitAmountDecimal = "2.5000" }))
+	m, err := s.store.GetMirror(context.Background(), org)
+	if err != nil || m.Subscription == nil {
+		s.t.Fatalf("no subscription for %s: %v", org, err)
+	}
+	a10g, err := s.store.GetProductMapping(context.Background(), "gpu-a10g")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(5 * time.Second) {
+		rep, err := s.svc.MigratePrices(context.Background(), billing.MigrateRequest{})
+		if err != nil {
+			s.t.Fatalf("migrate_prices: %v", err)
+		}
+		scheduled := false
+		for _, mv := range rep.Moves {
+			if mv.SubscriptionID != m.Subscription.SubscriptionID {
+				continue
+			}
+			if mv.Key != "gpu-a10g" || mv.When != "period_end" || mv.Outcome != "scheduled" {
+				s.t.Fatalf("the move: %+v", mv)
+			}
+			scheduled = true
+		}
+		if scheduled {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("the migration never found the subscription: %+v", rep)
+		}
+	}
+	p := &stripe.SubscriptionParams{}
+	p.AddExpand("schedule")
+	sub, err := s.sc.Subscriptions.Get(m.Subscription.SubscriptionID, p)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	sched := sub.Schedule
+	if sched == nil || len(sched.Phases) != 2 || sched.Phases[0].EndDate != sub.CurrentPeriodEnd || sched.Phases[1].StartDate != sub.CurrentPeriodEnd {
+		s.t.Fatalf("the schedule: %+v", sched)
+	}
+	next := map[string]bool{}
+	for _, it := range sched.Phases[1].Items {
+		next[it.Price.ID] = true
+	}
+	if !next[a10g.PriceID] {
+		s.t.Fatalf("the next phase's prices %v lack gpu-a10g's new price %s", next, a10g.PriceID)
+	}
+	for _, it := range sub.Items.Data {
+		if it.Price.Metadata["billing_key"] == "gpu-a10g" && it.Price.ID == a10g.PriceID {
+			s.t.Fatal("the item moved before its period's end")
+		}
+	}
+	s.deliver()
+	return sub.ID
 }
 
 // archiveAll retires what a live scenario made in its namespace: products
