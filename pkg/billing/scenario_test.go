@@ -2,9 +2,8 @@ package billing_test
 
 // The release check: one scenario through the production code paths
 // (upsert-products, the subscribe actions, a price migration, an archive,
-// webhook deliveries),
-// run against two Stripes: the local one in `make test`, and real Stripe
-// test mode before a release:
+// webhook deliveries), run against two Stripes: the local one in `make
+// test`, and real Stripe test mode before a release:
 //
 //	STRIPE_LIVE_TESTS=1 STRIPE_API_KEY=sk_test_… go test -run TestScenario -v ./pkg/billing/
 //
