@@ -328,6 +328,75 @@ func TestMigratePrices_AMeteredItemMovesWhenItsPeriodRenews(t *testing.T) {
 	}
 }
 
+// The answer to a schedule's making is lost through every retry, so that
+// step fails with the schedule made but not yet given its phases. The
+// step after it takes the page again: the same pass's key replays the
+// making, so the schedule is known for the migration's own and finished,
+// not refused as someone else's nor made twice. Each subscription ends
+// with one schedule that moves gpu-a10g at its period's end.
+func TestMigratePrices_ALostScheduleAnswerIsFinishedByTheNextStep(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	subs := f.mirrored(3, "org_f", "starter", "gpu-a10g")
+	cat := withEntry(billing.DefaultCatalog(), "gpu-a10g", func(e *billing.Entry) { e.UnitAmountDecimal = "2.5000" })
+	f.upsert(billing.UpsertRequest{Catalog: &cat})
+	a10g, _ := f.store.GetProductMapping(context.Background(), "gpu-a10g")
+	svc := f.tinySteps(10, "100", 300*time.Millisecond)
+
+	f.stripe.InjectFault(stripelocal.Fault{Kind: "drop", After: true, Skip: 1, Count: 10, Method: "POST", Path: "POST /v1/subscription_schedules"})
+	failures, scheduled, unchanged := 0, 0, 0
+	for step := 0; ; step++ {
+		if step > 20 {
+			t.Fatal("the migration did not end in 20 steps")
+		}
+		rep, err := svc.MigratePrices(context.Background(), billing.MigrateRequest{})
+		if err != nil {
+			failures++
+			if failures > 1 || billing.ErrorCode(err) != billing.CodeUnavailable || f.stripe.ClearFaults() == 0 {
+				t.Fatalf("step %d: %v (the fault must outlast the retries)", step, err)
+			}
+			continue
+		}
+		for _, mv := range rep.Moves {
+			if mv.Outcome != "scheduled" {
+				t.Fatalf("move %+v", mv)
+			}
+		}
+		scheduled += len(rep.Moves)
+		unchanged += rep.Unchanged
+		if rep.Done {
+			break
+		}
+	}
+	// The failed step scheduled the first subscription before the lost
+	// answer: the step after it finds that one scheduled already.
+	if failures != 1 || scheduled != 2 || unchanged != 1 {
+		t.Fatalf("%d failed steps, %d moves scheduled, %d unchanged; want 1, 2 and 1", failures, scheduled, unchanged)
+	}
+	made := map[string]int{}
+	for it := f.sc().Events.List(&stripe.EventListParams{Type: stripe.String("subscription_schedule.created")}); it.Next(); {
+		var sched stripe.SubscriptionSchedule
+		if err := json.Unmarshal(it.Event().Data.Raw, &sched); err != nil {
+			t.Fatal(err)
+		}
+		made[sched.Subscription.ID]++
+	}
+	for _, sub := range subs {
+		p := &stripe.SubscriptionParams{}
+		p.AddExpand("schedule")
+		got, err := f.sc().Subscriptions.Get(sub.ID, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sched := got.Schedule
+		if made[sub.ID] != 1 || sched == nil || sched.Metadata["billing_namespace"] != ns || len(sched.Phases) != 2 ||
+			!slices.ContainsFunc(sched.Phases[1].Items, func(it *stripe.SubscriptionSchedulePhaseItem) bool { return it.Price.ID == a10g.PriceID }) {
+			t.Fatalf("%s: %d schedules made, the schedule %+v", sub.ID, made[sub.ID], sched)
+		}
+	}
+}
+
 // A change the organization makes to a subscription whose instance type
 // is scheduled to move releases the migration's schedule first: its next
 // phase would undo the change, and Stripe refuses a cancellation on a
