@@ -39,10 +39,15 @@ func (s *Server) createSchedule(r *request) (any, *apiError) {
 	}
 	start, end := toInt(sub["current_period_start"]), toInt(sub["current_period_end"])
 	now := s.now().Unix()
+	current := s.phase(start, end, phaseItemsOf(sub), "create_prorations")
+	current["default_payment_method"] = sub["default_payment_method"]
+	if sub["status"] == "trialing" {
+		current["trial_end"] = sub["trial_end"]
+	}
 	sched := obj{
 		"id": s.newID("sub_sched"), "object": "subscription_schedule", "created": now, "livemode": false,
 		"customer": sub["customer"], "subscription": sid, "status": "active", "end_behavior": "release",
-		"phases":        []any{s.phase(start, end, phaseItemsOf(sub), "create_prorations")},
+		"phases":        []any{current},
 		"current_phase": obj{"start_date": start, "end_date": end},
 		"metadata":      obj{}, "released_at": nil, "released_subscription": nil, "canceled_at": nil, "completed_at": nil,
 		"application": nil, "test_clock": nil,
@@ -105,8 +110,10 @@ func (s *Server) liveSchedule(id, verb string) (obj, *apiError) {
 }
 
 // updateSchedule replaces the phases from the current one on. The current
-// phase keeps its start and, in this model, the subscription's items:
-// only the phases ahead change them.
+// phase keeps its start and, in this model, the subscription's items and
+// trial: only the phases ahead change them. What the update leaves out of
+// the current phase is unset, on the subscription too: its default
+// payment method (FIDELITY.md, rule 19).
 func (s *Server) updateSchedule(r *request) (any, *apiError) {
 	sched, aerr := s.liveSchedule(r.PathValue("id"), "update")
 	if aerr != nil {
@@ -120,6 +127,13 @@ func (s *Server) updateSchedule(r *request) (any, *apiError) {
 			return nil, aerr
 		}
 		sched["phases"] = phases
+		// "Updating the active phase updates the underlying subscription
+		// as well", and what the update leaves out of it is unset.
+		if pm := phases[0].(obj)["default_payment_method"]; pm != sub["default_payment_method"] {
+			prev := clone(sub)
+			sub["default_payment_method"] = pm
+			s.emit("customer.subscription.updated", sub, diff(prev, sub))
+		}
 	}
 	if eb := r.p.str("end_behavior"); eb != "" {
 		if eb != "release" {
@@ -151,6 +165,12 @@ func (s *Server) schedulePhases(sched, sub obj, specs []any) ([]any, *apiError) 
 	}
 	cur := sched["current_phase"].(obj)
 	start := toInt(cur["start_date"])
+	var trialEnd any // the current phase's trial, which an update may not move here
+	for _, ph := range sched["phases"].([]any) {
+		if toInt(ph.(obj)["start_date"]) == start {
+			trialEnd = ph.(obj)["trial_end"]
+		}
+	}
 	var phases []any
 	for i, spec := range specs {
 		p := params(asMap(spec))
@@ -209,7 +229,19 @@ func (s *Server) schedulePhases(sched, sub obj, specs []any) ([]any, *apiError) 
 		if i == 0 && !samePhaseItems(listed, phaseItemsOf(sub)) {
 			return nil, invalid(param+"[items]", "The local Stripe does not model changing the current phase's items: change the subscription itself; see MODEL.md.")
 		}
-		phases = append(phases, s.phase(start, end, listed, proration))
+		ph := s.phase(start, end, listed, proration)
+		if pm := p.str("default_payment_method"); pm != "" {
+			if aerr := s.ownPaymentMethod(sub["customer"], pm, param+"[default_payment_method]"); aerr != nil {
+				return nil, aerr
+			}
+			ph["default_payment_method"] = pm
+		}
+		if te, given, _ := p.integer("trial_end"); (i == 0 && trialEnd != nil && (!given || te != toInt(trialEnd))) || (given && (i > 0 || trialEnd == nil)) {
+			return nil, invalid(param+"[trial_end]", "The local Stripe does not model a schedule that ends, moves or adds a trial; pass the current phase's trial_end as it is; see MODEL.md.")
+		} else if given {
+			ph["trial_end"] = te
+		}
+		phases = append(phases, ph)
 		start = end
 	}
 	return phases, nil
@@ -285,6 +317,9 @@ func (s *Server) enterPhase(sub obj, at int64) {
 		if ph := ph.(obj); toInt(ph["start_date"]) == at {
 			sched["current_phase"] = obj{"start_date": ph["start_date"], "end_date": ph["end_date"]}
 			setItems(sub, s.phaseSubscriptionItems(sub, ph["items"].([]any), at))
+			if pm := ph["default_payment_method"]; pm != nil { // "all attributes set on the phase are also set on the subscription"
+				sub["default_payment_method"] = pm
+			}
 		}
 	}
 }

@@ -152,3 +152,68 @@ func TestSchedules_ReleaseAndCancel(t *testing.T) {
 		t.Fatalf("the schedule of a canceled subscription: %+v", sched)
 	}
 }
+
+// An update passes the current phase whole: what it leaves out is unset,
+// on the subscription too (rule 19). A payment method left out is gone
+// from the subscription; a trial left out is refused (not modelled).
+func TestSchedules_AnUpdateUnsetsWhatTheCurrentPhaseLeavesOut(t *testing.T) {
+	e := newEnv(t)
+	cat := mustCatalog(t, e)
+	c := mustCustomer(t, e)
+	pm := c.InvoiceSettings.DefaultPaymentMethod.ID
+	sub, err := e.sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), DefaultPaymentMethod: stripe.String(pm),
+		Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(cat.business.ID)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched, err := e.sc.SubscriptionSchedules.New(&stripe.SubscriptionScheduleParams{FromSubscription: stripe.String(sub.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sched.Phases[0].DefaultPaymentMethod; got == nil || got.ID != pm {
+		t.Fatalf("the current phase's payment method %v, want the subscription's %s", got, pm)
+	}
+	update := func(pm string) {
+		t.Helper()
+		phase := &stripe.SubscriptionSchedulePhaseParams{StartDate: stripe.Int64(sub.CurrentPeriodStart), EndDate: stripe.Int64(sub.CurrentPeriodEnd),
+			Items: []*stripe.SubscriptionSchedulePhaseItemParams{{Price: stripe.String(cat.business.ID), Quantity: stripe.Int64(1)}}}
+		if pm != "" {
+			phase.DefaultPaymentMethod = stripe.String(pm)
+		}
+		if _, err := e.sc.SubscriptionSchedules.Update(sched.ID, &stripe.SubscriptionScheduleParams{Phases: []*stripe.SubscriptionSchedulePhaseParams{phase}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update("")
+	if s, _ := e.sc.Subscriptions.Get(sub.ID, nil); s.DefaultPaymentMethod != nil {
+		t.Fatalf("a current phase without the payment method must unset it on the subscription: %v", s.DefaultPaymentMethod)
+	}
+	update(pm)
+	if s, _ := e.sc.Subscriptions.Get(sub.ID, nil); s.DefaultPaymentMethod == nil || s.DefaultPaymentMethod.ID != pm {
+		t.Fatalf("the payment method passed again: %v", s.DefaultPaymentMethod)
+	}
+
+	trial, err := e.sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), TrialPeriodDays: stripe.Int64(7),
+		Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(cat.business.ID)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsched, err := e.sc.SubscriptionSchedules.New(&stripe.SubscriptionScheduleParams{FromSubscription: stripe.String(trial.ID)})
+	if err != nil || tsched.Phases[0].TrialEnd != trial.TrialEnd {
+		t.Fatalf("the trial's schedule: %+v %v", tsched, err)
+	}
+	phase := func(trialEnd int64) *stripe.SubscriptionScheduleParams {
+		ph := &stripe.SubscriptionSchedulePhaseParams{StartDate: stripe.Int64(trial.CurrentPeriodStart), EndDate: stripe.Int64(trial.CurrentPeriodEnd),
+			Items: []*stripe.SubscriptionSchedulePhaseItemParams{{Price: stripe.String(cat.business.ID), Quantity: stripe.Int64(1)}}}
+		if trialEnd > 0 {
+			ph.TrialEnd = stripe.Int64(trialEnd)
+		}
+		return &stripe.SubscriptionScheduleParams{Phases: []*stripe.SubscriptionSchedulePhaseParams{ph}}
+	}
+	if _, err := e.sc.SubscriptionSchedules.Update(tsched.ID, phase(0)); err == nil {
+		t.Fatal("a current phase without its trial must be refused here")
+	}
+	if _, err := e.sc.SubscriptionSchedules.Update(tsched.ID, phase(trial.TrialEnd)); err != nil {
+		t.Fatalf("the trial passed as it is: %v", err)
+	}
+}

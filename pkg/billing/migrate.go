@@ -353,10 +353,7 @@ func (s *Service) scheduleMoves(ctx context.Context, pace *pacer, passID string,
 	}
 	p := &stripe.SubscriptionScheduleParams{Params: stripe.Params{Context: ctx}, ProrationBehavior: stripe.String("none"),
 		EndBehavior: stripe.String("release"),
-		Phases: []*stripe.SubscriptionSchedulePhaseParams{
-			{StartDate: stripe.Int64(sched.CurrentPhase.StartDate), EndDate: stripe.Int64(sub.CurrentPeriodEnd), Items: phaseItems(sub, nil)},
-			{Items: want, Iterations: stripe.Int64(1)},
-		}}
+		Phases:      []*stripe.SubscriptionSchedulePhaseParams{currentPhase(sub, sched), {Items: want, Iterations: stripe.Int64(1)}}}
 	p.AddMetadata(metaNamespace, s.cfg.Namespace)
 	p.AddMetadata(metaOrg, sub.Metadata[metaOrg])
 	p.SetIdempotencyKey(keyHash(append(parts, "phases", sched.ID)...))
@@ -382,6 +379,22 @@ func (s *Service) scheduleMoves(ctx context.Context, pace *pacer, passID string,
 			"at", time.Unix(sub.CurrentPeriodEnd, 0).UTC().Format(time.RFC3339))
 	}
 	return "scheduled", nil
+}
+
+// currentPhase is the schedule's current phase as the subscription is, to
+// its period's end. An update unsets what it leaves out of the current
+// phase, and so of the subscription (rule 19): the phase repeats the
+// subscription's payment method and its trial.
+func currentPhase(sub *stripe.Subscription, sched *stripe.SubscriptionSchedule) *stripe.SubscriptionSchedulePhaseParams {
+	p := &stripe.SubscriptionSchedulePhaseParams{StartDate: stripe.Int64(sched.CurrentPhase.StartDate), EndDate: stripe.Int64(sub.CurrentPeriodEnd),
+		Items: phaseItems(sub, nil)}
+	if pm := sub.DefaultPaymentMethod; pm != nil && pm.ID != "" {
+		p.DefaultPaymentMethod = stripe.String(pm.ID)
+	}
+	if sub.Status == stripe.SubscriptionStatusTrialing && sub.TrialEnd > 0 {
+		p.TrialEnd = stripe.Int64(sub.TrialEnd)
+	}
+	return p
 }
 
 func (s *Service) createSchedule(ctx context.Context, pace *pacer, subID, key string) (*stripe.SubscriptionSchedule, error) {

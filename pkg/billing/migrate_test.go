@@ -397,6 +397,50 @@ func TestMigratePrices_ALostScheduleAnswerIsFinishedByTheNextStep(t *testing.T) 
 	}
 }
 
+// A schedule's update unsets what it leaves out of the current phase, on
+// the subscription too (rule 19): the migration's current phase repeats
+// the subscription's payment method and its trial, so a paying
+// subscription keeps its card and a trialing one its trial, whose end is
+// where the new prices begin.
+func TestMigratePrices_KeepsTheSubscriptionsPaymentMethodAndTrial(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	f.upsert(billing.UpsertRequest{})
+	paying := f.mirrored(1, "org_p", "starter", "gpu-a10g")[0]
+	c, err := f.sc().Customers.Get(paying.Customer.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pm := c.InvoiceSettings.DefaultPaymentMethod.ID
+	if _, err := f.sc().Subscriptions.Update(paying.ID, &stripe.SubscriptionParams{DefaultPaymentMethod: stripe.String(pm)}); err != nil {
+		t.Fatal(err)
+	}
+	f.ok(req("subscribe", "org_t", "tier", "starter", "email", "t@example.com", "instance_types", []string{"gpu-a10g"}, "trial_days", 14))
+	trialing := f.stripeSub(f.mirror("org_t").Subscription.SubscriptionID)
+	if trialing.Status != "trialing" {
+		t.Fatalf("org_t: %s", trialing.Status)
+	}
+	cat := withEntry(billing.DefaultCatalog(), "gpu-a10g", func(e *billing.Entry) { e.UnitAmountDecimal = "2.5000" })
+	f.upsert(billing.UpsertRequest{Catalog: &cat})
+
+	rep, err := f.svc.MigratePrices(context.Background(), billing.MigrateRequest{})
+	if err != nil || len(rep.Moves) != 2 || rep.Moves[0].Outcome != "scheduled" || rep.Moves[1].Outcome != "scheduled" {
+		t.Fatalf("migration: %+v %v", rep, err)
+	}
+	if got := f.stripeSub(paying.ID).DefaultPaymentMethod; got == nil || got.ID != pm {
+		t.Fatalf("the paying subscription's payment method after the migration: %v, want %s", got, pm)
+	}
+	p := &stripe.SubscriptionParams{}
+	p.AddExpand("schedule")
+	after, err := f.sc().Subscriptions.Get(trialing.ID, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Status != "trialing" || after.TrialEnd != trialing.TrialEnd || after.Schedule == nil || after.Schedule.Phases[1].StartDate != trialing.TrialEnd {
+		t.Fatalf("the trialing subscription after the migration: %s, trial end %d (was %d), schedule %+v", after.Status, after.TrialEnd, trialing.TrialEnd, after.Schedule)
+	}
+}
+
 // A change the organization makes to a subscription whose instance type
 // is scheduled to move releases the migration's schedule first: its next
 // phase would undo the change, and Stripe refuses a cancellation on a
