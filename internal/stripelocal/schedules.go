@@ -175,7 +175,9 @@ func (s *Server) schedulePhases(sched, sub obj, specs []any) ([]any, *apiError) 
 	for i, spec := range specs {
 		p := params(asMap(spec))
 		param := "phases[" + itoa(int64(i)) + "]"
-		if at, given, _ := p.integer("start_date"); given && at != start && i == 0 {
+		if at, given, _ := p.integer("start_date"); i == 0 && !given {
+			return nil, missingParam(param + "[start_date]") // "Must be set on the first phase."
+		} else if given && at != start && i == 0 {
 			return nil, invalid(param+"[start_date]", "You can not modify the start date of the current phase.")
 		} else if given && at != start {
 			return nil, invalid(param+"[start_date]", "The start date of a phase must be the end date of the phase before it.")
