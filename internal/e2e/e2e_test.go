@@ -71,6 +71,25 @@ func startStack(t *testing.T, env ...string) *stack {
 	t.Helper()
 	testenv.Need(t, "the whole stack: moto, aws-lambda-rie and the Python tools")
 	bin := testenv.Build(t, "cmd/billing-dev")
+	for attempt := 1; ; attempt++ {
+		s, err := launchStack(t, bin, env)
+		if err == nil {
+			return s
+		}
+		// A free port is found by binding and letting go of it: until
+		// billing-dev binds it again, another process of the suite may
+		// take it. Other ports, then.
+		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			t.Logf("billing-dev lost a port to another process (attempt %d); trying other ports", attempt)
+			continue
+		}
+		t.Fatal(err)
+	}
+}
+
+// launchStack starts billing-dev on free ports and waits until it is ready.
+func launchStack(t *testing.T, bin string, env []string) (*stack, error) {
+	t.Helper()
 	s := &stack{t: t, stateDir: t.TempDir(), out: &syncBuffer{}, exited: make(chan struct{})}
 	for range 4 {
 		p, _ := testenv.FreePort()
@@ -88,7 +107,7 @@ func startStack(t *testing.T, env ...string) *stack {
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	go func() { _ = s.cmd.Wait(); pw.Close(); close(s.exited) }()
 	ready := make(chan struct{})
@@ -106,9 +125,10 @@ func startStack(t *testing.T, env ...string) *stack {
 	select {
 	case <-ready:
 	case <-s.exited:
-		t.Fatalf("billing-dev exited:\n%s", s.out.String())
+		return nil, fmt.Errorf("billing-dev exited:\n%s", s.out.String())
 	case <-time.After(3 * time.Minute):
-		t.Fatalf("billing-dev not ready:\n%s", s.out.String())
+		_ = s.cmd.Process.Kill()
+		return nil, fmt.Errorf("billing-dev not ready:\n%s", s.out.String())
 	}
 	t.Logf("stack ready in %v", time.Since(start).Round(time.Millisecond))
 	s.gatewayURL = fmt.Sprintf("http://127.0.0.1:%d", s.ports[0])
@@ -118,7 +138,7 @@ func startStack(t *testing.T, env ...string) *stack {
 		config.WithCredentialsProvider(credentials.NewStaticCredentialsProvider("local", "local", "")))
 	s.lambda = lambda.NewFromConfig(cfg, func(o *lambda.Options) { o.BaseEndpoint = aws.String(s.invokeURL) })
 	t.Cleanup(s.stop)
-	return s
+	return s, nil
 }
 
 // stop sends Ctrl-C and checks that every process and port is gone.
