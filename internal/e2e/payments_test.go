@@ -14,9 +14,12 @@ import (
 // test card, the Elements path through 3-D Secure, a trial that saves a
 // card, a first payment never made, and a failed renewal paid on the hosted
 // invoice page, each seen through the subscribe binary's status as the
-// webhook binary mirrored it.
+// webhook binary mirrored it. The local Stripe's clock starts 50 days in
+// the past, so that the failed renewal's period began longer ago than
+// PAST_DUE_GRACE_DAYS by the functions' own clock: check_access denies it.
 func TestEndToEnd_TakingTheMoneyThroughTheRealBinaries(t *testing.T) {
 	s := startStack(t)
+	s.control("/_local/clock/rewind", map[string]any{"seconds": 50 * 24 * 3600})
 	payment := func(org string) map[string]any {
 		t.Helper()
 		p, _ := s.call(map[string]any{"action": "get_status", "org_id": org})["payment"].(map[string]any)
@@ -103,6 +106,9 @@ func TestEndToEnd_TakingTheMoneyThroughTheRealBinaries(t *testing.T) {
 	if p["status"] != "requires_payment_method" || !strings.HasPrefix(hosted, s.stripeURL+"/_local/invoices/") {
 		t.Fatalf("after a failed renewal: %v", p)
 	}
+	// The period began about 19 days ago by the real clock, past the
+	// default grace of 7 days (within it, the core app's flow is allowed).
+	s.wantAccess("org_co", "gpu-t4", false, "past_due")
 	s.control("/_local/config", map[string]any{"payment_mode": ""})
 	if _, html := testenv.PostForm(t, hosted+"/pay", url.Values{"card": {"pm_card_visa"}}); !strings.Contains(html, "This invoice is paid.") {
 		t.Fatalf("the hosted invoice page:\n%s", html)
@@ -111,4 +117,5 @@ func TestEndToEnd_TakingTheMoneyThroughTheRealBinaries(t *testing.T) {
 	if sub, delinquent := s.status("org_co"); sub["status"] != "active" || delinquent || payment("org_co") != nil {
 		t.Fatalf("after paying the renewal: %v delinquent=%v", sub, delinquent)
 	}
+	s.wantAccess("org_co", "gpu-t4", true, "ok")
 }

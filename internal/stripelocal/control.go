@@ -81,6 +81,21 @@ func (s *Server) Advance(d time.Duration) {
 	s.change(func() { s.advanceClock(d) })
 }
 
+// Rewind sets the clock back, only while no customer exists: like a
+// Stripe test clock's frozen_time, a past start is chosen before anything
+// is billed on it. Tests of what a function decides by its own clock (a
+// grace period that has passed) start the local Stripe in the past, since
+// its clock only moves forward after that.
+func (s *Server) Rewind(d time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.state.objects["customer"]) > 0 {
+		return fmt.Errorf("the clock is set back only before the first customer")
+	}
+	s.clockOffset -= d
+	return nil
+}
+
 // Now returns the server's clock.
 func (s *Server) Now() time.Time {
 	s.mu.Lock()
@@ -217,6 +232,21 @@ func (s *Server) controlRoutes() {
 			return nil, fmt.Errorf("seconds must be positive")
 		}
 		s.Advance(time.Duration(b.Seconds) * time.Second)
+		return map[string]int64{"now": s.Now().Unix()}, nil
+	})
+	ctl("POST /_local/clock/rewind", func(r *http.Request) (any, error) {
+		var b struct {
+			Seconds int64 `json:"seconds"`
+		}
+		if err := decode(r, &b); err != nil {
+			return nil, err
+		}
+		if b.Seconds <= 0 {
+			return nil, fmt.Errorf("seconds must be positive")
+		}
+		if err := s.Rewind(time.Duration(b.Seconds) * time.Second); err != nil {
+			return nil, err
+		}
 		return map[string]int64{"now": s.Now().Unix()}, nil
 	})
 	ctl("GET /_local/clock", func(r *http.Request) (any, error) { return map[string]int64{"now": s.Now().Unix()}, nil })

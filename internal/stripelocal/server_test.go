@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stripe/stripe-go/v76"
 
@@ -181,5 +182,26 @@ func getJSON(t *testing.T, url string, v any) {
 	raw, _ := io.ReadAll(resp.Body)
 	if err := json.Unmarshal(raw, v); err != nil {
 		t.Fatalf("%s: %v: %s", url, err, raw)
+	}
+}
+
+func TestControl_TheClockIsSetBackOnlyBeforeTheFirstCustomer(t *testing.T) {
+	e := newEnv(t)
+	before := time.Now()
+	if err := e.srv.Rewind(50 * 24 * time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got := before.Sub(e.srv.Now()); got < 50*24*time.Hour-time.Minute || got > 50*24*time.Hour+time.Minute {
+		t.Fatalf("the clock is %v behind, want 50 days", got)
+	}
+	c, err := e.sc.Customers.New(&stripe.CustomerParams{Email: stripe.String("a@example.com")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := e.srv.Now().Unix(); c.Created < want-60 || c.Created > want {
+		t.Fatalf("created %d by the server's clock %d", c.Created, want)
+	}
+	if err := e.srv.Rewind(time.Hour); err == nil {
+		t.Fatal("the clock was set back under an existing customer")
 	}
 }
