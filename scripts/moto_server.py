@@ -1,4 +1,4 @@
-"""moto's server, with two fixes of its speed, neither of its answers.
+"""moto's server, faster in two ways; its answers are unchanged.
 
 1. TransactWriteItems without a whole-table copy.
 

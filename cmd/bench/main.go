@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -206,6 +207,11 @@ func coldStarts(rie string, targets []coldTarget) ([]float64, int, error) {
 	for range coldRounds {
 		for i, t := range targets {
 			ms, err := coldStart(rie, t.bin, t.payload, env)
+			for try := 1; errors.Is(err, errNeverAnswered) && try < 3; try++ {
+				// Another process took a port between its choice and
+				// aws-lambda-rie's bind: try other ports.
+				ms, err = coldStart(rie, t.bin, t.payload, env)
+			}
 			if err != nil {
 				return nil, 0, err
 			}
@@ -221,7 +227,11 @@ func coldStarts(rie string, targets []coldTarget) ([]float64, int, error) {
 }
 
 func coldStart(rie, bin, payload string, env []string) (float64, error) {
-	apiPort, runtimePort := freePort(), freePort()
+	ports := freePorts(2)
+	if len(ports) < 2 {
+		return 0, errors.New("no free ports")
+	}
+	apiPort, runtimePort := ports[0], ports[1]
 	cmd := exec.Command(rie, "--runtime-api-address", fmt.Sprintf("127.0.0.1:%d", runtimePort),
 		"--runtime-interface-emulator-address", fmt.Sprintf("127.0.0.1:%d", apiPort), bin)
 	cmd.Env = env
@@ -254,7 +264,7 @@ func coldStart(rie, bin, payload string, env []string) (float64, error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("%s never answered: %w", bin, err)
+			return 0, fmt.Errorf("%s %w: %w", bin, errNeverAnswered, err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -266,8 +276,20 @@ func coldStart(rie, bin, payload string, env []string) (float64, error) {
 	}
 }
 
-func freePort() int {
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+// errNeverAnswered is a cold start whose emulator never took a request.
+var errNeverAnswered = errors.New("never answered")
+
+// freePorts returns n distinct free ports: each stays bound until all are
+// chosen, so that the same port is never given twice.
+func freePorts(n int) []int {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
 }
