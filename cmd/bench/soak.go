@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 )
@@ -54,15 +55,81 @@ func soak(root string) ([]figure, error) {
 var usageLoad = regexp.MustCompile(`usage load: (\d+) records \((\d+) sent with the retries\) for (\d+) organizations in (\d+) batches by 2 callers in [^:]+: (\d+) records/s; ` +
 	`([0-9.]+) Stripe and ([0-9.]+) DynamoDB requests per record; (\d+) of (\d+) organizations' summaries match; (\d+) of (\d+) spend counters match; (\d+) wrong answers`)
 
-// usageUnderLoad runs the usage load test at 10,000 records for 500
-// organizations through the real subscribe binary and reports it.
-func usageUnderLoad(root string) ([]figure, error) {
+// beforeCounters is the last commit before the spend counters (issue 18):
+// its usage path wrote the answers with BatchWriteItem, with no spend
+// record. The usage load runs there too, in the same bench run.
+const beforeCounters = "2630d2969d219b3b744083bb288f9e4d461b91e9"
+
+// The earlier commit's usage load line: the figures up to records/s.
+var usageLoadBefore = regexp.MustCompile(`usage load: (\d+) records \(\d+ sent with the retries\) for \d+ organizations in \d+ batches by 2 callers in [^:]+: (\d+) records/s;`)
+
+// runUsageLoad runs the usage load test at 10,000 records for 500
+// organizations in dir and returns its output.
+func runUsageLoad(dir string) ([]byte, error) {
 	cmd := exec.Command("go", "test", "-count=1", "-v", "-timeout", "30m", "-tags", "lambda.norpc", "-run", "^TestEndToEnd_UsageUnderLoadCountsEachRecordOnce$", "./internal/e2e/")
-	cmd.Dir = root
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "USAGE_LOAD_RECORDS=10000")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return nil, fmt.Errorf("the usage load: %w\n%s", err, out)
+		return nil, fmt.Errorf("the usage load in %s: %w\n%s", dir, err, out)
+	}
+	return out, nil
+}
+
+// usageBefore runs the usage load at beforeCounters, in a worktree that
+// shares this one's tools, virtualenv and moto launcher (the emulator is
+// the same on both sides), and returns its records per second.
+func usageBefore(root string) (float64, error) {
+	dir, err := os.MkdirTemp("", "bench-before-counters-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	git := func(args ...string) error {
+		out, err := exec.Command("git", append([]string{"-C", root}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("git %v: %w\n%s", args, err, out)
+		}
+		return nil
+	}
+	if err := git("worktree", "add", "--detach", dir, beforeCounters); err != nil {
+		return 0, err
+	}
+	defer func() { _ = git("worktree", "remove", "--force", dir) }()
+	for _, link := range []string{"bin", ".venv"} {
+		if err := os.Symlink(filepath.Join(root, link), filepath.Join(dir, link)); err != nil {
+			return 0, err
+		}
+	}
+	launcher, err := os.ReadFile(filepath.Join(root, "scripts", "moto_server.py"))
+	if err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "scripts", "moto_server.py"), launcher, 0o644); err != nil {
+		return 0, err
+	}
+	out, err := runUsageLoad(dir)
+	if err != nil {
+		return 0, err
+	}
+	m := usageLoadBefore.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("the usage load before the counters printed no figures:\n%s", out)
+	}
+	return strconv.ParseFloat(string(m[2]), 64)
+}
+
+// usageUnderLoad runs the usage load test at 10,000 records for 500
+// organizations through the real subscribe binary, then at the commit
+// before the spend counters, and reports both.
+func usageUnderLoad(root string) ([]figure, error) {
+	out, err := runUsageLoad(root)
+	if err != nil {
+		return nil, err
+	}
+	before, err := usageBefore(root)
+	if err != nil {
+		return nil, err
 	}
 	m := usageLoad.FindSubmatch(out)
 	if m == nil {
@@ -74,6 +141,8 @@ func usageUnderLoad(root string) ([]figure, error) {
 		{Name: "usage load: records (5% sent again, 1% for a type not on the plan)", Value: records, Unit: "records", Target: "10,000", Met: ptr(records >= 10000),
 			Note: fmt.Sprintf("%s sent in %s batches of up to 500 by 2 callers, %s organizations", m[2], m[4], m[3])},
 		{Name: "usage load: throughput through the real binary", Value: num(m[5]), Unit: "records/s", Note: "USAGE_RATE=500 against the local Stripe"},
+		{Name: "usage load: throughput before the spend counters", Value: before, Unit: "records/s", Note: "commit " + beforeCounters[:7] + ", same emulator, this run"},
+		{Name: "usage load: throughput with the counters / before them", Value: num(m[5]) / before, Unit: "×", Target: "≥ 0.9", Met: ptr(num(m[5])/before >= 0.9)},
 		{Name: "usage load: Stripe requests per record sent", Value: num(m[6]), Unit: "requests", Note: "one per valid record; retries and refused records send none"},
 		{Name: "usage load: DynamoDB requests per record sent", Value: num(m[7]), Unit: "requests", Target: "≤ 0.1", Met: ptr(num(m[7]) <= 0.1)},
 		{Name: "usage load: organizations whose Stripe summary matches", Value: matched, Unit: "organizations", Target: fmt.Sprintf("all %.0f", orgs), Met: ptr(matched == orgs)},
