@@ -221,34 +221,26 @@ func (s *Server) controlRoutes() {
 		}
 		return map[string]string{"id": s.AddWebhookEndpoint(b.URL, b.Secrets, b.Events, b.APIVersion)}, nil
 	})
-	ctl("POST /_local/clock/advance", func(r *http.Request) (any, error) {
-		var b struct {
-			Seconds int64 `json:"seconds"`
+	// clock moves the clock by a request's positive "seconds".
+	clock := func(move func(time.Duration) error) func(r *http.Request) (any, error) {
+		return func(r *http.Request) (any, error) {
+			var b struct {
+				Seconds int64 `json:"seconds"`
+			}
+			if err := decode(r, &b); err != nil {
+				return nil, err
+			}
+			if b.Seconds <= 0 {
+				return nil, fmt.Errorf("seconds must be positive")
+			}
+			if err := move(time.Duration(b.Seconds) * time.Second); err != nil {
+				return nil, err
+			}
+			return map[string]int64{"now": s.Now().Unix()}, nil
 		}
-		if err := decode(r, &b); err != nil {
-			return nil, err
-		}
-		if b.Seconds <= 0 {
-			return nil, fmt.Errorf("seconds must be positive")
-		}
-		s.Advance(time.Duration(b.Seconds) * time.Second)
-		return map[string]int64{"now": s.Now().Unix()}, nil
-	})
-	ctl("POST /_local/clock/rewind", func(r *http.Request) (any, error) {
-		var b struct {
-			Seconds int64 `json:"seconds"`
-		}
-		if err := decode(r, &b); err != nil {
-			return nil, err
-		}
-		if b.Seconds <= 0 {
-			return nil, fmt.Errorf("seconds must be positive")
-		}
-		if err := s.Rewind(time.Duration(b.Seconds) * time.Second); err != nil {
-			return nil, err
-		}
-		return map[string]int64{"now": s.Now().Unix()}, nil
-	})
+	}
+	ctl("POST /_local/clock/advance", clock(func(d time.Duration) error { s.Advance(d); return nil }))
+	ctl("POST /_local/clock/rewind", clock(s.Rewind))
 	ctl("GET /_local/clock", func(r *http.Request) (any, error) { return map[string]int64{"now": s.Now().Unix()}, nil })
 	ctl("POST /_local/subscriptions/{id}/settle", func(r *http.Request) (any, error) {
 		var b struct {
