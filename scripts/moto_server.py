@@ -150,9 +150,9 @@ def _by_shape(value, shape):
             raise _ModelWay
         return {k: _by_shape(v, shape.members[k]) for k, v in value.items() if v is not None and k in shape.members}
     if kind == "map":
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise _ModelWay
-        return {k: _by_shape(v, shape.value) for k, v in value.items() if isinstance(k, str)}
+        return {k: _by_shape(v, shape.value) for k, v in value.items()}
     if kind == "list":
         if not isinstance(value, list):
             raise _ModelWay

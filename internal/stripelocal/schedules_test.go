@@ -122,20 +122,10 @@ func TestSchedules_ReleaseAndCancel(t *testing.T) {
 	e := newEnv(t)
 	cat := mustCatalog(t, e)
 	c := mustCustomer(t, e)
-	newScheduled := func() (*stripe.Subscription, *stripe.SubscriptionSchedule) {
-		t.Helper()
-		sub, err := e.sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID),
-			Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(cat.business.ID)}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		sched, err := e.sc.SubscriptionSchedules.New(&stripe.SubscriptionScheduleParams{FromSubscription: stripe.String(sub.ID)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return sub, sched
+	business := func() *stripe.SubscriptionParams {
+		return &stripe.SubscriptionParams{Customer: stripe.String(c.ID), Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(cat.business.ID)}}}
 	}
-	sub, sched := newScheduled()
+	sub, sched := mustScheduled(t, e, business())
 	released, err := e.sc.SubscriptionSchedules.Release(sched.ID, nil)
 	if err != nil || released.Status != "released" || released.Subscription != nil || released.ReleasedSubscription.ID != sub.ID {
 		t.Fatalf("release: %+v %v", released, err)
@@ -144,7 +134,7 @@ func TestSchedules_ReleaseAndCancel(t *testing.T) {
 		t.Fatalf("cancel at the period's end once released: %+v %v", s, err)
 	}
 
-	sub, sched = newScheduled()
+	sub, sched = mustScheduled(t, e, business())
 	if _, err := e.sc.Subscriptions.Cancel(sub.ID, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -161,15 +151,8 @@ func TestSchedules_AnUpdateUnsetsWhatTheCurrentPhaseLeavesOut(t *testing.T) {
 	cat := mustCatalog(t, e)
 	c := mustCustomer(t, e)
 	pm := c.InvoiceSettings.DefaultPaymentMethod.ID
-	sub, err := e.sc.Subscriptions.New(&stripe.SubscriptionParams{Customer: stripe.String(c.ID), DefaultPaymentMethod: stripe.String(pm),
+	sub, sched := mustScheduled(t, e, &stripe.SubscriptionParams{Customer: stripe.String(c.ID), DefaultPaymentMethod: stripe.String(pm),
 		Items: []*stripe.SubscriptionItemsParams{{Price: stripe.String(cat.business.ID)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sched, err := e.sc.SubscriptionSchedules.New(&stripe.SubscriptionScheduleParams{FromSubscription: stripe.String(sub.ID)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if got := sched.Phases[0].DefaultPaymentMethod; got == nil || got.ID != pm {
 		t.Fatalf("the current phase's payment method %v, want the subscription's %s", got, pm)
 	}
@@ -216,4 +199,18 @@ func TestSchedules_AnUpdateUnsetsWhatTheCurrentPhaseLeavesOut(t *testing.T) {
 	if _, err := e.sc.SubscriptionSchedules.Update(tsched.ID, phase(trial.TrialEnd)); err != nil {
 		t.Fatalf("the trial passed as it is: %v", err)
 	}
+}
+
+// mustScheduled makes a subscription with p and a schedule from it.
+func mustScheduled(t *testing.T, e *env, p *stripe.SubscriptionParams) (*stripe.Subscription, *stripe.SubscriptionSchedule) {
+	t.Helper()
+	sub, err := e.sc.Subscriptions.New(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched, err := e.sc.SubscriptionSchedules.New(&stripe.SubscriptionScheduleParams{FromSubscription: stripe.String(sub.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub, sched
 }
