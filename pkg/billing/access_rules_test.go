@@ -122,6 +122,14 @@ func TestSpend_ExactRolloverAndThresholds(t *testing.T) {
 	if add := spendAdd(table.Spend{PeriodStart: 1000, Amount: "99"}, sub, "usd", 100, total); add == nil || add.Rollover {
 		t.Fatalf("this period's record: %+v, want an addition", add)
 	}
+	// An addition sets the terms only where the record holds others.
+	stored := table.Spend{PeriodStart: 1000, PeriodEnd: sub.CurrentPeriodEnd, Currency: "usd", TierCap: 100, Amount: "99"}
+	if add := spendAdd(stored, sub, "usd", 100, total); add == nil || add.SetTerms {
+		t.Fatalf("the record's own terms: %+v, want an addition alone", add)
+	}
+	if add := spendAdd(stored, sub, "usd", 500, total); add == nil || !add.SetTerms || add.TierCap != 500 {
+		t.Fatalf("another tier's cap: %+v, want the terms set", add)
+	}
 	if add := spendAdd(table.Spend{PeriodStart: 2000}, sub, "usd", 100, total); add != nil {
 		t.Fatalf("a later period's record: %+v, want nothing added to it", add)
 	}

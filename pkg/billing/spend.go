@@ -69,13 +69,16 @@ func effectiveCap(sp table.Spend, tierCap int64) int64 {
 // holds only then, and a stored amount at or over it cancels the write and
 // comes back with the cancellation. An addition without Below (the period's
 // first, or one that reaches a line as far as sp knows) is followed by a
-// read of the amount and the claims of the lines it reached.
+// read of the amount and the claims of the lines it reached. An addition
+// sets the period's terms (its end, the currency, the tier's cap) only
+// when sp holds others: most only add.
 func spendAdd(sp table.Spend, sub *table.Subscription, currency string, tierCap int64, amount *big.Rat) *table.SpendAdd {
 	if sp.PeriodStart > sub.CurrentPeriodStart {
 		return nil
 	}
 	add := &table.SpendAdd{PeriodStart: sub.CurrentPeriodStart, PeriodEnd: sub.CurrentPeriodEnd, Amount: formatAmount(amount),
-		Currency: currency, TierCap: tierCap, Rollover: sp.PeriodStart < sub.CurrentPeriodStart}
+		Currency: currency, TierCap: tierCap, Rollover: sp.PeriodStart < sub.CurrentPeriodStart,
+		SetTerms: sp.PeriodEnd != sub.CurrentPeriodEnd || sp.Currency != currency || sp.TierCap != tierCap}
 	if add.Rollover {
 		return add
 	}

@@ -146,6 +146,10 @@ type SpendAdd struct {
 	Currency               string
 	TierCap                int64
 	Rollover               bool
+	// SetTerms also stores PeriodEnd, Currency and TierCap, which the
+	// stored record of the period does not hold (the tier changed, say).
+	// Otherwise the addition only adds: the record keeps its terms.
+	SetTerms bool
 	// Below, when set, adds only if the stored amount is below it: the
 	// addition then reaches no threshold line, which is what a batch
 	// expects of almost every addition; the cancellation says otherwise.
@@ -246,28 +250,36 @@ func (s *Store) WriteUsage(ctx context.Context, parts []UsageWrite, now time.Tim
 	return conflict, nil
 }
 
-// spendUpdate adds to the spend record of add's period, or starts that
-// period's record. The organization's own cap is left as it is.
+// spendUpdate adds to the spend record of add's period, setting its terms
+// when add says they changed, or starts that period's record. The
+// organization's own cap is left as it is.
 func spendUpdate(tableName, orgID string, add SpendAdd) *types.Update {
-	values := map[string]types.AttributeValue{
-		":ps": num(add.PeriodStart), ":pe": num(add.PeriodEnd), ":amount": &types.AttributeValueMemberN{Value: add.Amount},
-		":cur": &types.AttributeValueMemberS{Value: add.Currency}, ":tc": num(add.TierCap),
+	u := &types.Update{TableName: &tableName, Key: key(orgPK(orgID), skSpend),
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld}
+	values := map[string]types.AttributeValue{":ps": num(add.PeriodStart), ":amount": &types.AttributeValueMemberN{Value: add.Amount}}
+	terms := func() {
+		values[":pe"], values[":cur"], values[":tc"] = num(add.PeriodEnd), &types.AttributeValueMemberS{Value: add.Currency}, num(add.TierCap)
 	}
-	u := &types.Update{TableName: &tableName, Key: key(orgPK(orgID), skSpend), ExpressionAttributeValues: values,
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
-		UpdateExpression:                    aws.String("SET period_end = :pe, currency = :cur, tier_cap = :tc ADD amount :amount"),
-		ConditionExpression:                 aws.String("period_start = :ps"),
-	}
-	if add.Below != "" {
-		values[":below"] = &types.AttributeValueMemberN{Value: add.Below}
-		u.ConditionExpression = aws.String("period_start = :ps AND amount < :below")
-	}
-	if add.Rollover {
-		delete(values, ":below")
+	switch {
+	case add.Rollover:
+		terms()
 		values[":empty"] = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}
 		u.UpdateExpression = aws.String("SET period_start = :ps, period_end = :pe, amount = :amount, currency = :cur, tier_cap = :tc, alerts = :empty, alerts_sent = :empty")
 		u.ConditionExpression = aws.String("attribute_not_exists(period_start) OR period_start < :ps")
+	case add.SetTerms:
+		terms()
+		u.UpdateExpression = aws.String("SET period_end = :pe, currency = :cur, tier_cap = :tc ADD amount :amount")
+	default:
+		u.UpdateExpression = aws.String("ADD amount :amount")
 	}
+	if !add.Rollover {
+		u.ConditionExpression = aws.String("period_start = :ps")
+		if add.Below != "" {
+			values[":below"] = &types.AttributeValueMemberN{Value: add.Below}
+			u.ConditionExpression = aws.String("period_start = :ps AND amount < :below")
+		}
+	}
+	u.ExpressionAttributeValues = values
 	return u
 }
 

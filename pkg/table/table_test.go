@@ -382,3 +382,43 @@ func TestBeginClaimedRequest_TakesTheRequestAndTheClaimTogetherOrNeither(t *test
 		t.Fatalf("other fields: %v, want ErrRequestMismatch", err)
 	}
 }
+
+func TestWriteUsage_AnAdditionKeepsTheStoredTermsUnlessItSetsThem(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	now := time.Now()
+	write := func(add table.SpendAdd) (table.UsageConflict, error) {
+		return s.WriteUsage(ctx, []table.UsageWrite{{OrgID: "org_1", Add: &add}}, now, time.Hour)
+	}
+	spend := func() table.Spend {
+		t.Helper()
+		sp, err := s.GetSpend(ctx, "org_1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sp
+	}
+	if _, err := write(table.SpendAdd{PeriodStart: 1000, PeriodEnd: 2000, Amount: "1.5", Currency: "usd", TierCap: 100, Rollover: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Terms not set: the amount grows, the stored terms stay.
+	if _, err := write(table.SpendAdd{PeriodStart: 1000, PeriodEnd: 3000, Amount: "2", Currency: "eur", TierCap: 999}); err != nil {
+		t.Fatal(err)
+	}
+	if sp := spend(); sp.Amount != "3.5" || sp.PeriodEnd != 2000 || sp.Currency != "usd" || sp.TierCap != 100 {
+		t.Fatalf("after an addition alone: %+v", sp)
+	}
+	if _, err := write(table.SpendAdd{PeriodStart: 1000, PeriodEnd: 2000, Amount: "0.25", Currency: "usd", TierCap: 500, SetTerms: true}); err != nil {
+		t.Fatal(err)
+	}
+	if sp := spend(); sp.Amount != "3.75" || sp.TierCap != 500 {
+		t.Fatalf("after an addition with the terms: %+v", sp)
+	}
+	// Either way the addition holds only for the record's period.
+	for _, setTerms := range []bool{false, true} {
+		conflict, err := write(table.SpendAdd{PeriodStart: 900, PeriodEnd: 1000, Amount: "1", Currency: "usd", TierCap: 500, SetTerms: setTerms})
+		if !errors.Is(err, table.ErrConditionFailed) || !conflict.SpendMoved["org_1"] || conflict.Spends["org_1"].Amount != "3.75" {
+			t.Fatalf("an addition to another period (terms %v): %v, %+v", setTerms, err, conflict)
+		}
+	}
+}
