@@ -351,11 +351,11 @@ def validate(self):
     key = (id(self.parsed), json.dumps(self.expression_attribute_names, sort_keys=True), tuple(self.table.table_key_attrs))
     passed = _checked.get(key) is self.parsed
     n = self.node_to_validate
-    for processor in self.processors:
-        if passed and isinstance(processor, _EXPRESSION_CHECKS):
+    for i, processor in enumerate(self.processors):
+        if passed and i < len(_EXPRESSION_CHECKS):
             continue
         n = processor.traverse(n)
-        if processor is self.processors[len(_EXPRESSION_CHECKS) - 1]:
+        if i == len(_EXPRESSION_CHECKS) - 1:
             if len(_checked) >= 4096:
                 _checked.clear()
             _checked[key] = self.parsed

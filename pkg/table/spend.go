@@ -254,32 +254,29 @@ func (s *Store) WriteUsage(ctx context.Context, parts []UsageWrite, now time.Tim
 // when add says they changed, or starts that period's record. The
 // organization's own cap is left as it is.
 func spendUpdate(tableName, orgID string, add SpendAdd) *types.Update {
-	u := &types.Update{TableName: &tableName, Key: key(orgPK(orgID), skSpend),
-		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld}
 	values := map[string]types.AttributeValue{":ps": num(add.PeriodStart), ":amount": &types.AttributeValueMemberN{Value: add.Amount}}
 	terms := func() {
 		values[":pe"], values[":cur"], values[":tc"] = num(add.PeriodEnd), &types.AttributeValueMemberS{Value: add.Currency}, num(add.TierCap)
 	}
-	switch {
-	case add.Rollover:
+	u := &types.Update{TableName: &tableName, Key: key(orgPK(orgID), skSpend), ExpressionAttributeValues: values,
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld}
+	if add.Rollover {
 		terms()
 		values[":empty"] = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{}}
 		u.UpdateExpression = aws.String("SET period_start = :ps, period_end = :pe, amount = :amount, currency = :cur, tier_cap = :tc, alerts = :empty, alerts_sent = :empty")
 		u.ConditionExpression = aws.String("attribute_not_exists(period_start) OR period_start < :ps")
-	case add.SetTerms:
+		return u
+	}
+	u.UpdateExpression = aws.String("ADD amount :amount")
+	if add.SetTerms {
 		terms()
 		u.UpdateExpression = aws.String("SET period_end = :pe, currency = :cur, tier_cap = :tc ADD amount :amount")
-	default:
-		u.UpdateExpression = aws.String("ADD amount :amount")
 	}
-	if !add.Rollover {
-		u.ConditionExpression = aws.String("period_start = :ps")
-		if add.Below != "" {
-			values[":below"] = &types.AttributeValueMemberN{Value: add.Below}
-			u.ConditionExpression = aws.String("period_start = :ps AND amount < :below")
-		}
+	u.ConditionExpression = aws.String("period_start = :ps")
+	if add.Below != "" {
+		values[":below"] = &types.AttributeValueMemberN{Value: add.Below}
+		u.ConditionExpression = aws.String("period_start = :ps AND amount < :below")
 	}
-	u.ExpressionAttributeValues = values
 	return u
 }
 
