@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"reflect"
@@ -14,8 +15,8 @@ import (
 // (MOTO_UNPATCHED=1) and compares every answer: status and body. The
 // requests cover what the launcher changes in moto's update path (the
 // traversal, the copy of the parsed expression, the checks of the
-// expression alone made once, the conditions parsed once) and its
-// transactions. Each request whose outcome a cache could change is sent
+// expression alone made once, the conditions parsed once), its
+// transactions and its Query of one partition. Each request whose outcome a cache could change is sent
 // twice, the second time to the cache: errors stay errors, a condition's
 // new values are its own, an expression checked on one table is checked
 // again on a table whose key it updates.
@@ -144,6 +145,41 @@ func TestMoto_ThePatchedServerAnswersAsMotoItself(t *testing.T) {
 		script = append(script, request{"Scan", map[string]any{"TableName": "t", "FilterExpression": "amount > :v", "ExpressionAttributeValues": map[string]any{":v": n(v)}}})
 	}
 	script = append(script, request{"Scan", map[string]any{"TableName": "t"}}, request{"Scan", map[string]any{"TableName": "byamount"}})
+	// Queries of a table read its partition alone: partitions before and
+	// after it, ranges, both orders, pages, filters, projections, counts,
+	// absent partitions (one that a GetItem miss left empty), a refusal.
+	for i, pk := range []string{"a", "org", "orh", "zz"} {
+		for j, sk := range []string{"b", "c", "d"} {
+			script = append(script, request{"PutItem", map[string]any{"TableName": "t", "Item": map[string]any{"pk": s(pk), "sk": s(sk), "amount": n(fmt.Sprint(i*10 + j))}}})
+		}
+	}
+	query := func(table, cond string, values map[string]any, extra ...any) request {
+		body := map[string]any{"TableName": table, "KeyConditionExpression": cond, "ExpressionAttributeValues": values}
+		for i := 0; i < len(extra); i += 2 {
+			body[extra[i].(string)] = extra[i+1]
+		}
+		return request{"Query", body}
+	}
+	org := map[string]any{":p": s("org")}
+	script = append(script,
+		query("t", "pk = :p", org),
+		query("t", "pk = :p AND sk > :s", map[string]any{":p": s("org"), ":s": s("b")}),
+		query("t", "pk = :p AND begins_with(sk, :s)", map[string]any{":p": s("org"), ":s": s("t")}),
+		query("t", "pk = :p", org, "ScanIndexForward", false),
+		query("t", "pk = :p", org, "Limit", 2),
+		query("t", "pk = :p", org, "Limit", 2, "ExclusiveStartKey", map[string]any{"pk": s("org"), "sk": s("b")}),
+		query("t", "pk = :p", org, "ScanIndexForward", false, "Limit", 2, "ExclusiveStartKey", map[string]any{"pk": s("org"), "sk": s("c")}),
+		query("t", "pk = :p", map[string]any{":p": s("org"), ":v": n("11")}, "FilterExpression", "amount > :v"),
+		query("t", "pk = :p", org, "ProjectionExpression", "sk, amount"),
+		query("t", "pk = :p", org, "Select", "COUNT"),
+		query("t", "pk = :p", map[string]any{":p": s("none")}),
+		request{"GetItem", map[string]any{"TableName": "t", "Key": map[string]any{"pk": s("ghost"), "sk": s("b")}}},
+		query("t", "pk = :p", map[string]any{":p": s("ghost")}),
+		query("t", "#n = :p", map[string]any{":p": s("org")}, "ExpressionAttributeNames", map[string]string{"#n": "name"}),
+		query("byamount", "amount = :a", map[string]any{":a": n("5")}),
+		query("byamount", "amount = :a", map[string]any{":a": n("77")}),
+		request{"Scan", map[string]any{"TableName": "t"}},
+	)
 
 	errors := 0
 	for i, r := range script {
