@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -64,6 +65,11 @@ type DB struct {
 	// ("TransactWriteItems", "GetItem", …): an error fails the request
 	// with it; skip answers it with an empty success and sends nothing.
 	Intercept func(op string) (skip bool, err error)
+	// Latency, when set, answers each request Next takes no sooner than
+	// Latency after it was sent: a DynamoDB whose round trip takes that
+	// long, with moto's own time inside it as DynamoDB's own work is
+	// inside its latency (longer only when moto takes longer).
+	Latency time.Duration
 
 	mu            sync.Mutex
 	reads, writes int
@@ -107,7 +113,12 @@ func send[O any](d *DB, op string, write bool, next func(table.DB) (*O, error)) 
 	if d.Next == nil {
 		return nil, &ddbtypes.ProvisionedThroughputExceededException{Message: new(string)}
 	}
-	return next(d.Next)
+	start := time.Now()
+	out, err := next(d.Next)
+	if d.Latency > 0 {
+		time.Sleep(time.Until(start.Add(d.Latency)))
+	}
+	return out, err
 }
 
 func (d *DB) GetItem(ctx context.Context, in *dynamodb.GetItemInput, o ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error) {
