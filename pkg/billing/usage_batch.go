@@ -94,8 +94,9 @@ func (s *Service) recordUsageAction(ctx context.Context, cmd Command) (any, erro
 
 // recordUsageItems decides and sends decoded usage records (those that
 // failed to decode carry their outcome already): one batched read of the
-// table, the meter events from the pool, one batched write of the
-// answers. Only a failure to read the table fails them all.
+// table, then the meter events from the pool while the answers and spend
+// of the records already sent are written, a segment at a time. Only a
+// failure to read the table fails them all.
 func (s *Service) recordUsageItems(ctx context.Context, items []usageItem) error {
 	now := time.Now()
 	first := map[string]int{}
@@ -135,34 +136,7 @@ func (s *Service) recordUsageItems(ctx context.Context, items []usageItem) error
 			s.planUsage(it, view, now)
 		}
 	}
-	stripeRequests := s.sendUsageBatch(ctx, items)
-	parts := map[string]*orgUsage{}
-	var order []*orgUsage
-	for i := range items {
-		it := &items[i]
-		if !it.store {
-			continue
-		}
-		p := parts[it.cmd.OrgID]
-		if p == nil {
-			p = &orgUsage{org: it.cmd.OrgID, amounts: map[string]*big.Rat{}}
-			if sub, ok := view.Subscriptions[it.cmd.OrgID]; ok {
-				p.sub = &sub
-			}
-			parts[it.cmd.OrgID] = p
-			order = append(order, p)
-		}
-		raw, _ := json.Marshal(it.answer())
-		p.records = append(p.records, table.FinishedRequest{RequestID: it.cmd.RequestID, Fingerprint: it.cmd.fingerprint(), Result: string(raw)})
-		if it.outcome.Recorded && it.amount != nil {
-			p.amounts[it.cmd.RequestID] = it.amount
-		}
-	}
-	// The answers are stored even when the caller's deadline has passed,
-	// as Run does for one request.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), usageStoreTimeout)
-	defer cancel()
-	writes, alerts, err := s.storeUsage(wctx, order, view, now)
+	stripeRequests, writes, alerts, err := s.sendAndStore(ctx, items, view, now)
 	if err != nil {
 		// Stripe counted them; a retry within 24 hours is still counted
 		// once by the identifier, and adds its spend then.
@@ -171,8 +145,8 @@ func (s *Service) recordUsageItems(ctx context.Context, items []usageItem) error
 	}
 	// Alerts another invocation decided and did not send go out with
 	// this one's.
-	for _, p := range order {
-		alerts = append(alerts, pendingAlerts(p.org, view.Spends[p.org], now)...)
+	for _, org := range orgs {
+		alerts = append(alerts, pendingAlerts(org, view.Spends[org], now)...)
 	}
 	s.sendAlerts(ctx, alerts)
 	recorded := 0
@@ -294,29 +268,110 @@ func (it *usageItem) settleDuplicate(first *usageItem) {
 	*it.outcome = *first.outcome
 }
 
+// usageSegment is how many records of a batch, in order, are stored
+// together once all of them are sent: a segment's answers and spend are
+// written while the next segments' meter events are sent, so that the
+// writes wait on Stripe's pace instead of coming after it, and only the
+// last segment's come after. 50 records of as many organizations, each
+// with its spend record, make one transaction of 100 actions.
+const usageSegment = table.MaxUsageActions / 2
+
+// sendAndStore sends the planned meter events and stores the records'
+// answers with the spend they add, a segment at a time as each segment's
+// sends are settled. The writes run in one goroutine, one segment after
+// another, and end at most usageStoreTimeout after the last send, even
+// when the caller's deadline has passed, as Run stores one request's
+// answer. It returns the Stripe and DynamoDB requests it made and the
+// alerts it claimed.
+func (s *Service) sendAndStore(ctx context.Context, items []usageItem, view table.UsageView, now time.Time) (stripeRequests, writes int, alerts []Alert, err error) {
+	segments := (len(items) + usageSegment - 1) / usageSegment
+	unsent := make([]atomic.Int32, segments)
+	ready := make(chan int, segments)
+	for i := range items {
+		if items[i].send {
+			unsent[i/usageSegment].Add(1)
+		}
+	}
+	for seg := range unsent {
+		if unsent[seg].Load() == 0 {
+			ready <- seg
+		}
+	}
+	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	stored := make(chan struct{})
+	go func() {
+		defer close(stored)
+		for seg := range ready {
+			w, a, e := s.storeUsage(wctx, usageParts(items[seg*usageSegment:min((seg+1)*usageSegment, len(items))], view), view, now)
+			writes, alerts, err = writes+w, append(alerts, a...), errors.Join(err, e)
+		}
+	}()
+	stripeRequests = s.sendUsageBatch(ctx, items, func(i int) {
+		if unsent[i/usageSegment].Add(-1) == 0 {
+			ready <- i / usageSegment
+		}
+	})
+	close(ready)
+	deadline := time.AfterFunc(usageStoreTimeout, stop)
+	defer deadline.Stop()
+	<-stored
+	return stripeRequests, writes, alerts, err
+}
+
+// usageParts are the answers of items to store, by organization in the
+// order each first appears, with the spend each record adds.
+func usageParts(items []usageItem, view table.UsageView) []*orgUsage {
+	parts := map[string]*orgUsage{}
+	var order []*orgUsage
+	for i := range items {
+		it := &items[i]
+		if !it.store {
+			continue
+		}
+		p := parts[it.cmd.OrgID]
+		if p == nil {
+			p = &orgUsage{org: it.cmd.OrgID, amounts: map[string]*big.Rat{}}
+			if sub, ok := view.Subscriptions[it.cmd.OrgID]; ok {
+				p.sub = &sub
+			}
+			parts[it.cmd.OrgID] = p
+			order = append(order, p)
+		}
+		raw, _ := json.Marshal(it.answer())
+		p.records = append(p.records, table.FinishedRequest{RequestID: it.cmd.RequestID, Fingerprint: it.cmd.fingerprint(), Result: string(raw)})
+		if it.outcome.Recorded && it.amount != nil {
+			p.amounts[it.cmd.RequestID] = it.amount
+		}
+	}
+	return order
+}
+
 // sendUsageBatch sends the planned meter events from a pool of
 // cfg.UsageConcurrency workers, at most cfg.UsageRate a second, until the
-// invocation's deadline nears: what it cannot send answers unavailable. It
-// returns the Stripe requests it made.
-func (s *Service) sendUsageBatch(ctx context.Context, items []usageItem) int {
+// invocation's deadline nears: what it cannot send answers unavailable.
+// settled(i) is called once items[i] has its outcome. It returns the
+// Stripe requests it made.
+func (s *Service) sendUsageBatch(ctx context.Context, items []usageItem, settled func(i int)) int {
 	work, cancel := withAnswerTime(ctx)
 	defer cancel()
 	p := newPacer(cmp.Or(s.cfg.UsageRate, DefaultUsageRate))
-	jobs := make(chan *usageItem)
+	jobs := make(chan int)
 	var wg sync.WaitGroup
 	var sent atomic.Int64
 	for range cmp.Or(s.cfg.UsageConcurrency, DefaultUsageConcurrency) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for it := range jobs {
-				sent.Add(int64(s.sendOne(work, p, it)))
+			for i := range jobs {
+				sent.Add(int64(s.sendOne(work, p, &items[i])))
+				settled(i)
 			}
 		}()
 	}
 	for i := range items {
 		if items[i].send {
-			jobs <- &items[i]
+			jobs <- i
 		}
 	}
 	close(jobs)

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +16,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/baseten/billing-functions/internal/stripelocal"
+	"github.com/baseten/billing-functions/internal/testenv"
 	"github.com/baseten/billing-functions/pkg/billing"
+	"github.com/baseten/billing-functions/pkg/billing/alertbus"
 )
 
 // batchResult decodes a record_usage_batch answer.
@@ -188,5 +193,92 @@ func TestRecordUsageBatch_BacksOffOn429AndAnswersUnavailableForWhatMissesTheDead
 	}
 	if got := f.meteredMinutes("gpu-a10g", customer); got != 30 {
 		t.Fatalf("metered %v, want 30: each record once", got)
+	}
+}
+
+// A batch stores each segment's answers and spend once its meter events
+// are sent, while the next segments are sent: the first record's answer is
+// in the table before the batch answers. An organization whose records
+// span every segment is counted exactly, once per record, and crosses each
+// threshold of its cap with one alert although the crossings come in
+// different segments.
+func TestRecordUsageBatch_StoresEachSegmentWhileTheNextAreSent(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, ns)
+	cfg := f.svc.Config()
+	cfg.UsageRate = 1000
+	f.svc = billing.NewService(cfg, billing.NewKeySource(cfg, nil), f.store, discardLogger())
+	f.svc.SetMetricsOutput(io.Discard)
+	bus := testenv.NewAlertBus(t)
+	f.svc.SetAlertBus(alertbus.New(bus.Client, bus.Name))
+	f.upsert(billing.UpsertRequest{})
+	orgs := []string{"org_sg_a", "org_sg_b", "org_sg_c"}
+	customers := map[string]string{}
+	for _, org := range orgs {
+		customers[org] = *strPtr(f.subscribe(org, "tier", "starter", "email", org+"@example.com", "instance_types", []string{"gpu-a100"})["customer_id"])
+	}
+	f.ok(req("set_spend_cap", orgs[0], "amount", 1000, "currency", "usd")) // 50% at 500, 80% at 800, 100% at 1000
+	run := strconv.FormatInt(time.Now().UnixNano(), 36)
+	var records []any
+	for i := range 300 { // six segments; each organization's records in all of them
+		records = append(records, usage(orgs[i%len(orgs)], "gpu-a100", 1, fmt.Sprintf("sg-%s-%d", run, i)))
+	}
+	first := map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "REQ#" + fmt.Sprintf("sg-%s-0", run)}, "sk": &types.AttributeValueMemberS{Value: "REQUEST"}}
+	meterEvents := func() int {
+		n := 0
+		for k, v := range f.stripe.Counts() {
+			if strings.Contains(k, "/v1/billing/meter_events") {
+				n += v
+			}
+		}
+		return n
+	}
+	f.stripe.ResetCounts()
+	f.stripe.InjectFault(stripelocal.Fault{Kind: "delay", DelayMS: 20, Count: 1 << 30})
+	answered := make(chan billing.Response)
+	go func() { answered <- f.call(batch(records...)) }()
+	sentWhenStored := -1 // the meter events Stripe had received when the first answer was seen stored
+	var resp billing.Response
+	for waiting := true; waiting; {
+		select {
+		case resp = <-answered:
+			waiting = false
+		case <-time.After(5 * time.Millisecond):
+			if sentWhenStored < 0 {
+				sent := meterEvents()
+				out, err := f.db.Next.GetItem(context.Background(), &dynamodb.GetItemInput{TableName: aws.String(f.store.Name()), Key: first, ConsistentRead: aws.Bool(true)})
+				if err == nil && out.Item != nil {
+					sentWhenStored = sent
+				}
+			}
+		}
+	}
+	f.stripe.ClearFaults()
+	if r := batchResult(t, resp); r.Recorded != len(records) {
+		t.Fatalf("recorded %d of %d", r.Recorded, len(records))
+	}
+	if sentWhenStored < 0 || sentWhenStored >= len(records) {
+		t.Fatalf("the first record's answer was seen stored when Stripe had %d of %d meter events: after the whole batch was sent", sentWhenStored, len(records))
+	}
+	t.Logf("the first record's answer was stored when Stripe had %d of %d meter events", sentWhenStored, len(records))
+	for _, org := range orgs {
+		if got := f.mirror(org).Spend.Amount; got != "1024" { // 100 minutes × 10.24
+			t.Errorf("%s's spend is %s, want 1024", org, got)
+		}
+		if got := f.meteredMinutes("gpu-a100", customers[org]); got != 100 {
+			t.Errorf("%s metered %v minutes, want 100", org, got)
+		}
+	}
+	alerts := map[string]int{}
+	for _, raw := range bus.Events(t) {
+		var ev struct {
+			OrgID     string `json:"org_id"`
+			Threshold int64  `json:"threshold"`
+		}
+		_ = json.Unmarshal(raw, &ev)
+		alerts[fmt.Sprint(ev.OrgID, ":", ev.Threshold)]++
+	}
+	if want := map[string]int{orgs[0] + ":50": 1, orgs[0] + ":80": 1, orgs[0] + ":100": 1}; !reflect.DeepEqual(alerts, want) {
+		t.Fatalf("alerts %v, want one per threshold of %s", alerts, orgs[0])
 	}
 }
