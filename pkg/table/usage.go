@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -178,28 +179,61 @@ type FinishedRequest struct {
 // left unprocessed (throttled); it doubles each time.
 const unprocessedBackoff = 50 * time.Millisecond
 
+// batchGetConcurrency is how many of a read's BatchGetItem requests are
+// in flight at once.
+const batchGetConcurrency = 4
+
 // batchGet reads keys, strongly consistent, in requests of at most 100,
-// sending again the keys DynamoDB leaves unprocessed. It returns the items
-// and the requests it sent.
+// batchGetConcurrency at a time, sending again the keys DynamoDB leaves
+// unprocessed. It returns the items and the requests it sent; on a
+// failure, the first error.
 func (s *Store) batchGet(ctx context.Context, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, int, error) {
+	var (
+		mu    sync.Mutex
+		wg    sync.WaitGroup
+		items []map[string]types.AttributeValue
+		sent  int
+		first error
+	)
+	slots := make(chan struct{}, batchGetConcurrency)
+	for start := 0; start < len(keys); start += batchGetMax {
+		chunk := keys[start:min(start+batchGetMax, len(keys))]
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			got, n, err := s.batchGetChunk(ctx, chunk)
+			mu.Lock()
+			defer mu.Unlock()
+			items, sent = append(items, got...), sent+n
+			if first == nil {
+				first = err
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, sent, first
+	}
+	return items, sent, nil
+}
+
+// batchGetChunk reads at most 100 keys in one BatchGetItem, and the keys
+// DynamoDB leaves unprocessed in more, after a wait that doubles.
+func (s *Store) batchGetChunk(ctx context.Context, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, int, error) {
 	var items []map[string]types.AttributeValue
 	sent := 0
-	for len(keys) > 0 {
-		n := min(len(keys), batchGetMax)
-		pending := map[string]types.KeysAndAttributes{s.name: {Keys: keys[:n], ConsistentRead: aws.Bool(true)}}
-		keys = keys[n:]
-		for wait := unprocessedBackoff; len(pending) > 0; wait *= 2 {
-			out, err := s.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: pending})
-			sent++
-			if err != nil {
-				return nil, sent, translate(err)
-			}
-			items = append(items, out.Responses[s.name]...)
-			pending = out.UnprocessedKeys
-			if len(pending) > 0 {
-				if err := sleep(ctx, wait); err != nil {
-					return nil, sent, err
-				}
+	pending := map[string]types.KeysAndAttributes{s.name: {Keys: keys, ConsistentRead: aws.Bool(true)}}
+	for wait := unprocessedBackoff; len(pending) > 0; wait *= 2 {
+		out, err := s.db.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{RequestItems: pending})
+		sent++
+		if err != nil {
+			return nil, sent, translate(err)
+		}
+		items = append(items, out.Responses[s.name]...)
+		pending = out.UnprocessedKeys
+		if len(pending) > 0 {
+			if err := sleep(ctx, wait); err != nil {
+				return nil, sent, err
 			}
 		}
 	}
