@@ -281,18 +281,7 @@ func TestSpend_AnAlertNotSentIsSentByTheNextWriteOrReconcile(t *testing.T) {
 		}
 	}
 	f.svc.SetAlertBus(alertbus.New(bus.Client, bus.Name))
-	onBus := func() map[string]int {
-		got := map[string]int{}
-		for _, raw := range bus.Events(t) {
-			var ev struct {
-				OrgID     string `json:"org_id"`
-				Threshold int64  `json:"threshold"`
-			}
-			_ = json.Unmarshal(raw, &ev)
-			got[fmt.Sprint(ev.OrgID, ":", ev.Threshold)]++
-		}
-		return got
-	}
+	onBus := func() map[string]int { return alertsOnBus(t, bus) }
 	// Too recent: its decider may still be sending it.
 	f.ok(req("record_usage", "org_pa", "instance_type", "gpu-a100", "minutes", 1))
 	if got := onBus(); len(got) != 0 {
@@ -310,4 +299,22 @@ func TestSpend_AnAlertNotSentIsSentByTheNextWriteOrReconcile(t *testing.T) {
 	if got := onBus(); fmt.Sprint(got) != "map[org_pb:100:1 org_pb:50:1 org_pb:80:1]" {
 		t.Fatalf("after reconcile: %v, want org_pb's three alerts once each", got)
 	}
+}
+
+// alertsOnBus counts the alert events the bus delivered so far, by
+// "organization:threshold".
+func alertsOnBus(t *testing.T, bus *testenv.AlertBus) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, raw := range bus.Events(t) {
+		var ev struct {
+			OrgID     string `json:"org_id"`
+			Threshold int64  `json:"threshold"`
+		}
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			t.Fatalf("an alert event: %s (%v)", raw, err)
+		}
+		got[fmt.Sprint(ev.OrgID, ":", ev.Threshold)]++
+	}
+	return got
 }

@@ -269,15 +269,7 @@ func TestRecordUsageBatch_StoresEachSegmentWhileTheNextAreSent(t *testing.T) {
 			t.Errorf("%s metered %v minutes, want 100", org, got)
 		}
 	}
-	alerts := map[string]int{}
-	for _, raw := range bus.Events(t) {
-		var ev struct {
-			OrgID     string `json:"org_id"`
-			Threshold int64  `json:"threshold"`
-		}
-		_ = json.Unmarshal(raw, &ev)
-		alerts[fmt.Sprint(ev.OrgID, ":", ev.Threshold)]++
-	}
+	alerts := alertsOnBus(t, bus)
 	if want := map[string]int{orgs[0] + ":50": 1, orgs[0] + ":80": 1, orgs[0] + ":100": 1}; !reflect.DeepEqual(alerts, want) {
 		t.Fatalf("alerts %v, want one per threshold of %s", alerts, orgs[0])
 	}
