@@ -20,8 +20,8 @@ import (
 // ms. `make bench` runs these into bench/REPORT.md.
 
 const (
-	costStripeDelay = 250 * time.Millisecond
-	costDynamoDelay = 5 * time.Millisecond
+	costStripeDelay   = 250 * time.Millisecond
+	costDynamoLatency = 5 * time.Millisecond
 )
 
 // costRun measures calls (their setup runs without delays first) and
@@ -39,7 +39,7 @@ func (c *costRun) measure(call func() billing.Response) {
 	c.f.requests()
 	if c.delayed {
 		c.f.stripe.InjectFault(stripelocal.Fault{Kind: "delay", DelayMS: int(costStripeDelay / time.Millisecond), Count: 1 << 30})
-		c.f.db.Latency = costDynamoDelay
+		c.f.db.Latency = costDynamoLatency
 	}
 	start := time.Now()
 	resp := call()
@@ -70,7 +70,7 @@ func (c *costRun) report(b *testing.B, undelayed *costRun) {
 	if trips == 0 {
 		trips = stripePer
 	}
-	injected := trips*ms(costStripeDelay) + dynamoPer*ms(costDynamoDelay)
+	injected := trips*ms(costStripeDelay) + dynamoPer*ms(costDynamoLatency)
 	b.ReportMetric(stripePer, "stripe-req/op")
 	b.ReportMetric(dynamoPer, "dynamodb-req/op")
 	b.ReportMetric(ms(p50), "p50-ms")

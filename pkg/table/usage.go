@@ -186,8 +186,17 @@ const batchGetConcurrency = 4
 // batchGet reads keys, strongly consistent, in requests of at most 100,
 // batchGetConcurrency at a time, sending again the keys DynamoDB leaves
 // unprocessed. It returns the items and the requests it sent; on a
-// failure, the first error.
+// failure, the first error, and the requests still to come are cancelled.
+// A read of one request (every read of one organization) sends it alone.
 func (s *Store) batchGet(ctx context.Context, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, int, error) {
+	switch {
+	case len(keys) == 0:
+		return nil, 0, nil
+	case len(keys) <= batchGetMax:
+		return s.batchGetChunk(ctx, keys)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var (
 		mu    sync.Mutex
 		wg    sync.WaitGroup
@@ -205,8 +214,9 @@ func (s *Store) batchGet(ctx context.Context, keys []map[string]types.AttributeV
 			mu.Lock()
 			defer mu.Unlock()
 			items, sent = append(items, got...), sent+n
-			if first == nil {
+			if err != nil && first == nil {
 				first = err
+				cancel()
 			}
 		})
 	}
