@@ -277,6 +277,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, pattern string
 	if r.Method == http.MethodPost && idemKey != "" && status != 429 {
 		s.idem[idemKey] = idemEntry{fingerprint: fingerprint, status: status, body: raw, at: s.now()}
 	}
+	// An answer's Date is when it was made (RFC 9110: when the message
+	// originated), so the events the request emitted are never newer.
+	w.Header().Set("Date", s.now().UTC().Format(http.TimeFormat))
 	pending := s.takePendingDeliveries()
 	s.mu.Unlock()
 	s.dispatch(pending)
